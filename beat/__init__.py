@@ -1,0 +1,1 @@
+"""Celery beat schedule for the0-k8s."""

@@ -1,0 +1,1 @@
+"""Developer tooling for the0-k8s (not shipped in the image)."""

@@ -1,0 +1,82 @@
+"""Where the stack's pinned binaries live; reads tools/stack/versions.env (the one pin file)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+STACK_DIR = Path(__file__).resolve().parent
+REPO_ROOT = STACK_DIR.parent.parent
+VERSIONS_FILE = STACK_DIR / "versions.env"
+BUILD_SCRIPT = STACK_DIR / "build.sh"
+
+
+def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
+    """Parses the KEY=value lines of versions.env (comments and blanks ignored)."""
+    versions: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        versions[key.strip()] = value.strip().strip('"')
+    return versions
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("THE0_STACK_CACHE", Path.home() / ".cache" / "the0-k8s-stack"))
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Absolute paths of every server binary the stack runs."""
+
+    kube_apiserver: Path
+    kube_controller_manager: Path
+    kube_scheduler: Path
+    kubectl: Path
+    etcd: Path
+    kwok: Path
+    kwok_stages: Path
+    kwok_crds: Path
+    ferretdb: Path
+    versitygw: Path
+    redis_server: Path
+    nats_server: Path
+    kubernetes_version: str
+
+    def missing(self) -> list[str]:
+        return [
+            f"{name} ({path})"
+            for name, path in vars(self).items()
+            if isinstance(path, Path) and not path.exists()
+        ]
+
+
+def _which(name: str) -> Path:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/usr/local/bin")
+    return Path(found) if found else Path(f"/usr/bin/{name}")
+
+
+def binaries() -> Binaries:
+    v = read_versions()
+    bin_dir = cache_dir() / "bin"
+    kube = bin_dir / f"kubernetes-{v['KUBERNETES_VERSION']}"
+    kwok = bin_dir / f"kwok-{v['KWOK_VERSION']}"
+    return Binaries(
+        kube_apiserver=kube / "kube-apiserver",
+        kube_controller_manager=kube / "kube-controller-manager",
+        kube_scheduler=kube / "kube-scheduler",
+        kubectl=kube / "kubectl",
+        etcd=bin_dir / f"etcd-{v['ETCD_VERSION']}" / "etcd",
+        kwok=kwok / "kwok",
+        kwok_stages=kwok / "stages",
+        kwok_crds=kwok / "crds",
+        ferretdb=bin_dir / f"ferretdb-{v['FERRETDB_VERSION']}" / "ferretdb",
+        versitygw=bin_dir / f"versitygw-{v['VERSITYGW_VERSION']}" / "versitygw",
+        redis_server=_which("redis-server"),
+        nats_server=_which("nats-server"),
+        kubernetes_version=v["KUBERNETES_VERSION"],
+    )

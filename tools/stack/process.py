@@ -1,0 +1,124 @@
+"""Child processes of the stack: start with a log file, wait for readiness, stop by PID.
+
+A server that does not become ready raises `ServerFailed` naming the server and the tail of its
+log, so a test run fails with the reason on screen instead of a hang or a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ServerFailed(RuntimeError):
+    """A stack server could not be started or did not become ready."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+@dataclass
+class Server:
+    """One started child process (own session, so its children die with it)."""
+
+    name: str
+    argv: Sequence[str]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env}
+        with self.log.open("ab") as out:
+            try:
+                self.popen = subprocess.Popen(
+                    list(self.argv),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    cwd=self.cwd,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise ServerFailed(f"{self.name}: cannot execute {self.argv[0]}: {exc}") from exc
+
+    def wait_ready(self, probe: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last_error = ""
+        while time.monotonic() < deadline:
+            if self.popen is not None and self.popen.poll() is not None:
+                raise ServerFailed(
+                    f"{self.name} exited with code {self.popen.returncode} during start-up.\n"
+                    f"--- last lines of {self.log} ---\n{log_tail(self.log)}"
+                )
+            try:
+                if probe():
+                    return
+            except Exception as exc:  # any probe error just means "not ready yet"
+                last_error = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.1)
+        raise ServerFailed(
+            f"{self.name} was not ready within {timeout:.0f} s (last probe error: {last_error}).\n"
+            f"--- last lines of {self.log} ---\n{log_tail(self.log)}"
+        )
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        stop_process_group(self.popen.pid, grace=grace)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=1)
+
+
+def stop_process_group(pid: int, *, grace: float = 10.0) -> None:
+    """SIGTERM the process group led by pid, then SIGKILL whatever is left after `grace`."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        # A zombie child still "exists"; reap it if it is ours.
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,422 @@
+"""Starts the whole real stack on free 127.0.0.1 ports and stops exactly what it started.
+
+Order matters: etcd → kube-apiserver → kwok CRDs → kwok, kube-controller-manager,
+kube-scheduler → kwok nodes; FerretDB, versitygw, Redis and NATS are independent.
+Every server gets its own log file under the work directory; `ServerFailed` carries its tail.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import shlex
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tools.stack import certs
+from tools.stack.paths import REPO_ROOT, Binaries, binaries
+from tools.stack.process import Server, ServerFailed, free_port, log_tail
+
+# The controller's identity, as a ServiceAccount-like user whose rights come only from RBAC.
+CONTROLLER_USER = "system:serviceaccount:the0:the0-controller"
+CONTROLLER_GROUPS = "system:serviceaccounts,system:serviceaccounts:the0,system:authenticated"
+CONTROLLER_ROLE_FILE = REPO_ROOT / "k8s" / "role.yaml"
+S3_ACCESS_KEY = "the0-test-access"
+KWOK_NODES = 3
+KWOK_PODS_PER_NODE = 5000
+KWOK_POD_CIDR = "10.128.0.0/14"  # fake pod IPs written into status only; no traffic goes there
+KWOK_STAGES = (
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+)
+
+
+@dataclass(frozen=True)
+class StackEnv:
+    """Every address and credential of a running stack; `as_env()` gives the env-var form."""
+
+    workdir: str
+    kubernetes_version: str
+    kube_api_url: str
+    admin_kubeconfig: str
+    controller_kubeconfig: str
+    controller_user: str
+    ca_file: str
+    mongo_uri: str
+    s3_endpoint: str
+    s3_access_key: str
+    s3_secret_key: str
+    redis_url: str
+    redis_port: int
+    nats_url: str
+    nats_port: int
+    kwok_logs_dir: str
+
+    def as_env(self) -> dict[str, str]:
+        return {
+            "KUBECONFIG": self.admin_kubeconfig,
+            "THE0_ADMIN_KUBECONFIG": self.admin_kubeconfig,
+            "THE0_CONTROLLER_KUBECONFIG": self.controller_kubeconfig,
+            "THE0_STACK_WORKDIR": self.workdir,
+            "THE0_KWOK_LOGS_DIR": self.kwok_logs_dir,
+            "KUBE_API_URL": self.kube_api_url,
+            "MONGO_URI": self.mongo_uri,
+            "MINIO_ENDPOINT": self.s3_endpoint,
+            "MINIO_ACCESS_KEY": self.s3_access_key,
+            "MINIO_SECRET_KEY": self.s3_secret_key,
+            "MINIO_SECURE": "false",
+            "REDIS_URL": self.redis_url,
+            "NATS_URL": self.nats_url,
+        }
+
+    def write_env_file(self, path: Path) -> None:
+        lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted(self.as_env().items())]
+        path.write_text("# Written by tools/stack; source it to reach the running stack.\n"
+                        + "\n".join(lines) + "\n")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> StackEnv:
+        return cls(**json.loads(text))
+
+
+def _http_ok(url: str, *, token: str | None = None, ca: str | None = None,
+             insecure: bool = False, expect: Iterable[int] = (200,)) -> bool:
+    context: ssl.SSLContext | None = None
+    if url.startswith("https"):
+        context = ssl.create_default_context(cafile=ca)
+        if insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=2, context=context) as response:
+            return int(response.status) in expect
+    except urllib.error.HTTPError as exc:
+        return exc.code in expect
+
+
+def _redis_ping(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(16).startswith(b"+PONG")
+
+
+def _mongo_ping(uri: str) -> bool:
+    import pymongo  # imported here: the supervisor's other users do not need it
+
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        uri, serverSelectionTimeoutMS=1000
+    )
+    try:
+        client.admin.command("ping")
+        return True
+    finally:
+        client.close()
+
+
+def _kubeconfig(server: str, ca: str, user: str, token: str) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "the0-test", "cluster": {"server": server,
+                                                            "certificate-authority": ca}}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [{"name": "the0-test", "context": {"cluster": "the0-test", "user": user}}],
+            "current-context": "the0-test",
+        },
+        indent=2,
+    )
+
+
+def _kwok_node(name: str) -> dict[str, Any]:
+    resources = {"cpu": "2k", "memory": "4Ti", "pods": str(KWOK_PODS_PER_NODE)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},
+            "labels": {"type": "kwok", "kubernetes.io/hostname": name,
+                       "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
+        },
+        "spec": {},
+        "status": {"allocatable": resources, "capacity": resources,
+                   "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}]},
+    }
+
+
+class Stack:
+    """The running servers. Use `start()` / `stop()`, or as a context manager."""
+
+    def __init__(self, workdir: Path, *, bins: Binaries | None = None,
+                 progress: Callable[[str], None] = lambda _msg: None) -> None:
+        self.workdir = workdir.resolve()
+        self.bins = bins or binaries()
+        self.progress = progress
+        self.servers: list[Server] = []
+        self.env: StackEnv | None = None
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ helpers
+    def _server(self, name: str, argv: list[str], *, env: Mapping[str, str] | None = None,
+                probe: Callable[[], bool], timeout: float = 60.0) -> Server:
+        server = Server(name=name, argv=argv, log=self.workdir / "logs" / f"{name}.log",
+                        env=dict(env or {}), cwd=self.workdir)
+        self.progress(f"starting {name}")
+        started = time.monotonic()
+        server.start()
+        self.servers.append(server)
+        server.wait_ready(probe, timeout)
+        self.progress(f"{name} ready in {time.monotonic() - started:.1f} s")
+        return server
+
+    def kubectl(self, *args: str, input_text: str | None = None,
+                kubeconfig: str | None = None, check: bool = True) -> str:
+        assert self.env is not None
+        argv = [str(self.bins.kubectl), "--kubeconfig", kubeconfig or self.env.admin_kubeconfig,
+                *args]
+        result = subprocess.run(argv, input=input_text, capture_output=True, text=True,
+                                timeout=120)
+        if check and result.returncode != 0:
+            raise ServerFailed(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> StackEnv:
+        missing = self.bins.missing()
+        if missing:
+            raise ServerFailed(
+                "stack binaries are missing — run `make stack-build` (tools/stack/build.sh):\n  "
+                + "\n  ".join(missing)
+            )
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_all()
+        except BaseException:
+            self.stop()
+            raise
+        assert self.env is not None
+        return self.env
+
+    def _start_all(self) -> None:
+        w = self.workdir
+        pki = certs.write_pki(w / "pki")
+        ca = str(pki["ca_crt"])
+        admin_token = secrets.token_hex(16)
+        controller_token = secrets.token_hex(16)
+        (w / "tokens.csv").write_text(
+            f'{admin_token},admin,admin,"system:masters"\n'
+            f'{controller_token},{CONTROLLER_USER},the0-controller,"{CONTROLLER_GROUPS}"\n'
+        )
+        (w / "tokens.csv").chmod(0o600)
+
+        # Independent servers first: they are quick and catch a broken install early.
+        redis_port = free_port()
+        self._server("redis", [str(self.bins.redis_server), "--bind", "127.0.0.1", "--port",
+                               str(redis_port), "--save", "", "--appendonly", "no",
+                               "--dir", str(w), "--protected-mode", "no"],
+                     probe=lambda: _redis_ping(redis_port), timeout=20)
+        nats_port, nats_monitor = free_port(), free_port()
+        self._server("nats", [str(self.bins.nats_server), "-a", "127.0.0.1", "-p",
+                              str(nats_port), "-m", str(nats_monitor)],
+                     probe=lambda: _http_ok(f"http://127.0.0.1:{nats_monitor}/healthz"),
+                     timeout=20)
+        mongo_port = free_port()
+        mongo_uri = f"mongodb://127.0.0.1:{mongo_port}/"
+        (w / "ferretdb").mkdir(exist_ok=True)
+        self._server("ferretdb", [str(self.bins.ferretdb), "--handler=sqlite",
+                                  f"--sqlite-url=file:{w / 'ferretdb'}/",
+                                  f"--listen-addr=127.0.0.1:{mongo_port}",
+                                  f"--state-dir={w / 'ferretdb'}", "--telemetry=disable",
+                                  f"--debug-addr=127.0.0.1:{free_port()}", "--log-level=warn"],
+                     probe=lambda: _mongo_ping(mongo_uri), timeout=30)
+        s3_port = free_port()
+        s3_secret = secrets.token_hex(16)
+        (w / "s3" / "data").mkdir(parents=True, exist_ok=True)
+        (w / "s3" / "meta").mkdir(parents=True, exist_ok=True)
+        self._server("versitygw", [str(self.bins.versitygw), "--port", f"127.0.0.1:{s3_port}",
+                                   "posix", "--sidecar", str(w / "s3" / "meta"),
+                                   str(w / "s3" / "data")],
+                     env={"ROOT_ACCESS_KEY": S3_ACCESS_KEY, "ROOT_SECRET_KEY": s3_secret},
+                     probe=lambda: _http_ok(f"http://127.0.0.1:{s3_port}/",
+                                            expect=(200, 403)),
+                     timeout=20)
+
+        # The control plane.
+        etcd_port, etcd_peer = free_port(), free_port()
+        self._server("etcd", [str(self.bins.etcd), "--name", "default",
+                              "--data-dir", str(w / "etcd"),
+                              "--listen-client-urls", f"http://127.0.0.1:{etcd_port}",
+                              "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
+                              "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+                              "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+                              "--initial-cluster", f"default=http://127.0.0.1:{etcd_peer}",
+                              "--unsafe-no-fsync", "--quota-backend-bytes", str(8 * 1024**3),
+                              "--log-level", "warn"],
+                     probe=lambda: _http_ok(f"http://127.0.0.1:{etcd_port}/health"), timeout=30)
+        api_port = free_port()
+        api_url = f"https://127.0.0.1:{api_port}"
+        self._server("kube-apiserver", [
+            str(self.bins.kube_apiserver),
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            "--bind-address=127.0.0.1", f"--secure-port={api_port}",
+            "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+            f"--cert-dir={w / 'apiserver-certs'}",
+            f"--tls-cert-file={pki['server_crt']}", f"--tls-private-key-file={pki['server_key']}",
+            f"--client-ca-file={ca}", f"--token-auth-file={w / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={pki['sa_pub']}",
+            f"--service-account-signing-key-file={pki['sa_key']}",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            # No token controller runs, so the ServiceAccount admission plugin would reject pods;
+            # no node-lifecycle controller runs to lift the not-ready taint this plugin adds.
+            "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+            "--allow-privileged=true",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--max-requests-inflight=1000", "--max-mutating-requests-inflight=500",
+            "--profiling=false",
+        ], probe=lambda: _http_ok(f"{api_url}/readyz", token=admin_token, ca=ca), timeout=90)
+
+        admin_kubeconfig = w / "admin.kubeconfig"
+        admin_kubeconfig.write_text(_kubeconfig(api_url, ca, "admin", admin_token))
+        controller_kubeconfig = w / "controller.kubeconfig"
+        controller_kubeconfig.write_text(
+            _kubeconfig(api_url, ca, CONTROLLER_USER, controller_token))
+        for path in (admin_kubeconfig, controller_kubeconfig):
+            path.chmod(0o600)
+        kwok_logs = w / "kwok-logs"
+        kwok_logs.mkdir(exist_ok=True)
+        self.env = StackEnv(
+            workdir=str(w), kubernetes_version=self.bins.kubernetes_version,
+            kube_api_url=api_url, admin_kubeconfig=str(admin_kubeconfig),
+            controller_kubeconfig=str(controller_kubeconfig), controller_user=CONTROLLER_USER,
+            ca_file=ca, mongo_uri=mongo_uri, s3_endpoint=f"127.0.0.1:{s3_port}",
+            s3_access_key=S3_ACCESS_KEY, s3_secret_key=s3_secret,
+            redis_url=f"redis://127.0.0.1:{redis_port}/0", redis_port=redis_port,
+            nats_url=f"nats://127.0.0.1:{nats_port}", nats_port=nats_port,
+            kwok_logs_dir=str(kwok_logs),
+        )
+
+        # kwok reads Logs/ClusterLogs from the API (so tests can add them), hence CRDs first.
+        crds = [str(self.bins.kwok_crds / f"kwok.x-k8s.io_{n}.yaml") for n in ("logs", "clusterlogs")]
+        self.kubectl("apply", "--server-side", *[a for c in crds for a in ("-f", c)])
+        self.kubectl("wait", "--for=condition=established", "--timeout=60s",
+                     "crd/logs.kwok.x-k8s.io", "crd/clusterlogs.kwok.x-k8s.io")
+
+        kubeconfig_arg = f"--kubeconfig={admin_kubeconfig}"
+        kcm_port = free_port()
+        self._server("kube-controller-manager", [
+            str(self.bins.kube_controller_manager), kubeconfig_arg, "--leader-elect=false",
+            "--controllers=cronjob-controller,job-controller,garbage-collector-controller,"
+            "ttl-after-finished-controller,namespace-controller,serviceaccount-controller,"
+            "pod-garbage-collector-controller",
+            "--bind-address=127.0.0.1", f"--secure-port={kcm_port}",
+            "--kube-api-qps=500", "--kube-api-burst=1000", "--concurrent-gc-syncs=40",
+        ], probe=lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure=True),
+            timeout=60)
+        scheduler_port = free_port()
+        scheduler_config = w / "scheduler.yaml"
+        scheduler_config.write_text(json.dumps({
+            "apiVersion": "kubescheduler.config.k8s.io/v1",
+            "kind": "KubeSchedulerConfiguration",
+            "clientConnection": {"kubeconfig": str(admin_kubeconfig), "qps": 1000, "burst": 2000},
+            "leaderElection": {"leaderElect": False},
+        }))
+        self._server("kube-scheduler", [
+            str(self.bins.kube_scheduler), f"--config={scheduler_config}",
+            "--bind-address=127.0.0.1", f"--secure-port={scheduler_port}",
+        ], probe=lambda: _http_ok(f"https://127.0.0.1:{scheduler_port}/healthz", insecure=True),
+            timeout=60)
+
+        kwok_port = free_port()
+        kwok_config = w / "kwok.yaml"
+        kwok_config.write_text("\n---\n".join(
+            (self.bins.kwok_stages / stage).read_text() for stage in KWOK_STAGES))
+        (w / "kwok-home").mkdir(exist_ok=True)
+        self._server("kwok", [
+            str(self.bins.kwok), kubeconfig_arg, f"--config={kwok_config}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            "--node-ip=127.0.0.1", "--node-name=localhost", f"--node-port={kwok_port}",
+            f"--server-address=127.0.0.1:{kwok_port}",
+            f"--tls-cert-file={pki['server_crt']}", f"--tls-private-key-file={pki['server_key']}",
+            f"--cidr={KWOK_POD_CIDR}", "--enable-crds=Logs,ClusterLogs",
+        ], env={"HOME": str(w / "kwok-home")},
+            probe=lambda: _http_ok(f"https://127.0.0.1:{kwok_port}/healthz", insecure=True,
+                                   expect=(200, 404)),
+            timeout=60)
+        nodes = [_kwok_node(f"kwok-node-{i}") for i in range(KWOK_NODES)]
+        self.kubectl("apply", "-f", "-",
+                     input_text=json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+        self._wait(lambda: self._nodes_ready(len(nodes)), "kwok nodes Ready", timeout=60,
+                   server="kwok")
+
+    def _nodes_ready(self, count: int) -> bool:
+        out = self.kubectl("get", "nodes", "-l", "type=kwok", "-o",
+                           "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')]"
+                           ".status}{'\\n'}{end}")
+        return out.split().count("True") == count
+
+    def _wait(self, check: Callable[[], bool], what: str, *, timeout: float, server: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.2)
+        log = self.workdir / "logs" / f"{server}.log"
+        raise ServerFailed(f"{what}: not reached within {timeout:.0f} s.\n"
+                           f"--- last lines of {log} ---\n{log_tail(log)}")
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):
+            server.stop()
+        self.servers.clear()
+
+    # ------------------------------------------------------------------ RBAC
+    def grant_controller(self, namespace: str) -> None:
+        """Applies k8s/role.yaml in `namespace` and binds it to the controller identity."""
+        self.kubectl("apply", "-n", namespace, "-f", str(CONTROLLER_ROLE_FILE))
+        role_name = json.loads(self.kubectl("create", "--dry-run=client", "-o", "json", "-n",
+                                            namespace, "-f", str(CONTROLLER_ROLE_FILE))
+                               )["metadata"]["name"]
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "the0-controller", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                        "name": role_name},
+            "subjects": [{"kind": "ServiceAccount", "name": "the0-controller",
+                          "namespace": "the0"}],
+        }
+        self.kubectl("apply", "-f", "-", input_text=json.dumps(binding))
+
+
+def pids_of(stack: Stack) -> list[dict[str, Any]]:
+    return [{"name": s.name, "pid": s.pid, "argv0": str(s.argv[0])} for s in stack.servers]
+
+
+def encode_token(token: str) -> str:
+    return base64.b64encode(token.encode()).decode()
