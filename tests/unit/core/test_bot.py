@@ -1,0 +1,483 @@
+"""Bot documents → Bot: what is accepted, every rejection reason, and that config stays secret."""
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from worker.core.bot import (
+    DEFAULT_IMAGES,
+    DEFAULT_RESOURCES,
+    RUNTIMES,
+    Bot,
+    BotKind,
+    Resources,
+    is_enabled,
+    is_safe_relative_path,
+    parse_bot,
+)
+from worker.core.errors import InvalidBot
+
+SECRET = "sk-live-SECRET-0123456789"
+
+
+def make_doc(**overrides: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": "clx0abc123def456ghi789jk",
+        "config": {"name": "my bot", "api_key": SECRET, "symbol": "BTC-USD"},
+        "custom": {
+            "version": "1.2.0",
+            "filePath": "bots/clx0abc/1.2.0.zip",
+            "config": {"runtime": "python3.11", "name": "momentum"},
+        },
+    }
+    doc.update(overrides)
+    return doc
+
+
+def parse(doc: dict[str, Any], kind: BotKind = BotKind.LIVE) -> Bot:
+    return parse_bot(doc, kind=kind, default_resources=DEFAULT_RESOURCES)
+
+
+def reason_for(doc: dict[str, Any], kind: BotKind = BotKind.LIVE) -> str:
+    with pytest.raises(InvalidBot) as caught:
+        parse(doc, kind)
+    return caught.value.reason
+
+
+# --- enabled ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", [False, "false", "FALSE", " False ", "0", " 0 ", 0, 0.0, "fAlSe"])
+@pytest.mark.parametrize("where", ["top", "config"])
+def test_disabled_spellings(flag: object, where: str) -> None:
+    doc = make_doc()
+    if where == "top":
+        doc["enabled"] = flag
+    else:
+        doc["config"]["enabled"] = flag
+    assert not is_enabled(doc)
+
+
+@pytest.mark.parametrize("flag", [True, "true", "1", 1, "yes", "", None, [], {}, "no"])
+def test_anything_else_is_enabled(flag: object) -> None:
+    doc = make_doc(enabled=flag)
+    doc["config"]["enabled"] = flag
+    assert is_enabled(doc)
+
+
+def test_missing_flags_mean_enabled() -> None:
+    assert is_enabled(make_doc())
+    assert is_enabled({})
+
+
+@pytest.mark.parametrize("config", [None, "enabled=false", ["false"], 0, False])
+def test_a_non_dict_config_does_not_crash_is_enabled(config: object) -> None:
+    assert is_enabled({"config": config})
+
+
+def test_top_level_disable_wins_over_config_enable() -> None:
+    doc = make_doc(enabled="false")
+    doc["config"]["enabled"] = True
+    assert not is_enabled(doc)
+
+
+# --- valid documents ----------------------------------------------------------------------------
+
+
+def test_a_valid_live_bot_is_parsed() -> None:
+    bot = parse(make_doc())
+    assert bot.id == "clx0abc123def456ghi789jk"
+    assert bot.kind is BotKind.LIVE
+    assert bot.config == {"name": "my bot", "api_key": SECRET, "symbol": "BTC-USD"}
+    assert bot.runtime == "python3.11"
+    assert bot.entrypoint == "main.py"
+    assert bot.code_path == "bots/clx0abc/1.2.0.zip"
+    assert bot.code_version == "1.2.0"
+    assert bot.resources == DEFAULT_RESOURCES
+    assert bot.name == "my bot"
+    assert bot.schedule is None and bot.timezone is None
+
+
+def test_the_parsed_config_is_a_copy() -> None:
+    doc = make_doc()
+    bot = parse(doc)
+    doc["config"]["symbol"] = "ETH-USD"
+    assert bot.config["symbol"] == "BTC-USD"
+
+
+@pytest.mark.parametrize("runtime", sorted(RUNTIMES))
+def test_every_runtime_has_its_default_entrypoint_and_image(runtime: str) -> None:
+    doc = make_doc()
+    doc["custom"]["config"]["runtime"] = runtime
+    bot = parse(doc)
+    assert bot.entrypoint == RUNTIMES[runtime]
+    assert DEFAULT_IMAGES[runtime].startswith("the0/")
+
+
+def test_runtime_tables_match_the_design() -> None:
+    assert dict(RUNTIMES) == {
+        "python3.11": "main.py",
+        "nodejs20": "index.js",
+        "rust-stable": "main",
+        "dotnet8": "main",
+        "gcc13": "main",
+        "cpp-gcc13": "main",
+        "scala3": "main",
+        "ghc96": "main",
+    }
+    assert dict(DEFAULT_IMAGES) == {
+        "python3.11": "the0/python311",
+        "nodejs20": "the0/nodejs20",
+        "rust-stable": "the0/rust-stable",
+        "dotnet8": "the0/dotnet8",
+        "gcc13": "the0/gcc13",
+        "cpp-gcc13": "the0/gcc13",
+        "scala3": "the0/scala3",
+        "ghc96": "the0/ghc96",
+    }
+    with pytest.raises(TypeError):
+        RUNTIMES["cobol"] = "main"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("entrypoint", ["bot.py", "src/main.py", "./run.py", "dist/app.js"])
+def test_an_explicit_entrypoint_is_used(entrypoint: str) -> None:
+    doc = make_doc()
+    doc["custom"]["config"]["entrypoints"] = {"bot": entrypoint, "backtest": "bt.py"}
+    assert parse(doc).entrypoint == entrypoint
+
+
+@pytest.mark.parametrize("entrypoints", [None, {}, {"bot": None}, "main.py", ["main.py"]])
+def test_absent_entrypoints_fall_back_to_the_runtime_default(entrypoints: object) -> None:
+    doc = make_doc()
+    doc["custom"]["config"]["entrypoints"] = entrypoints
+    assert parse(doc).entrypoint == "main.py"
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"), [("2.0.0", "2.0.0"), (3, "3"), (1.5, "1.5"), (None, ""), ("", "")]
+)
+def test_code_version(version: object, expected: str) -> None:
+    doc = make_doc()
+    doc["custom"]["version"] = version
+    assert parse(doc).code_version == expected
+
+
+def test_missing_code_version_is_empty() -> None:
+    doc = make_doc()
+    del doc["custom"]["version"]
+    assert parse(doc).code_version == ""
+
+
+@pytest.mark.parametrize(
+    ("config_name", "code_name", "expected"),
+    [
+        ("mine", "pkg", "mine"),
+        (None, "pkg", "pkg"),
+        ("", "pkg", "pkg"),
+        (None, None, ""),
+        (5, 6, ""),
+    ],
+)
+def test_display_name(config_name: object, code_name: object, expected: str) -> None:
+    doc = make_doc()
+    doc["config"]["name"] = config_name
+    doc["custom"]["config"]["name"] = code_name
+    assert parse(doc).name == expected
+
+
+@pytest.mark.parametrize(
+    "bot_id",
+    ["ABC", "with_underscore", "dots.in.id", "has space", "x" * 200, "x" * 253, "ünïcödé", "-"],
+)
+def test_odd_but_valid_ids_are_accepted(bot_id: str) -> None:
+    assert parse(make_doc(id=bot_id)).id == bot_id
+
+
+# --- resources ---------------------------------------------------------------------------------
+
+
+def test_resource_overrides_replace_the_defaults() -> None:
+    doc = make_doc()
+    doc["config"].update(
+        memory_limit="1Gi", cpu_limit="1", memory_request="256Mi", cpu_request="250m"
+    )
+    assert parse(doc).resources == Resources(
+        memory_limit="1Gi", cpu_limit="1", memory_request="256Mi", cpu_request="250m"
+    )
+
+
+def test_numbers_are_accepted_as_quantities() -> None:
+    doc = make_doc()
+    doc["config"].update(cpu_limit=2, cpu_request=0.5, memory_limit=1073741824)
+    resources = parse(doc).resources
+    assert (resources.cpu_limit, resources.cpu_request) == ("2", "0.5")
+    assert resources.memory_limit == "1073741824"
+
+
+@pytest.mark.parametrize("unset", [None, "", "   "])
+def test_blank_overrides_mean_the_default(unset: object) -> None:
+    doc = make_doc()
+    doc["config"]["memory_limit"] = unset
+    assert parse(doc).resources.memory_limit == DEFAULT_RESOURCES.memory_limit
+
+
+def test_surrounding_whitespace_is_trimmed() -> None:
+    doc = make_doc()
+    doc["config"]["memory_limit"] = " 1Gi "
+    assert parse(doc).resources.memory_limit == "1Gi"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["lots", "1GB", "-1Gi", "-100m", True, False, [], {}, "1e99", 1e300, -1, "1 Gi", "1.2.3"],
+)
+@pytest.mark.parametrize("key", ["memory_limit", "cpu_limit", "memory_request", "cpu_request"])
+def test_bad_quantities_are_rejected(key: str, value: object) -> None:
+    doc = make_doc()
+    doc["config"][key] = value
+    assert reason_for(doc) == "invalid_quantity"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"memory_request": "1Gi", "memory_limit": "512Mi"},
+        {"cpu_request": "2", "cpu_limit": "1500m"},
+        {"memory_request": "1Gi"},  # above the default limit of 512Mi
+        {"cpu_request": "501m"},  # above the default limit of 500m
+    ],
+)
+def test_a_request_above_its_limit_is_rejected(overrides: dict[str, str]) -> None:
+    doc = make_doc()
+    doc["config"].update(overrides)
+    assert reason_for(doc) == "request_exceeds_limit"
+
+
+def test_equal_request_and_limit_are_fine() -> None:
+    doc = make_doc()
+    doc["config"].update(memory_request="1024Mi", memory_limit="1Gi")
+    assert parse(doc).resources.memory_request == "1024Mi"
+
+
+def test_a_limit_below_the_default_request_lowers_that_request() -> None:
+    doc = make_doc()
+    doc["config"].update(memory_limit="64Mi", cpu_limit="50m")
+    resources = parse(doc).resources
+    assert (resources.memory_request, resources.memory_limit) == ("64Mi", "64Mi")
+    assert (resources.cpu_request, resources.cpu_limit) == ("50m", "50m")
+
+
+# --- scheduled bots ----------------------------------------------------------------------------
+
+
+def test_a_scheduled_bot_keeps_its_schedule_and_timezone() -> None:
+    doc = make_doc()
+    doc["config"].update(schedule="*/5 * * * *", timezone="Europe/Paris")
+    bot = parse(doc, BotKind.SCHEDULED)
+    assert (bot.kind, bot.schedule, bot.timezone) == (
+        BotKind.SCHEDULED,
+        "*/5 * * * *",
+        "Europe/Paris",
+    )
+
+
+@pytest.mark.parametrize("timezone", [None, ""])
+def test_a_scheduled_bot_without_timezone(timezone: object) -> None:
+    doc = make_doc()
+    doc["config"].update(schedule="@daily", timezone=timezone)
+    assert parse(doc, BotKind.SCHEDULED).timezone is None
+
+
+@pytest.mark.parametrize("schedule", [None, "", "   ", 5, ["* * * * *"]])
+def test_a_scheduled_bot_needs_a_schedule(schedule: object) -> None:
+    doc = make_doc()
+    doc["config"]["schedule"] = schedule
+    assert reason_for(doc, BotKind.SCHEDULED) == "missing_schedule"
+
+
+def test_a_live_bot_ignores_schedule_fields() -> None:
+    doc = make_doc()
+    doc["config"].update(schedule=5, timezone=7)
+    assert parse(doc).schedule is None
+
+
+def test_a_non_string_timezone_is_rejected() -> None:
+    doc = make_doc()
+    doc["config"].update(schedule="@hourly", timezone=3)
+    assert reason_for(doc, BotKind.SCHEDULED) == "invalid_timezone"
+
+
+# --- rejections ----------------------------------------------------------------------------------
+
+
+def _set(path: str, value: object) -> Callable[[dict[str, Any]], None]:
+    """A mutation that sets a dotted path in a document (creating nothing on the way)."""
+
+    def mutate(doc: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        target = doc
+        for key in parents:
+            target = target[key]
+        target[last] = value
+
+    return mutate
+
+
+def _delete(path: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(doc: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        target = doc
+        for key in parents:
+            target = target[key]
+        del target[last]
+
+    return mutate
+
+
+REJECTIONS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
+    ("id missing", _delete("id"), "invalid_id"),
+    ("id None", _set("id", None), "invalid_id"),
+    ("id int", _set("id", 42), "invalid_id"),
+    ("id empty", _set("id", ""), "invalid_id"),
+    ("id too long", _set("id", "x" * 254), "invalid_id"),
+    ("id newline", _set("id", "abc\ndef"), "invalid_id"),
+    ("id NUL", _set("id", "abc\x00"), "invalid_id"),
+    ("id escape", _set("id", "\x1b[31mred"), "invalid_id"),
+    ("config missing", _delete("config"), "invalid_config"),
+    ("config list", _set("config", ["a"]), "invalid_config"),
+    ("config string", _set("config", "{}"), "invalid_config"),
+    ("config NaN", _set("config", {"x": float("nan")}), "invalid_config"),
+    ("config non-JSON", _set("config", {"when": object()}), "invalid_config"),
+    ("custom missing", _delete("custom"), "missing_custom"),
+    ("custom string", _set("custom", "x"), "missing_custom"),
+    ("filePath missing", _delete("custom.filePath"), "missing_code_path"),
+    ("filePath empty", _set("custom.filePath", ""), "missing_code_path"),
+    ("filePath int", _set("custom.filePath", 7), "missing_code_path"),
+    ("filePath absolute", _set("custom.filePath", "/etc/passwd"), "unsafe_code_path"),
+    ("filePath dotdot", _set("custom.filePath", "bots/../../x.zip"), "unsafe_code_path"),
+    ("filePath leading dotdot", _set("custom.filePath", "../x.zip"), "unsafe_code_path"),
+    ("filePath only dotdot", _set("custom.filePath", ".."), "unsafe_code_path"),
+    ("filePath backslash", _set("custom.filePath", "bots\\..\\x.zip"), "unsafe_code_path"),
+    ("filePath NUL", _set("custom.filePath", "x.zip\x00.png"), "unsafe_code_path"),
+    ("filePath newline", _set("custom.filePath", "x\n.zip"), "unsafe_code_path"),
+    ("custom.config missing", _delete("custom.config"), "missing_runtime"),
+    ("custom.config list", _set("custom.config", []), "missing_runtime"),
+    ("runtime missing", _delete("custom.config.runtime"), "missing_runtime"),
+    ("runtime empty", _set("custom.config.runtime", ""), "missing_runtime"),
+    ("runtime int", _set("custom.config.runtime", 3), "unknown_runtime"),
+    ("runtime unknown", _set("custom.config.runtime", "cobol"), "unknown_runtime"),
+    ("runtime case", _set("custom.config.runtime", "Python3.11"), "unknown_runtime"),
+    ("entrypoint int", _set("custom.config.entrypoints", {"bot": 1}), "invalid_entrypoint"),
+    ("entrypoint empty", _set("custom.config.entrypoints", {"bot": ""}), "invalid_entrypoint"),
+    ("entrypoint absolute", _set("custom.config.entrypoints", {"bot": "/x"}), "invalid_entrypoint"),
+    ("entrypoint dotdot", _set("custom.config.entrypoints", {"bot": "../x"}), "invalid_entrypoint"),
+    ("version dict", _set("custom.version", {"v": 1}), "invalid_version"),
+    ("version bool", _set("custom.version", True), "invalid_version"),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"), [(m, r) for _, m, r in REJECTIONS], ids=[n for n, _, _ in REJECTIONS]
+)
+def test_each_rejection_has_its_reason(
+    mutate: Callable[[dict[str, Any]], None], reason: str
+) -> None:
+    doc = make_doc()
+    mutate(doc)
+    assert reason_for(doc) == reason
+
+
+def test_the_first_problem_in_document_order_is_reported() -> None:
+    doc = make_doc(custom="nope")
+    doc["config"]["memory_limit"] = "lots"
+    assert reason_for(doc) == "missing_custom"
+
+
+def test_invalid_bot_carries_the_id_when_it_is_a_string() -> None:
+    with pytest.raises(InvalidBot) as caught:
+        parse(make_doc(id="abc", custom=None))
+    assert caught.value.bot_id == "abc"
+    with pytest.raises(InvalidBot) as caught:
+        parse(make_doc(id=12))
+    assert caught.value.bot_id == ""
+
+
+def test_an_unknown_runtime_is_named_but_truncated() -> None:
+    doc = make_doc()
+    doc["custom"]["config"]["runtime"] = "r" * 100
+    with pytest.raises(InvalidBot) as caught:
+        parse(doc)
+    assert "r" * 39 in str(caught.value)
+    assert "r" * 41 not in str(caught.value)
+
+
+def test_an_unprintable_unknown_runtime_is_not_echoed() -> None:
+    doc = make_doc()
+    doc["custom"]["config"]["runtime"] = "evil\n\x1b[2Jinjected"
+    with pytest.raises(InvalidBot) as caught:
+        parse(doc)
+    assert caught.value.reason == "unknown_runtime"
+    assert "injected" not in str(caught.value)
+
+
+# --- secrecy -------------------------------------------------------------------------------------
+
+
+SECRET_VALUES = ["sk-live-SECRET-0123456789", "hunter2-PASSPHRASE"]
+
+
+def _secret_config() -> dict[str, Any]:
+    return {"api_key": SECRET_VALUES[0], "nested": {"passphrase": SECRET_VALUES[1]}}
+
+
+@pytest.mark.parametrize("mutate", [m for _, m, _ in REJECTIONS], ids=[n for n, _, _ in REJECTIONS])
+def test_no_rejection_message_contains_a_config_value(
+    mutate: Callable[[dict[str, Any]], None],
+) -> None:
+    doc = make_doc(config=_secret_config())
+    mutate(doc)
+    try:
+        parse(doc)
+    except InvalidBot as error:
+        rendered = f"{error} {error!r} {error.detail} {error.reason}"
+        assert not any(secret in rendered for secret in SECRET_VALUES)
+
+
+@pytest.mark.parametrize("key", ["memory_limit", "cpu_limit", "memory_request", "cpu_request"])
+def test_a_bad_quantity_is_not_echoed(key: str) -> None:
+    config = _secret_config()
+    config[key] = SECRET_VALUES[0]
+    with pytest.raises(InvalidBot) as caught:
+        parse(make_doc(config=config))
+    assert SECRET_VALUES[0] not in f"{caught.value} {caught.value!r}"
+    assert key in str(caught.value)
+
+
+def test_bot_repr_and_str_never_show_the_config() -> None:
+    bot = parse(make_doc(config=_secret_config()))
+    for rendered in (repr(bot), str(bot), f"{bot}", f"{bot!r}"):
+        assert not any(secret in rendered for secret in SECRET_VALUES)
+        assert "config=" not in rendered
+
+
+def test_bots_are_hashable_and_comparable_despite_their_config() -> None:
+    doc = make_doc()
+    assert parse(doc) == parse(copy.deepcopy(doc))
+    assert hash(parse(doc)) == hash(parse(copy.deepcopy(doc)))
+
+
+# --- path safety -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["a.zip", "a/b/c.zip", "./a.zip", "a..b.zip", "..a/b", "a b.zip"])
+def test_safe_relative_paths(path: str) -> None:
+    assert is_safe_relative_path(path)
+
+
+@pytest.mark.parametrize(
+    "path", ["", "/a", "//a", "..", "a/..", "a/../b", "a\\b", "C:\\a", "a\x00", "a\tb", "a\nb"]
+)
+def test_unsafe_paths(path: str) -> None:
+    assert not is_safe_relative_path(path)

@@ -1,0 +1,555 @@
+"""Pod and config Secret generation: shape, security, secrecy, and the config hash."""
+
+import dataclasses
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker.core.bot import DEFAULT_IMAGES, DEFAULT_RESOURCES, Bot, BotId, BotKind, parse_bot
+from worker.core.errors import InvalidBot
+from worker.core.naming import label_value, pod_name, secret_name
+from worker.core.podspec import (
+    FETCH_CODE_SCRIPT,
+    GENERATOR_VERSION,
+    PodTemplateSettings,
+    build_config_secret,
+    build_pod,
+    config_hash,
+    image_reference,
+)
+
+SECRETS = ["sk-live-SECRET-0123456789", "PASSPHRASE-correct-horse", "wallet-seed-abandon-abandon"]
+
+SETTINGS = PodTemplateSettings(
+    namespace="the0",
+    image_map=DEFAULT_IMAGES,
+    image_tag="latest",
+    init_image="python:3.11-alpine",
+    pull_policy="IfNotPresent",
+)
+
+
+def make_bot(bot_id: str = "clx0abc123def456ghi789jk", **config: Any) -> Bot:
+    doc = {
+        "id": bot_id,
+        "config": {
+            "name": "grid bot",
+            "api_key": SECRETS[0],
+            "exchange": {"passphrase": SECRETS[1], "seed": [SECRETS[2]]},
+            **config,
+        },
+        "custom": {
+            "version": "1.0.0",
+            "filePath": "bots/abc/1.0.0.zip",
+            "config": {"runtime": "python3.11"},
+        },
+    }
+    return parse_bot(doc, kind=BotKind.LIVE, default_resources=DEFAULT_RESOURCES)
+
+
+def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*pod["spec"]["initContainers"], *pod["spec"]["containers"]]
+
+
+def container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in containers(pod) if c["name"] == name)
+
+
+def env(container_spec: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container_spec["env"]}
+
+
+def strings_in(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item)
+
+
+# --- the pod -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bot_id", ["clx0abc123def456ghi789jk", "My_Bot.v2 (test)", "x" * 200])
+def test_pod_metadata(bot_id: str) -> None:
+    bot = make_bot(bot_id)
+    pod = build_pod(bot, SETTINGS)
+    name = pod_name(bot_id)
+    assert (pod["apiVersion"], pod["kind"]) == ("v1", "Pod")
+    assert pod["metadata"]["name"] == name
+    assert pod["metadata"]["namespace"] == "the0"
+    assert pod["metadata"]["labels"] == {
+        "app": "the0-bot",
+        "bot-id": label_value(bot_id),
+        "managed-by": "the0-bot-controller",
+        "app.kubernetes.io/name": "the0-bot",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/managed-by": "the0-bot-controller",
+        "app.kubernetes.io/component": "live-bot",
+    }
+    assert pod["metadata"]["annotations"] == {
+        "the0.dev/bot-id": bot_id,
+        "the0.dev/config-hash": config_hash(bot, SETTINGS),
+    }
+
+
+def test_pod_spec_basics() -> None:
+    spec = build_pod(make_bot(), SETTINGS)["spec"]
+    assert spec["restartPolicy"] == "Always"
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["enableServiceLinks"] is False
+    assert spec["volumes"] == [
+        {"name": "code", "emptyDir": {"sizeLimit": "512Mi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
+    assert [c["name"] for c in spec["initContainers"]] == ["fetch-code"]
+    assert [c["name"] for c in spec["containers"]] == ["bot"]
+
+
+def test_restart_policy_is_a_parameter() -> None:
+    assert (
+        build_pod(make_bot(), SETTINGS, restart_policy="Never")["spec"]["restartPolicy"] == "Never"
+    )
+
+
+def test_pod_security_context_is_restricted() -> None:
+    assert build_pod(make_bot(), SETTINGS)["spec"]["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def test_every_container_passes_pod_security_restricted() -> None:
+    pod = build_pod(make_bot(), SETTINGS)
+    assert len(containers(pod)) == 2
+    for spec in containers(pod):
+        security = spec["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"] == {"drop": ["ALL"]}
+        assert security["readOnlyRootFilesystem"] is True
+        assert security.get("privileged") is not True
+        assert "add" not in security["capabilities"]
+        assert spec["imagePullPolicy"] == "IfNotPresent"
+        assert spec["resources"]["limits"] and spec["resources"]["requests"]
+    assert not any("hostPath" in volume for volume in pod["spec"]["volumes"])
+
+
+def test_bot_container() -> None:
+    bot = make_bot()
+    pod = build_pod(bot, SETTINGS)
+    spec = container(pod, "bot")
+    assert spec["image"] == "the0/python311:latest"
+    assert spec["command"] == ["/entrypoint.sh"]
+    assert env(spec) == {
+        "BOT_ID": bot.id,
+        "BOT_CONFIG": {
+            "secretKeyRef": {"name": secret_name(pod_name(bot.id)), "key": "BOT_CONFIG"}
+        },
+        "CODE_MOUNT_DIR": "/bot",
+        "ENTRYPOINT": "main.py",
+        "HOME": "/tmp",
+        "TMPDIR": "/tmp",
+    }
+    assert spec["volumeMounts"] == [
+        {"name": "code", "mountPath": "/bot", "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    assert spec["resources"] == {
+        "limits": {"memory": "512Mi", "cpu": "500m"},
+        "requests": {"memory": "128Mi", "cpu": "100m"},
+    }
+
+
+def test_bot_container_resources_follow_the_bot() -> None:
+    bot = make_bot(memory_limit="2Gi", cpu_limit="2", memory_request="1Gi", cpu_request="1")
+    assert container(build_pod(bot, SETTINGS), "bot")["resources"] == {
+        "limits": {"memory": "2Gi", "cpu": "2"},
+        "requests": {"memory": "1Gi", "cpu": "1"},
+    }
+
+
+def test_fetch_code_container() -> None:
+    bot = make_bot()
+    spec = container(build_pod(bot, SETTINGS), "fetch-code")
+    assert spec["image"] == "python:3.11-alpine"
+    assert spec["command"] == ["python3", "-c", FETCH_CODE_SCRIPT]
+    variables = env(spec)
+    assert variables["CODE_URL"] == {
+        "secretKeyRef": {"name": secret_name(pod_name(bot.id)), "key": "CODE_URL"}
+    }
+    assert variables["CODE_DIR"] == "/bot"
+    assert variables["DOWNLOAD_DIR"] == "/bot-tmp"
+    assert {m["mountPath"] for m in spec["volumeMounts"]} == {"/bot", "/bot-tmp"}
+    assert not any(m.get("readOnly") for m in spec["volumeMounts"])
+
+
+def test_only_the_init_container_sees_the_code_url() -> None:
+    pod = build_pod(make_bot(), SETTINGS)
+    assert "CODE_URL" not in env(container(pod, "bot"))
+    assert "CODE_URL" in env(container(pod, "fetch-code"))
+
+
+def test_only_the_bot_container_sees_the_config() -> None:
+    pod = build_pod(make_bot(), SETTINGS)
+    assert "BOT_CONFIG" not in env(container(pod, "fetch-code"))
+
+
+@pytest.mark.parametrize("runtime", sorted(DEFAULT_IMAGES))
+def test_image_per_runtime(runtime: str) -> None:
+    bot = dataclasses.replace(make_bot(), runtime=runtime)
+    assert (
+        container(build_pod(bot, SETTINGS), "bot")["image"] == f"{DEFAULT_IMAGES[runtime]}:latest"
+    )
+
+
+def test_image_map_and_tag_come_from_settings() -> None:
+    settings = dataclasses.replace(
+        SETTINGS, image_map={"python3.11": "registry.local:5000/py"}, image_tag="v9"
+    )
+    assert container(build_pod(make_bot(), settings), "bot")["image"] == "registry.local:5000/py:v9"
+
+
+def test_a_runtime_without_an_image_is_an_invalid_bot() -> None:
+    settings = dataclasses.replace(SETTINGS, image_map={"nodejs20": "the0/nodejs20"})
+    with pytest.raises(InvalidBot) as caught:
+        build_pod(make_bot(), settings)
+    assert caught.value.reason == "no_image_for_runtime"
+
+
+@pytest.mark.parametrize(
+    ("repository", "expected"),
+    [
+        ("the0/python311", "the0/python311:v1"),
+        ("registry:5000/the0/python311", "registry:5000/the0/python311:v1"),
+        ("the0/python311:3.11", "the0/python311:3.11"),
+        ("the0/python311@sha256:abc", "the0/python311@sha256:abc"),
+    ],
+)
+def test_image_reference(repository: str, expected: str) -> None:
+    assert image_reference(repository, "v1") == expected
+
+
+# --- secrecy -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bot_id", ["clx0abc123def456ghi789jk", "Odd Id_1", "y" * 120])
+def test_no_config_value_appears_anywhere_in_the_pod(bot_id: str) -> None:
+    pod = build_pod(make_bot(bot_id), SETTINGS)
+    text = json.dumps(pod)
+    for secret in SECRETS:
+        assert secret not in text
+        assert not any(secret in s for s in strings_in(pod))
+
+
+def test_no_config_key_value_pair_leaks_either() -> None:
+    # Even innocent-looking user parameters stay out: the whole config is secret.
+    pod = build_pod(make_bot(symbol="UNIQUE-SYMBOL-XYZ", leverage="17x-UNIQUE"), SETTINGS)
+    assert "UNIQUE" not in json.dumps(pod)
+
+
+# --- the config hash -------------------------------------------------------------------------
+
+
+def test_the_hash_is_sixteen_hex_characters_and_stable() -> None:
+    bot = make_bot()
+    digest = config_hash(bot, SETTINGS)
+    assert len(digest) == 16 and int(digest, 16) >= 0
+    assert config_hash(make_bot(), SETTINGS) == digest
+    assert build_pod(bot, SETTINGS) == build_pod(make_bot(), SETTINGS)
+
+
+def test_the_hash_ignores_config_key_order() -> None:
+    forward = make_bot(a=1, b=2)
+    backward = dataclasses.replace(forward, config=dict(reversed(list(forward.config.items()))))
+    assert config_hash(forward, SETTINGS) == config_hash(backward, SETTINGS)
+
+
+BOT_CHANGES: dict[str, Callable[[Bot], Bot]] = {
+    "config value": lambda b: dataclasses.replace(b, config={**b.config, "api_key": "other"}),
+    "nested config value": lambda b: dataclasses.replace(
+        b, config={**b.config, "exchange": {"passphrase": "x"}}
+    ),
+    "config key added": lambda b: dataclasses.replace(b, config={**b.config, "new": None}),
+    "code version": lambda b: dataclasses.replace(b, code_version="1.0.1"),
+    "code path": lambda b: dataclasses.replace(b, code_path="bots/abc/1.0.1.zip"),
+    "runtime": lambda b: dataclasses.replace(b, runtime="nodejs20"),
+    "entrypoint": lambda b: dataclasses.replace(b, entrypoint="bot.py"),
+    "memory limit": lambda b: dataclasses.replace(
+        b, resources=dataclasses.replace(b.resources, memory_limit="1Gi")
+    ),
+    "cpu limit": lambda b: dataclasses.replace(
+        b, resources=dataclasses.replace(b.resources, cpu_limit="1")
+    ),
+    "memory request": lambda b: dataclasses.replace(
+        b, resources=dataclasses.replace(b.resources, memory_request="64Mi")
+    ),
+    "cpu request": lambda b: dataclasses.replace(
+        b, resources=dataclasses.replace(b.resources, cpu_request="200m")
+    ),
+    "id": lambda b: dataclasses.replace(b, id=BotId("another")),
+}
+
+
+@pytest.mark.parametrize("change", BOT_CHANGES.values(), ids=BOT_CHANGES.keys())
+def test_the_hash_changes_with_every_bot_input(change: Callable[[Bot], Bot]) -> None:
+    bot = make_bot()
+    assert config_hash(change(bot), SETTINGS) != config_hash(bot, SETTINGS)
+
+
+SETTINGS_CHANGES: dict[str, dict[str, Any]] = {
+    "image tag": {"image_tag": "v2"},
+    "image map": {"image_map": {**DEFAULT_IMAGES, "python3.11": "the0/python311-next"}},
+    "init image": {"init_image": "python:3.12-alpine"},
+    "pull policy": {"pull_policy": "Always"},
+    "namespace": {"namespace": "the0-staging"},
+}
+
+
+@pytest.mark.parametrize("change", SETTINGS_CHANGES.values(), ids=SETTINGS_CHANGES.keys())
+def test_the_hash_changes_with_every_setting(change: dict[str, Any]) -> None:
+    bot = make_bot()
+    assert config_hash(bot, dataclasses.replace(SETTINGS, **change)) != config_hash(bot, SETTINGS)
+
+
+def test_the_hash_changes_with_the_restart_policy() -> None:
+    bot = make_bot()
+    assert config_hash(bot, SETTINGS, restart_policy="Never") != config_hash(bot, SETTINGS)
+
+
+def test_an_image_map_change_for_another_runtime_does_not_change_the_hash() -> None:
+    bot = make_bot()
+    settings = dataclasses.replace(SETTINGS, image_map={**DEFAULT_IMAGES, "ghc96": "other/ghc"})
+    assert config_hash(bot, settings) == config_hash(bot, SETTINGS)
+
+
+def test_renaming_a_bot_changes_the_hash() -> None:
+    # `name` lives in config, which is hashed as a whole: renaming replaces the pod.
+    bot = make_bot()
+    renamed = dataclasses.replace(bot, config={**bot.config, "name": "renamed"}, name="renamed")
+    assert config_hash(renamed, SETTINGS) != config_hash(bot, SETTINGS)
+
+
+def test_the_hash_is_the_same_in_another_process() -> None:
+    # Guards against Python's salted hash() creeping in: PYTHONHASHSEED differs per process.
+    program = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from tests.unit.core.test_podspec import make_bot, SETTINGS;"
+        "from worker.core.podspec import config_hash;"
+        "print(config_hash(make_bot(), SETTINGS))"
+    )
+    root = str(Path(__file__).resolve().parents[3])
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", program, root],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2")
+    }
+    assert digests == {config_hash(make_bot(), SETTINGS)}
+
+
+def test_generator_version_is_declared() -> None:
+    assert GENERATOR_VERSION == "1"
+
+
+# --- the config secret -----------------------------------------------------------------------
+
+
+def test_config_secret() -> None:
+    bot = make_bot()
+    name = pod_name(bot.id)
+    secret = build_config_secret(
+        bot, pod_name=name, pod_uid="uid-123", namespace="the0", code_url="https://s3/x?sig=1"
+    )
+    assert (secret["apiVersion"], secret["kind"], secret["type"]) == ("v1", "Secret", "Opaque")
+    assert secret["immutable"] is True
+    assert secret["metadata"]["name"] == secret_name(name)
+    assert secret["metadata"]["namespace"] == "the0"
+    assert secret["metadata"]["labels"] == build_pod(bot, SETTINGS)["metadata"]["labels"]
+    assert secret["metadata"]["annotations"] == {"the0.dev/bot-id": bot.id}
+    assert secret["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": name,
+            "uid": "uid-123",
+            "controller": True,
+            "blockOwnerDeletion": False,
+        }
+    ]
+    assert secret["stringData"] == {
+        "BOT_CONFIG": json.dumps(bot.config, sort_keys=True, separators=(",", ":")),
+        "CODE_URL": "https://s3/x?sig=1",
+    }
+    assert json.loads(secret["stringData"]["BOT_CONFIG"]) == bot.config
+
+
+def test_the_secret_is_what_the_pod_references() -> None:
+    bot = make_bot("Odd Id_1")
+    pod = build_pod(bot, SETTINGS)
+    secret = build_config_secret(
+        bot, pod_name=pod["metadata"]["name"], pod_uid="u", namespace="the0", code_url="u"
+    )
+    refs = [
+        e["valueFrom"]["secretKeyRef"]
+        for c in containers(pod)
+        for e in c["env"]
+        if "valueFrom" in e
+    ]
+    assert {r["name"] for r in refs} == {secret["metadata"]["name"]}
+    assert {r["key"] for r in refs} == set(secret["stringData"])
+
+
+def test_the_code_url_does_not_change_the_hash() -> None:
+    # The URL is presigned per build; it lives only in the Secret, never in the hashed pod.
+    bot = make_bot()
+    before = config_hash(bot, SETTINGS)
+    build_config_secret(bot, pod_name="p", pod_uid="u", namespace="the0", code_url="https://new")
+    assert config_hash(bot, SETTINGS) == before
+
+
+# --- the fetch-code script -----------------------------------------------------------------
+
+
+def make_zip(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for info, data in entries:
+            archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def run_fetch(tmp_path: Path, archive: bytes, **limits: int) -> subprocess.CompletedProcess[str]:
+    source = tmp_path / "code.zip"
+    source.write_bytes(archive)
+    (tmp_path / "bot").mkdir()
+    (tmp_path / "dl").mkdir()
+    variables = {
+        "CODE_URL": source.as_uri(),
+        "CODE_DIR": str(tmp_path / "bot"),
+        "DOWNLOAD_DIR": str(tmp_path / "dl"),
+        "MAX_ARCHIVE_BYTES": "1000000",
+        "MAX_UNPACKED_BYTES": "1000000",
+        "MAX_ARCHIVE_ENTRIES": "100",
+    }
+    variables.update({key: str(value) for key, value in limits.items()})
+    return subprocess.run(
+        [sys.executable, "-c", FETCH_CODE_SCRIPT],
+        env=variables,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _executable(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFREG | 0o755) << 16
+    return info
+
+
+def test_fetch_unpacks_a_good_archive_and_removes_the_download(tmp_path: Path) -> None:
+    archive = make_zip(
+        [
+            ("main.py", b"print('hi')\n"),
+            ("pkg/", b""),
+            ("pkg/util.py", b"x = 1\n"),
+            (_executable("run"), b"#!"),
+        ]
+    )
+    result = run_fetch(tmp_path, archive)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "bot" / "main.py").read_text() == "print('hi')\n"
+    assert (tmp_path / "bot" / "pkg" / "util.py").read_text() == "x = 1\n"
+    assert os.access(tmp_path / "bot" / "run", os.X_OK)
+    assert not os.access(tmp_path / "bot" / "main.py", os.X_OK)
+    assert list((tmp_path / "dl").iterdir()) == []
+
+
+def _symlink(name: str, target: str) -> tuple[zipfile.ZipInfo, bytes]:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info, target.encode()
+
+
+@pytest.mark.parametrize(
+    ("entries", "why"),
+    [
+        ([("../escape.txt", b"x")], "unsafe path"),
+        ([("a/../../escape.txt", b"x")], "unsafe path"),
+        ([("/abs.txt", b"x")], "unsafe path"),
+        ([("a\\..\\..\\escape.txt", b"x")], "unsafe path"),
+        ([_symlink("link", "/etc/passwd")], "symlink"),
+        ([_symlink("dir", "/"), ("dir/x", b"x")], "symlink"),
+        ([("big.bin", b"x" * 2000)], "more than 1000 bytes"),
+        ([("a", b"x" * 600), ("b", b"x" * 600)], "more than 1000 bytes"),
+        ([(f"f{i}", b"") for i in range(101)], "more than 100 entries"),
+    ],
+)
+def test_fetch_refuses_unsafe_archives(
+    tmp_path: Path, entries: list[tuple[zipfile.ZipInfo | str, bytes]], why: str
+) -> None:
+    result = run_fetch(tmp_path, make_zip(entries), MAX_UNPACKED_BYTES=1000)
+    assert result.returncode == 1
+    assert why in result.stderr
+    assert not (tmp_path / "escape.txt").exists()
+    assert {p.name for p in tmp_path.iterdir()} == {"bot", "dl", "code.zip"}
+    assert list((tmp_path / "dl").iterdir()) == []
+
+
+def test_fetch_refuses_an_archive_larger_than_the_download_limit(tmp_path: Path) -> None:
+    result = run_fetch(tmp_path, make_zip([("a", b"x" * 5000)]), MAX_ARCHIVE_BYTES=1000)
+    assert result.returncode == 1
+    assert "archive is larger than 1000 bytes" in result.stderr
+    assert list((tmp_path / "dl").iterdir()) == []
+
+
+def test_fetch_refuses_something_that_is_not_a_zip(tmp_path: Path) -> None:
+    result = run_fetch(tmp_path, b"<html>Access Denied</html>")
+    assert result.returncode == 1
+    assert "not a valid zip" in result.stderr
+    assert list((tmp_path / "dl").iterdir()) == []
+
+
+def test_fetch_failure_never_prints_the_url(tmp_path: Path) -> None:
+    (tmp_path / "bot").mkdir()
+    (tmp_path / "dl").mkdir()
+    url = (tmp_path / "missing.zip").as_uri() + "?X-Amz-Signature=SECRETSIGNATURE"
+    result = subprocess.run(
+        [sys.executable, "-c", FETCH_CODE_SCRIPT],
+        env={
+            "CODE_URL": url,
+            "CODE_DIR": str(tmp_path / "bot"),
+            "DOWNLOAD_DIR": str(tmp_path / "dl"),
+            "MAX_ARCHIVE_BYTES": "1000",
+            "MAX_UNPACKED_BYTES": "1000",
+            "MAX_ARCHIVE_ENTRIES": "10",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "download or unpack failed" in result.stderr
+    assert "SECRETSIGNATURE" not in result.stderr + result.stdout
+    assert "missing.zip" not in result.stderr
+    assert list((tmp_path / "dl").iterdir()) == []

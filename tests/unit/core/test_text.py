@@ -1,0 +1,28 @@
+"""Excerpts of untrusted text: bounded length, one printable line."""
+
+import pytest
+
+from worker.core.text import excerpt
+
+
+def test_short_printable_text_is_unchanged() -> None:
+    assert excerpt("CrashLoopBackOff", limit=40) == "CrashLoopBackOff"
+
+
+def test_text_at_the_limit_is_unchanged() -> None:
+    assert excerpt("x" * 40, limit=40) == "x" * 40
+
+
+def test_long_text_is_cut_to_the_limit_with_an_ellipsis() -> None:
+    result = excerpt("x" * 41, limit=40)
+    assert len(result) == 40
+    assert result.endswith("…")
+
+
+@pytest.mark.parametrize("char", ["\n", "\r", "\x00", "\x1b", "\u2028", "\u200b"])
+def test_unprintable_characters_become_question_marks(char: str) -> None:
+    assert excerpt(f"a{char}b", limit=10) == "a?b"
+
+
+def test_huge_text_is_cheap_and_bounded() -> None:
+    assert len(excerpt("y" * 10_000_000, limit=200)) == 200

@@ -1,0 +1,297 @@
+"""Bot documents from MongoDB → validated `Bot` values.
+
+Pure: no I/O. Parsing checks everything the pod and cronjob generators rely on, so a bad document
+fails here, as `InvalidBot` for that one bot, and never half-way through talking to Kubernetes.
+
+`Bot.config` is SECRET (it holds exchange API keys): it never appears in a repr, a str, an error
+message or a generated pod spec.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, NewType
+
+from worker.core.canonical import canonical_json
+from worker.core.errors import InvalidBot
+from worker.core.quantity import parse_quantity
+from worker.core.text import excerpt
+
+BotId = NewType("BotId", str)
+
+
+class BotKind(StrEnum):
+    LIVE = "live"
+    SCHEDULED = "scheduled"
+
+
+RUNTIMES: Mapping[str, str] = MappingProxyType(
+    {
+        "python3.11": "main.py",
+        "nodejs20": "index.js",
+        "rust-stable": "main",
+        "dotnet8": "main",
+        "gcc13": "main",
+        "cpp-gcc13": "main",
+        "scala3": "main",
+        "ghc96": "main",
+    }
+)
+"""Every known runtime → the entrypoint used when custom.config.entrypoints.bot is unset."""
+
+DEFAULT_IMAGES: Mapping[str, str] = MappingProxyType(
+    {
+        "python3.11": "the0/python311",
+        "nodejs20": "the0/nodejs20",
+        "rust-stable": "the0/rust-stable",
+        "dotnet8": "the0/dotnet8",
+        "gcc13": "the0/gcc13",
+        "cpp-gcc13": "the0/gcc13",
+        "scala3": "the0/scala3",
+        "ghc96": "the0/ghc96",
+    }
+)
+"""Runtime → image repository, as the0's own images (the tag is a setting)."""
+
+MAX_ID_LENGTH = 253
+_DISABLED_WORDS = frozenset({"false", "0"})
+_RUNTIME_EXCERPT_LIMIT = 40
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resources:
+    """Kubernetes quantities for the bot container, already validated."""
+
+    memory_limit: str
+    cpu_limit: str
+    memory_request: str
+    cpu_request: str
+
+
+DEFAULT_RESOURCES = Resources(
+    memory_limit="512Mi", cpu_limit="500m", memory_request="128Mi", cpu_request="100m"
+)
+"""The platform's defaults (DESIGN §1); settings may override them."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bot:
+    """One validated bot: everything the spec generators need, nothing else."""
+
+    id: BotId
+    kind: BotKind
+    # SECRET: hidden from repr/str; excluded from hash() because a dict is unhashable.
+    config: Mapping[str, Any] = field(repr=False, hash=False)
+    runtime: str
+    entrypoint: str
+    code_path: str
+    code_version: str
+    resources: Resources
+    name: str
+    schedule: str | None = None
+    timezone: str | None = None
+
+
+def is_enabled(doc: Mapping[str, Any]) -> bool:
+    """False when top-level `enabled` or `config.enabled` says disabled; missing means enabled."""
+    config = doc.get("config")
+    config_flag = config.get("enabled") if isinstance(config, Mapping) else None
+    return not (_says_disabled(doc.get("enabled")) or _says_disabled(config_flag))
+
+
+def parse_bot(doc: Mapping[str, Any], *, kind: BotKind, default_resources: Resources) -> Bot:
+    """Validate one bot document; raise `InvalidBot` (with a short reason code) if unusable."""
+    bot_id = _parse_id(doc.get("id"))
+    config = doc.get("config")
+    if not isinstance(config, Mapping):
+        raise InvalidBot(bot_id, "invalid_config", "config is not an object")
+    try:
+        canonical_json(config)  # BOT_CONFIG is this JSON: refuse what cannot become it
+    except (TypeError, ValueError):
+        raise InvalidBot(bot_id, "invalid_config", "config is not plain JSON data") from None
+    custom = doc.get("custom")
+    if not isinstance(custom, Mapping):
+        raise InvalidBot(bot_id, "missing_custom", "custom is missing or not an object")
+    code_path = _parse_code_path(bot_id, custom.get("filePath"))
+    code_config = custom.get("config")
+    code_config = code_config if isinstance(code_config, Mapping) else {}
+    runtime = _parse_runtime(bot_id, code_config.get("runtime"))
+    entrypoint = _parse_entrypoint(bot_id, code_config.get("entrypoints"), runtime)
+    code_version = _parse_version(bot_id, custom.get("version"))
+    resources = _parse_resources(bot_id, config, default_resources)
+    schedule, timezone = None, None
+    if kind is BotKind.SCHEDULED:
+        schedule, timezone = _parse_schedule(bot_id, config)
+    return Bot(
+        id=bot_id,
+        kind=kind,
+        config=dict(config),
+        runtime=runtime,
+        entrypoint=entrypoint,
+        code_path=code_path,
+        code_version=code_version,
+        resources=resources,
+        name=_display_name(config, code_config),
+        schedule=schedule,
+        timezone=timezone,
+    )
+
+
+def is_safe_relative_path(path: str) -> bool:
+    """True for a non-empty relative path that cannot escape its base directory or bucket prefix."""
+    return (
+        bool(path)
+        and path.isprintable()  # also rules out NUL and other control characters
+        and not path.startswith("/")
+        and "\\" not in path
+        and ".." not in path.split("/")
+    )
+
+
+def _says_disabled(flag: object) -> bool:
+    if isinstance(flag, str):
+        return flag.strip().lower() in _DISABLED_WORDS
+    # bool is an int: False == 0, True != 0.
+    return isinstance(flag, int | float) and flag == 0
+
+
+def _parse_id(raw: object) -> BotId:
+    if not isinstance(raw, str):
+        raise InvalidBot("", "invalid_id", "id is missing or not a string")
+    if not raw:
+        raise InvalidBot(raw, "invalid_id", "id is empty")
+    if len(raw) > MAX_ID_LENGTH:
+        raise InvalidBot(raw, "invalid_id", f"id is longer than {MAX_ID_LENGTH} characters")
+    if not raw.isprintable():
+        raise InvalidBot(raw, "invalid_id", "id contains control characters")
+    return BotId(raw)
+
+
+def _parse_code_path(bot_id: BotId, raw: object) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise InvalidBot(bot_id, "missing_code_path", "custom.filePath is missing or empty")
+    if not is_safe_relative_path(raw):
+        raise InvalidBot(bot_id, "unsafe_code_path", "custom.filePath is not a safe relative path")
+    return raw
+
+
+def _parse_runtime(bot_id: BotId, raw: object) -> str:
+    if raw is None or raw == "":
+        raise InvalidBot(bot_id, "missing_runtime", "custom.config.runtime is missing")
+    if not isinstance(raw, str):
+        raise InvalidBot(bot_id, "unknown_runtime", "custom.config.runtime is not a string")
+    if raw not in RUNTIMES:
+        shown = repr(excerpt(raw, limit=_RUNTIME_EXCERPT_LIMIT)) if raw.isprintable() else ""
+        raise InvalidBot(bot_id, "unknown_runtime", f"unknown runtime {shown}".rstrip())
+    return raw
+
+
+def _parse_entrypoint(bot_id: BotId, entrypoints: object, runtime: str) -> str:
+    raw = entrypoints.get("bot") if isinstance(entrypoints, Mapping) else None
+    if raw is None:
+        return RUNTIMES[runtime]
+    if not isinstance(raw, str) or not is_safe_relative_path(raw):
+        raise InvalidBot(
+            bot_id,
+            "invalid_entrypoint",
+            "custom.config.entrypoints.bot is not a safe relative path",
+        )
+    return raw
+
+
+def _parse_version(bot_id: BotId, raw: object) -> str:
+    if raw is None:
+        return ""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return str(raw)
+    raise InvalidBot(bot_id, "invalid_version", "custom.version is not a string or number")
+
+
+def _parse_resources(bot_id: BotId, config: Mapping[str, Any], defaults: Resources) -> Resources:
+    memory_limit = _quantity_override(bot_id, config, "memory_limit")
+    cpu_limit = _quantity_override(bot_id, config, "cpu_limit")
+    memory_request = _quantity_override(bot_id, config, "memory_request")
+    cpu_request = _quantity_override(bot_id, config, "cpu_request")
+    memory = _request_and_limit(
+        bot_id,
+        "memory",
+        request=memory_request,
+        limit=memory_limit,
+        default_request=defaults.memory_request,
+        default_limit=defaults.memory_limit,
+    )
+    cpu = _request_and_limit(
+        bot_id,
+        "cpu",
+        request=cpu_request,
+        limit=cpu_limit,
+        default_request=defaults.cpu_request,
+        default_limit=defaults.cpu_limit,
+    )
+    return Resources(
+        memory_request=memory[0], memory_limit=memory[1], cpu_request=cpu[0], cpu_limit=cpu[1]
+    )
+
+
+def _quantity_override(bot_id: BotId, config: Mapping[str, Any], key: str) -> str | None:
+    """The bot's own quantity for `key`, or None when unset (missing, null or blank)."""
+    raw = config.get(key)
+    if raw is None:
+        return None
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not isinstance(raw, str):
+        raise InvalidBot(bot_id, "invalid_quantity", f"config.{key} is not a Kubernetes quantity")
+    text = raw.strip()
+    if not text:
+        return None
+    try:
+        # Kubernetes rejects negative requests and limits for every resource.
+        valid = parse_quantity(text) >= 0
+    except ValueError:
+        valid = False
+    if not valid:
+        raise InvalidBot(bot_id, "invalid_quantity", f"config.{key} is not a Kubernetes quantity")
+    return text
+
+
+def _request_and_limit(
+    bot_id: BotId,
+    resource: str,
+    *,
+    request: str | None,
+    limit: str | None,
+    default_request: str,
+    default_limit: str,
+) -> tuple[str, str]:
+    chosen_request = request or default_request
+    chosen_limit = limit or default_limit
+    if parse_quantity(chosen_request) <= parse_quantity(chosen_limit):
+        return chosen_request, chosen_limit
+    if request is None:
+        # Only the default request is too big for the bot's own lower limit: lower it to the
+        # limit, as Kubernetes itself defaults an unset request to the limit.
+        return chosen_limit, chosen_limit
+    raise InvalidBot(
+        bot_id, "request_exceeds_limit", f"{resource} request is greater than its limit"
+    )
+
+
+def _parse_schedule(bot_id: BotId, config: Mapping[str, Any]) -> tuple[str, str | None]:
+    schedule = config.get("schedule")
+    if not isinstance(schedule, str) or not schedule.strip():
+        raise InvalidBot(bot_id, "missing_schedule", "config.schedule is missing or empty")
+    timezone = config.get("timezone")
+    if timezone is not None and not isinstance(timezone, str):
+        raise InvalidBot(bot_id, "invalid_timezone", "config.timezone is not a string")
+    return schedule, timezone or None
+
+
+def _display_name(config: Mapping[str, Any], code_config: Mapping[str, Any]) -> str:
+    for candidate in (config.get("name"), code_config.get("name")):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return ""

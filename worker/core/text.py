@@ -1,0 +1,18 @@
+"""Safe excerpts of untrusted text for error and status messages.
+
+Pure: no I/O. Must NOT be used on secret values: an excerpt is still a copy of the text.
+"""
+
+_ELLIPSIS = "…"
+
+
+def excerpt(text: str, *, limit: int) -> str:
+    """Return `text` cut to at most `limit` characters, with unprintable characters as "?".
+
+    Ids and Kubernetes status messages can contain newlines or terminal escapes; replacing them
+    keeps one log line one line and stops log injection.
+    """
+    printable = "".join(ch if ch.isprintable() else "?" for ch in text[: limit + 1])
+    if len(printable) <= limit:
+        return printable
+    return printable[: limit - len(_ELLIPSIS)] + _ELLIPSIS
