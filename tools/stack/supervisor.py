@@ -7,7 +7,6 @@ Every server gets its own log file under the work directory; `ServerFailed` carr
 
 from __future__ import annotations
 
-import base64
 import json
 import secrets
 import shlex
@@ -16,7 +15,8 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -171,6 +171,7 @@ class Stack:
         self.bins = bins or binaries()
         self.progress = progress
         self.servers: list[Server] = []
+        self._probes: dict[str, Callable[[], bool]] = {}
         self.env: StackEnv | None = None
 
     def __enter__(self) -> Stack:
@@ -185,6 +186,7 @@ class Stack:
                 probe: Callable[[], bool], timeout: float = 60.0) -> Server:
         server = Server(name=name, argv=argv, log=self.workdir / "logs" / f"{name}.log",
                         env=dict(env or {}), cwd=self.workdir)
+        self._probes[name] = probe
         self.progress(f"starting {name}")
         started = time.monotonic()
         server.start()
@@ -396,6 +398,18 @@ class Stack:
             server.stop()
         self.servers.clear()
 
+    @contextmanager
+    def stopped(self, name: str) -> Iterator[None]:
+        """Stops one server (e.g. "ferretdb", "nats", "redis") and starts it again after —
+        same port, same data directory — for failure tests."""
+        server = next(s for s in self.servers if s.name == name)
+        server.stop()
+        try:
+            yield
+        finally:
+            server.start()
+            server.wait_ready(self._probes[name], timeout=60)
+
     # ------------------------------------------------------------------ RBAC
     def grant_controller(self, namespace: str) -> None:
         """Applies k8s/role.yaml in `namespace` and binds it to the controller identity."""
@@ -417,6 +431,3 @@ class Stack:
 def pids_of(stack: Stack) -> list[dict[str, Any]]:
     return [{"name": s.name, "pid": s.pid, "argv0": str(s.argv[0])} for s in stack.servers]
 
-
-def encode_token(token: str) -> str:
-    return base64.b64encode(token.encode()).decode()

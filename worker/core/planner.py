@@ -8,7 +8,8 @@ Rules, at most ONE action per bot per plan (the next pass picks up the rest):
 - several live pods for one bot: delete one extra ("duplicate pod"), keep the best;
 - a pod whose bot is not desired: DELETE; a desired bot without a pod: CREATE;
 - a pod built from other inputs (config hash differs): REPLACE (delete, wait until gone, create);
-- a BROKEN pod: RECREATE, unless the bot's backoff has not expired yet.
+- a BROKEN pod: RECREATE, and a missing pod: CREATE, unless the bot's backoff (set when its
+  pod broke or its create failed) has not expired yet.
 A pass that would delete an unusual share of the pods holds all those deletions back instead.
 """
 
@@ -230,6 +231,8 @@ def _decide(
     if len(live) < len(pods):
         return _Wait.TERMINATING  # never two pods for one bot: create nothing beside it
     if not live:
+        if backoff is not None and backoff.not_before > now:
+            return _Wait.BACKOFF  # its last create failed (e.g. code object missing)
         return Action(
             kind=ActionKind.CREATE, bot_id=bot_id, pod_name=want.pod_name, reason=REASON_MISSING
         )

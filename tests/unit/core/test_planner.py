@@ -110,6 +110,15 @@ def test_a_pod_of_a_removed_or_disabled_bot_is_deleted() -> None:
     )
 
 
+def test_a_create_that_failed_waits_for_its_backoff() -> None:
+    waiting = make_plan(desired("a"), [], backoff={BotId("a"): Backoff(failures=1,
+                                                                       not_before=NOW + 5)})
+    assert waiting.actions == () and waiting.backing_off == ("a",)
+    expired = make_plan(desired("a"), [], backoff={BotId("a"): Backoff(failures=1,
+                                                                       not_before=NOW - 5)})
+    assert only_action(expired).kind is ActionKind.CREATE
+
+
 def test_the_pod_of_an_invalid_enabled_bot_is_left_running() -> None:
     pods = [observed("broken-doc"), observed("gone")]
     result = plan(desired={}, actual=pods, backoff={}, now=NOW, max_delete_fraction=1.0,

@@ -1,0 +1,89 @@
+"""A beat scheduler that fires only while it holds the leader lease in Redis.
+
+Start two beats: one fires, the other waits. When the leader dies, its lease (LEADER_TTL)
+runs out and the other takes over at its next check (≤ LEADER_TTL + CHECK_EVERY ≈ 35 s).
+A leader that stops cleanly gives the lease up at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+import redis
+from celery.beat import Scheduler
+
+from worker import keys
+
+log = logging.getLogger("the0.beat")
+LEADER_TTL = 30  # seconds
+CHECK_EVERY = 5.0  # seconds between lease checks while not leading
+
+# Renew only our own lease: compare-and-expire, atomically.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class LeaderScheduler(Scheduler):  # type: ignore[misc]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.leading = False
+        self._redis: redis.Redis | None = None
+        super().__init__(*args, **kwargs)
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._redis is None:
+            settings = self.app.conf.the0_settings
+            self._redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=3,
+                                               socket_connect_timeout=3)
+        return self._redis
+
+    def _hold_lease(self) -> bool:
+        try:
+            if self.leading and self.redis.eval(_RENEW, 1, keys.BEAT_LEADER, self.identity,
+                                                LEADER_TTL):
+                return True
+            acquired = bool(self.redis.set(keys.BEAT_LEADER, self.identity, nx=True,
+                                           ex=LEADER_TTL))
+        except redis.RedisError as exc:
+            log.warning("beat: cannot reach Redis (%s); not firing", type(exc).__name__)
+            return False
+        if acquired and not self.leading:
+            log.info("beat %s: now the leader", self.identity)
+            # Start the intervals afresh: a lagging ex-follower must not fire a burst.
+            for entry in self.schedule.values():
+                entry.last_run_at = self.app.now()
+        return acquired
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        was_leading = self.leading
+        self.leading = self._hold_lease()
+        if was_leading and not self.leading:
+            log.warning("beat %s: lost the leader lease; standing by", self.identity)
+        if not self.leading:
+            return CHECK_EVERY
+        try:
+            self.redis.set(keys.HEARTBEAT_BEAT, self.identity, ex=LEADER_TTL)
+        except redis.RedisError:
+            pass
+        return float(min(super().tick(*args, **kwargs), CHECK_EVERY))
+
+    def close(self) -> None:
+        if self.leading:
+            try:
+                self.redis.eval(_RELEASE, 1, keys.BEAT_LEADER, self.identity)
+            except redis.RedisError:
+                pass
+        super().close()

@@ -1,0 +1,296 @@
+"""Live bots → pods against the real stack, as the restricted controller identity."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client, watch
+
+from tests.support.bots import bot_doc, run_pass, wait_for
+from tools.stack.supervisor import Stack
+from worker.core.errors import ReadFailed
+from worker.core.naming import ANNOTATION_BOT_ID, ANNOTATION_CONFIG_HASH, pod_name
+from worker.live_bots import LiveBotController
+
+SELECTOR = "managed-by=the0-bot-controller"
+
+
+def pods_of(core: Any, namespace: str) -> dict[str, Any]:
+    return {p.metadata.name: p for p in core.list_namespaced_pod(
+        namespace, label_selector=SELECTOR).items}
+
+
+def test_each_enabled_bot_gets_exactly_one_pod_with_a_safe_spec(
+        controller: LiveBotController, bots: Any, statuses: Any, core: Any,
+        restricted_namespace: str) -> None:
+    bots.insert_many([bot_doc("alpha"), bot_doc("beta", runtime="nodejs20")])
+    report, outcomes = run_pass(controller)
+    assert report.counts["create"] == 2 and outcomes == ["created", "created"]
+    pods = pods_of(core, restricted_namespace)
+    assert sorted(pods) == ["bot-alpha", "bot-beta"]
+
+    pod = core.read_namespaced_pod("bot-alpha", restricted_namespace)
+    raw = json.dumps(client.ApiClient().sanitize_for_serialization(pod))
+    assert "SECRET-alpha" not in raw  # exchange keys never in the pod spec
+    assert pod.metadata.annotations[ANNOTATION_BOT_ID] == "alpha"
+    assert pod.metadata.labels["app"] == "the0-bot" and pod.metadata.labels["bot-id"] == "alpha"
+    assert pod.spec.automount_service_account_token is False
+    assert pod.spec.enable_service_links is False
+    bot = next(c for c in pod.spec.containers if c.name == "bot")
+    assert bot.image == "the0/python311:latest"
+    env = {e.name: e for e in bot.env}
+    assert env["BOT_ID"].value == "alpha"
+    assert env["BOT_CONFIG"].value_from.secret_key_ref.name == "bot-alpha-config"
+    assert "CODE_URL" not in env  # only the init container may fetch the code
+    assert bot.resources.limits == {"cpu": "500m", "memory": "512Mi"}
+    assert pod.spec.init_containers[0].name == "fetch-code"
+
+    secret = core.read_namespaced_secret("bot-alpha-config", restricted_namespace)
+    owner = secret.metadata.owner_references[0]
+    assert (owner.kind, owner.name, owner.uid) == ("Pod", "bot-alpha", pod.metadata.uid)
+    assert json.loads(__import__("base64").b64decode(secret.data["BOT_CONFIG"]))[
+        "api_key"] == "SECRET-alpha"
+
+    wait_for(lambda: all(p.status.phase == "Running"
+                         for p in pods_of(core, restricted_namespace).values()), "pods Running")
+    status = statuses.find_one({"id": "alpha"}, {"_id": False})
+    assert status["object_name"] == "bot-alpha" and status["namespace"] == restricted_namespace
+    assert status["observed_config_hash"] == pod.metadata.annotations[ANNOTATION_CONFIG_HASH]
+    events = core.list_namespaced_event(restricted_namespace,
+                                        field_selector="involvedObject.name=bot-alpha").items
+    assert "Created" in {e.reason for e in events}
+
+
+def test_a_converged_world_plans_nothing_and_writes_nothing(
+        controller: LiveBotController, bots: Any, core: Any, restricted_namespace: str) -> None:
+    bots.insert_many([bot_doc(f"b{i}") for i in range(5)])
+    run_pass(controller)
+    wait_for(lambda: all(p.status.phase == "Running"
+                         for p in pods_of(core, restricted_namespace).values()), "pods Running")
+    run_pass(controller)  # records the Running status once
+    report, outcomes = run_pass(controller)
+    assert outcomes == [] and report.status_writes == 0
+    assert sum(report.counts.values()) == 0
+
+
+def test_disabled_in_any_spelling_means_no_pod_and_disabling_deletes(
+        controller: LiveBotController, bots: Any, core: Any, restricted_namespace: str,
+        statuses: Any) -> None:
+    bots.insert_many([
+        {**bot_doc("top-false"), "enabled": False},
+        bot_doc("cfg-string-false", enabled="false"),
+        bot_doc("cfg-zero", enabled="0"),
+        bot_doc("cfg-upper", enabled="FALSE"),
+        bot_doc("cfg-int-zero", enabled=0),
+        bot_doc("on"),
+    ])
+    run_pass(controller)
+    assert sorted(pods_of(core, restricted_namespace)) == ["bot-on"]
+    bots.update_one({"id": "on"}, {"$set": {"config.enabled": " False "}})
+    report, outcomes = run_pass(controller)
+    assert outcomes == ["deleted"]
+    wait_for(lambda: not pods_of(core, restricted_namespace), "pod gone")
+    assert statuses.find_one({"id": "cfg-upper"})["phase"] == "Disabled"
+
+
+def test_a_config_change_replaces_in_one_pass_and_never_runs_two_pods(
+        controller: LiveBotController, bots: Any, core: Any, admin_api: Any,
+        restricted_namespace: str) -> None:
+    bots.insert_one(bot_doc("trader"))
+    run_pass(controller)
+    old = core.read_namespaced_pod("bot-trader", restricted_namespace)
+
+    seen: set[str] = set()       # uids that exist right now, per the watch
+    most_at_once = 0
+    stop = threading.Event()
+
+    def watch_pods() -> None:
+        nonlocal most_at_once
+        stream = watch.Watch()
+        for event in stream.stream(client.CoreV1Api(admin_api).list_namespaced_pod,
+                                   restricted_namespace, label_selector=SELECTOR,
+                                   timeout_seconds=30):
+            uid = event["object"].metadata.uid
+            if event["type"] == "DELETED":
+                seen.discard(uid)
+            else:
+                seen.add(uid)
+            most_at_once = max(most_at_once, len(seen))
+            if stop.is_set():
+                stream.stop()
+
+    watcher = threading.Thread(target=watch_pods, daemon=True)
+    watcher.start()
+    time.sleep(0.5)
+    bots.update_one({"id": "trader"}, {"$set": {"config.risk": "high"}})
+    report, outcomes = run_pass(controller)
+    assert report.counts["replace"] == 1 and outcomes == ["replaced"]
+    new = core.read_namespaced_pod("bot-trader", restricted_namespace)
+    assert new.metadata.uid != old.metadata.uid
+    assert (new.metadata.annotations[ANNOTATION_CONFIG_HASH]
+            != old.metadata.annotations[ANNOTATION_CONFIG_HASH])
+    time.sleep(1)
+    stop.set()
+    core.create_namespaced_config_map(restricted_namespace, {"metadata": {"name": "nudge"}})
+    watcher.join(timeout=35)
+    assert most_at_once == 1, "two pods of one bot existed at the same moment"
+    second_report, second = run_pass(controller)
+    assert second == []  # converged in ONE pass
+
+
+def test_a_removed_bot_loses_its_pod_and_secret(
+        controller: LiveBotController, bots: Any, core: Any, restricted_namespace: str,
+        statuses: Any) -> None:
+    bots.insert_many([bot_doc("stay"), bot_doc("go")])
+    run_pass(controller)
+    bots.delete_one({"id": "go"})
+    _, outcomes = run_pass(controller)
+    assert outcomes == ["deleted"]
+    wait_for(lambda: sorted(pods_of(core, restricted_namespace)) == ["bot-stay"], "pod gone")
+    secrets = {s.metadata.name for s in core.list_namespaced_secret(restricted_namespace).items}
+    assert "bot-go-config" not in secrets and "bot-stay-config" in secrets
+    run_pass(controller)
+    assert statuses.find_one({"id": "go"}) is None
+
+
+def test_a_broken_pod_is_recreated_then_backs_off(
+        controller: LiveBotController, bots: Any, core: Any, restricted_namespace: str) -> None:
+    bots.insert_one(bot_doc("crashy"))
+    run_pass(controller)
+    wait_for(lambda: core.read_namespaced_pod("bot-crashy", restricted_namespace).status.phase
+             == "Running", "Running")
+
+    def crash_loop() -> str:
+        pod = core.read_namespaced_pod("bot-crashy", restricted_namespace)
+        core.patch_namespaced_pod_status("bot-crashy", restricted_namespace, {"status": {
+            "containerStatuses": [{"name": "bot", "image": "the0/python311:latest",
+                                   "imageID": "", "ready": False, "restartCount": 5,
+                                   "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                                         "message": "back-off 5m0s"}}}]}})
+        return str(pod.metadata.uid)
+
+    first_uid = crash_loop()
+    _, outcomes = run_pass(controller)
+    assert outcomes == ["recreated"]
+    second = wait_for(lambda: (p := core.read_namespaced_pod("bot-crashy", restricted_namespace))
+                      .status.phase == "Running" and p, "recreated pod Running")
+    assert second.metadata.uid != first_uid
+    crash_loop()
+    report, outcomes = run_pass(controller)
+    assert outcomes == [] and report.counts["backing_off"] == 1  # within the 2 s base backoff
+    wait_for(lambda: run_pass(controller)[1] == ["recreated"], "recreate after backoff",
+             timeout=15, interval=0.5)
+
+
+def test_a_terminating_pod_is_waited_for_not_duplicated(
+        controller: LiveBotController, bots: Any, core: Any, restricted_namespace: str) -> None:
+    bots.insert_one(bot_doc("slow"))
+    run_pass(controller)
+    core.patch_namespaced_pod("bot-slow", restricted_namespace,
+                              {"metadata": {"finalizers": ["test.the0.dev/hold"]}})
+    core.delete_namespaced_pod("bot-slow", restricted_namespace)
+    report, outcomes = run_pass(controller)
+    assert outcomes == [] and report.counts["waiting"] == 1
+    assert len(pods_of(core, restricted_namespace)) == 1
+    core.patch_namespaced_pod("bot-slow", restricted_namespace,
+                              {"metadata": {"finalizers": None}})
+    wait_for(lambda: not pods_of(core, restricted_namespace), "terminated")
+    _, outcomes = run_pass(controller)
+    assert outcomes == ["created"]
+
+
+def test_duplicated_tasks_and_concurrent_reconciles_create_one_pod(
+        make_controller: Callable[..., LiveBotController], bots: Any, core: Any,
+        restricted_namespace: str) -> None:
+    bots.insert_many([bot_doc(f"dup{i}") for i in range(4)])
+    controllers = [make_controller() for _ in range(6)]
+    results: list[Any] = []
+
+    def converge_all(c: LiveBotController) -> None:
+        for i in range(4):
+            try:
+                results.append(c.converge(f"dup{i}", intent="create"))
+            except Exception as exc:  # BotBusy: another thread holds the bot
+                results.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=converge_all, args=(c,)) for c in controllers]
+    def reconcile(c: LiveBotController) -> None:
+        try:
+            results.append(run_pass(c)[1])
+        except Exception as exc:  # BotBusy again
+            results.append(type(exc).__name__)
+
+    threads += [threading.Thread(target=reconcile, args=(c,)) for c in controllers[:2]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(pods_of(core, restricted_namespace)) == [f"bot-dup{i}" for i in range(4)]
+    assert sum(r == "created" for r in results if isinstance(r, str)) <= 4
+
+
+def test_mongo_stopped_means_no_deletions_and_no_writes(
+        stack: Stack, controller: LiveBotController, bots: Any, core: Any,
+        restricted_namespace: str, statuses: Any) -> None:
+    bots.insert_many([bot_doc("safe1"), bot_doc("safe2")])
+    run_pass(controller)
+    before = {name: p.metadata.uid for name, p in pods_of(core, restricted_namespace).items()}
+    with stack.stopped("ferretdb"):
+        try:
+            run_pass(controller)
+        except ReadFailed as exc:
+            assert "mongo" in str(exc)
+        else:
+            raise AssertionError("a pass with Mongo down must fail")
+    after = {name: p.metadata.uid for name, p in pods_of(core, restricted_namespace).items()}
+    assert after == before
+
+
+def test_a_failed_kubernetes_list_ends_the_pass_with_no_writes(
+        make_controller: Callable[..., LiveBotController], bots: Any, statuses: Any) -> None:
+    bots.insert_many([bot_doc("x1"), bot_doc("x2")])
+    # The controller identity has no Role in "default": the pod list is refused (403).
+    blind = make_controller(NAMESPACE="default")
+    try:
+        run_pass(blind)
+    except ReadFailed as exc:
+        assert "listing pods failed" in str(exc)
+    else:
+        raise AssertionError("a refused list must fail the pass")
+    assert statuses.count_documents({}) == 0
+
+
+def test_the_mass_deletion_guard_holds_back_an_unusual_share(
+        make_controller: Callable[..., LiveBotController], bots: Any, core: Any,
+        restricted_namespace: str) -> None:
+    bots.insert_many([bot_doc(f"m{i}") for i in range(12)])
+    guarded = make_controller(MAX_DELETE_FRACTION="0.5", MAX_DELETE_MIN="2")
+    run_pass(guarded)
+    bots.delete_many({"id": {"$in": [f"m{i}" for i in range(9)]}})
+    report, outcomes = run_pass(guarded)
+    assert outcomes == [] and "mass-deletion guard" in report.guard_message
+    assert len(pods_of(core, restricted_namespace)) == 12
+    relaxed = make_controller(MAX_DELETE_FRACTION="1")
+    _, outcomes = run_pass(relaxed)
+    assert outcomes == ["deleted"] * 9
+
+
+def test_a_missing_code_object_is_a_per_bot_error(
+        controller: LiveBotController, bots: Any, core: Any, statuses: Any,
+        restricted_namespace: str) -> None:
+    bots.insert_many([bot_doc("no-code", code_key="bots/nowhere.zip"), bot_doc("fine")])
+    _, outcomes = run_pass(controller)
+    assert sorted(outcomes) == ["created", "failed: code_not_found"]
+    assert sorted(pods_of(core, restricted_namespace)) == ["bot-fine"]
+    status = statuses.find_one({"id": "no-code"})
+    assert status["phase"] == "BackingOff" and "code_not_found" in status["last_error"]
+    report, outcomes = run_pass(controller)
+    assert outcomes == [] and report.counts["backing_off"] == 1
+
+
+def test_pod_names_are_stable_for_awkward_ids() -> None:
+    assert pod_name("Demo_Two.x") == pod_name("Demo_Two.x")

@@ -1,0 +1,64 @@
+"""Building bot documents and code zips, and driving a controller pass in-process."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from collections.abc import Callable
+from typing import Any
+
+from worker.core.planner import Action
+from worker.live_bots import KIND, LiveBotController, PassReport
+
+CODE_KEY = "bots/demo/v1.zip"
+
+
+def code_zip(files: dict[str, str] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in (files or {"main.py": "print('trading')\n"}).items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+def upload_code(s3: Any, bucket: str, key: str = CODE_KEY) -> str:
+    data = code_zip()
+    s3.put_object(bucket, key, io.BytesIO(data), len(data))
+    return key
+
+
+def bot_doc(bot_id: str, *, runtime: str = "python3.11", code_key: str = CODE_KEY,
+            version: str = "1.0.0", **config: Any) -> dict[str, Any]:
+    return {
+        "id": bot_id,
+        "config": {"name": f"bot {bot_id}", "type": "realtime", "version": version,
+                   "api_key": f"SECRET-{bot_id}", **config},
+        "custom": {"version": version, "filePath": code_key,
+                   "config": {"runtime": runtime, "name": "demo",
+                              "entrypoints": {"bot": "main.py"}}},
+    }
+
+
+def run_pass(controller: LiveBotController) -> tuple[PassReport, list[str]]:
+    """One reconcile pass whose per-bot actions run right here, one after another."""
+    queued: list[Action] = []
+    report = controller.reconcile(enqueue=queued.append)
+    outcomes = []
+    for action in queued:
+        try:
+            outcomes.append(controller.converge(action.bot_id, intent=action.kind.value))
+        finally:
+            controller.rt.redis.release_inflight(KIND.value, action.bot_id)
+    return report, outcomes
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0,
+             interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

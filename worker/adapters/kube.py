@@ -1,0 +1,238 @@
+"""Kubernetes API: the few calls the controller makes, on raw JSON (no typed-model parsing).
+
+Lists are paginated and parsed with orjson straight from the response bytes, so a 10,000-pod
+read costs a handful of requests and no per-object model construction. A failed or expired
+page raises `ReadFailed`: the caller must not act on a partial list. Errors are translated:
+404 → NotFound, 409 → Conflict, 429/5xx/network → TemporaryError (with Retry-After),
+other 4xx → PermanentError.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import orjson
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.rest import ApiException
+
+from worker.core.errors import PermanentError, ReadFailed, TemporaryError
+
+T = TypeVar("T")
+Json = dict[str, Any]
+
+# Called as observer(verb, resource, status_code) after every request (metrics hook).
+RequestObserver = Callable[[str, str, int], None]
+
+
+class NotFound(PermanentError):
+    """The object does not exist (often the desired outcome of a delete)."""
+
+
+class Conflict(TemporaryError):
+    """409: the object exists already / was changed concurrently."""
+
+
+def api_client_for(*, mode: str, kubeconfig: str | None, timeout: float) -> k8s.ApiClient:
+    """In-cluster config inside a pod (or when forced), else the kubeconfig file."""
+    in_cluster = mode == "incluster" or (
+        mode == "auto" and os.environ.get("KUBERNETES_SERVICE_HOST") and not kubeconfig)
+    configuration = k8s.Configuration()
+    if in_cluster:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    else:
+        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    # Enough connections for a threaded worker; the API server multiplexes them cheaply.
+    configuration.connection_pool_maxsize = 32
+    configuration.retries = False  # retries are the task layer's job (with backoff)
+    return k8s.ApiClient(configuration)
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    headers = exc.headers or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _api_error_message(exc: ApiException) -> str:
+    try:
+        body = orjson.loads(exc.body or b"{}")
+        message = body.get("message") or exc.reason
+    except orjson.JSONDecodeError:
+        message = exc.reason
+    return f"{exc.status} {str(message)[:300]}"
+
+
+class KubeClient:
+    """Namespaced access to bot pods, their secrets, events and cronjobs."""
+
+    def __init__(self, api_client: k8s.ApiClient, *, namespace: str, page_size: int = 1000,
+                 timeout: float = 30.0, observer: RequestObserver | None = None) -> None:
+        self.api_client = api_client
+        self.namespace = namespace
+        self.page_size = page_size
+        self.timeout = timeout
+        self.core = k8s.CoreV1Api(api_client)
+        self.batch = k8s.BatchV1Api(api_client)
+        self.observer = observer
+        self.list_requests = 0  # requests made by list_*; the benchmark reads it
+
+    # ------------------------------------------------------------------ plumbing
+    def _call(self, verb: str, resource: str, fn: Callable[..., Any], *args: Any,
+              **kwargs: Any) -> Any:
+        """One request, raw response body parsed as JSON; errors translated."""
+        status = 0
+        try:
+            response = fn(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
+            status = int(response.status)
+            data = response.data
+            return orjson.loads(data) if data else {}
+        except ApiException as exc:
+            status = int(exc.status or 0)
+            raise self._translate(exc) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise TemporaryError(f"kubernetes {verb} {resource}: {type(exc).__name__}") from None
+        finally:
+            if self.observer is not None:
+                self.observer(verb, resource, status)
+
+    @staticmethod
+    def _translate(exc: ApiException) -> Exception:
+        message = f"kubernetes: {_api_error_message(exc)}"
+        if exc.status == 404:
+            return NotFound(message)
+        if exc.status == 409:
+            return Conflict(message)
+        if exc.status == 429 or (exc.status or 0) >= 500 or exc.status == 0:
+            return TemporaryError(message, retry_after=_retry_after(exc))
+        return PermanentError(message)
+
+    def _list_all(self, resource: str, fn: Callable[..., Any], **kwargs: Any) -> list[Json]:
+        """Every page of a list, or ReadFailed. A 410 (expired continue token) is a failed read."""
+        items: list[Json] = []
+        token: str | None = None
+        while True:
+            self.list_requests += 1
+            try:
+                page = self._call("list", resource, fn, self.namespace, limit=self.page_size,
+                                  _continue=token, **kwargs)
+            except (TemporaryError, PermanentError) as exc:
+                raise ReadFailed(f"listing {resource} failed after {len(items)} items: {exc}"
+                                 ) from None
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    # ------------------------------------------------------------------ pods
+    def list_pods(self, label_selector: str) -> list[Json]:
+        return self._list_all("pods", self.core.list_namespaced_pod,
+                              label_selector=label_selector)
+
+    def get_pod(self, name: str) -> Json | None:
+        try:
+            result: Json = self._call("get", "pods", self.core.read_namespaced_pod, name,
+                                      self.namespace)
+            return result
+        except NotFound:
+            return None
+
+    def create_pod(self, body: Json) -> Json:
+        result: Json = self._call("create", "pods", self.core.create_namespaced_pod,
+                                  self.namespace, body)
+        return result
+
+    def delete_pod(self, name: str, *, uid: str | None = None) -> bool:
+        """Deletes (background propagation). False when already gone. `uid` guards against
+        deleting a newer pod of the same name."""
+        options: Json = {"propagationPolicy": "Background"}
+        if uid:
+            options["preconditions"] = {"uid": uid}
+        try:
+            self._call("delete", "pods", self.core.delete_namespaced_pod, name, self.namespace,
+                       body=options)
+            return True
+        except NotFound:
+            return False
+        except Conflict:
+            return False  # uid precondition failed: that pod is already gone and replaced
+
+    # ------------------------------------------------------------------ secrets
+    def create_owned_secret(self, body: Json) -> None:
+        """Creates the per-pod Secret. Secrets are immutable, so one left by an earlier pod of
+        the same name (not yet garbage-collected) is deleted and created anew."""
+        name = body["metadata"]["name"]
+        owner_uid = body["metadata"]["ownerReferences"][0]["uid"]
+        try:
+            self._call("create", "secrets", self.core.create_namespaced_secret, self.namespace,
+                       body)
+            return
+        except Conflict:
+            existing = self._call("get", "secrets", self.core.read_namespaced_secret, name,
+                                  self.namespace)
+        owners = existing.get("metadata", {}).get("ownerReferences") or []
+        if any(owner.get("uid") == owner_uid for owner in owners):
+            return  # ours already (a repeated task)
+        self.delete_secret(name)
+        self._call("create", "secrets", self.core.create_namespaced_secret, self.namespace, body)
+
+    def delete_secret(self, name: str) -> bool:
+        try:
+            self._call("delete", "secrets", self.core.delete_namespaced_secret, name,
+                       self.namespace)
+            return True
+        except NotFound:
+            return False
+
+    # ------------------------------------------------------------------ events
+    def record_event(self, *, involved: Json, reason: str, message: str,
+                     event_type: str = "Normal", component: str) -> None:
+        """A core/v1 Event about `involved` (a pod or cronjob dict). Best effort by design:
+        a lost event must not fail the action it describes."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        metadata = involved.get("metadata", {})
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{metadata.get('name', 'the0')}.{secrets.token_hex(8)}",
+                         "namespace": self.namespace},
+            "involvedObject": {"apiVersion": involved.get("apiVersion", "v1"),
+                               "kind": involved.get("kind", "Pod"),
+                               "name": metadata.get("name"), "namespace": self.namespace,
+                               "uid": metadata.get("uid")},
+            "reason": reason, "message": message[:1000], "type": event_type,
+            "source": {"component": component}, "reportingComponent": component,
+            "reportingInstance": os.environ.get("HOSTNAME", "the0-controller"),
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            self._call("create", "events", self.core.create_namespaced_event, self.namespace,
+                       body)
+        except (TemporaryError, PermanentError):
+            pass
+
+    # ------------------------------------------------------------------ cronjobs and jobs
+    def list_cronjobs(self, label_selector: str) -> list[Json]:
+        return self._list_all("cronjobs", self.batch.list_namespaced_cron_job,
+                              label_selector=label_selector)
+
+    def list_jobs(self, label_selector: str) -> list[Json]:
+        return self._list_all("jobs", self.batch.list_namespaced_job,
+                              label_selector=label_selector)
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """For the rare direct use of the typed client (tests, CLI)."""
+    try:
+        yield
+    except ApiException as exc:
+        raise KubeClient._translate(exc) from None

@@ -1,0 +1,152 @@
+"""Redis: per-bot dedup keys and locks, the shared create-rate bucket, backoff and status memo.
+
+Every key name comes from `worker.keys`. Redis errors become `TemporaryError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis as redis_lib
+
+from worker import keys
+from worker.core.bot import BotId
+from worker.core.errors import TemporaryError
+from worker.core.planner import Backoff
+
+# Token bucket evaluated atomically in Redis, on Redis's clock, so every worker shares one pace.
+# Returns "0" when a token was taken, else the seconds to wait before one is available.
+_TAKE_TOKEN = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local data = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(data[1]) or burst
+local ts = tonumber(data[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 5)
+return tostring(wait)
+"""
+
+
+@contextmanager
+def _temporary_on_redis_error() -> Iterator[None]:
+    try:
+        yield
+    except redis_lib.RedisError as exc:
+        raise TemporaryError(f"redis: {type(exc).__name__}: {exc}") from exc
+
+
+class RedisState:
+    """Coordination state shared by beat and every worker."""
+
+    def __init__(self, client: redis_lib.Redis) -> None:
+        self.client = client
+        self._take_token = client.register_script(_TAKE_TOKEN)
+
+    @classmethod
+    def from_url(cls, url: str, *, timeout: float = 5.0) -> RedisState:
+        return cls(redis_lib.Redis.from_url(url, socket_timeout=timeout,
+                                            socket_connect_timeout=timeout,
+                                            health_check_interval=30))
+
+    # --- dedup of queued actions ------------------------------------------------------------
+    def claim_inflight(self, kind: str, bot_ids: Sequence[str], *, ttl: float) -> list[str]:
+        """Marks each bot as having an action in flight; returns the ids that were NOT already."""
+        if not bot_ids:
+            return []
+        with _temporary_on_redis_error():
+            pipe = self.client.pipeline(transaction=False)
+            for bot_id in bot_ids:
+                pipe.set(keys.inflight(kind, bot_id), "1", nx=True, px=int(ttl * 1000))
+            results = pipe.execute()
+        return [bot_id for bot_id, claimed in zip(bot_ids, results, strict=True) if claimed]
+
+    def release_inflight(self, kind: str, bot_id: str) -> None:
+        with _temporary_on_redis_error():
+            self.client.delete(keys.inflight(kind, bot_id))
+
+    # --- mutual exclusion -------------------------------------------------------------------
+    @contextmanager
+    def hold(self, name: str, *, ttl: float) -> Iterator[bool]:
+        """Non-blocking lock: yields True when held (released after), False when taken."""
+        with _temporary_on_redis_error():
+            lock = self.client.lock(name, timeout=ttl, blocking=False)
+            acquired = bool(lock.acquire(blocking=False))
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                with _temporary_on_redis_error():
+                    try:
+                        lock.release()
+                    except redis_lib.exceptions.LockNotOwnedError:
+                        pass  # expired while we worked; nothing to release
+
+    # --- pace -------------------------------------------------------------------------------
+    def take_create_token(self, *, rate: float, burst: float) -> float:
+        """0.0 when the caller may create now, else the seconds until a token is available."""
+        with _temporary_on_redis_error():
+            return float(self._take_token(keys=[keys.CREATE_BUCKET], args=[rate, burst]))
+
+    # --- crash backoff ----------------------------------------------------------------------
+    def load_backoff(self, kind: str) -> dict[BotId, Backoff]:
+        with _temporary_on_redis_error():
+            raw = self.client.hgetall(keys.backoff(kind))
+        result: dict[BotId, Backoff] = {}
+        for bot_id, value in raw.items():
+            data = json.loads(value)
+            result[BotId(bot_id.decode())] = Backoff(failures=int(data["failures"]),
+                                                     not_before=float(data["not_before"]))
+        return result
+
+    def get_backoff(self, kind: str, bot_id: str) -> Backoff | None:
+        with _temporary_on_redis_error():
+            raw = self.client.hget(keys.backoff(kind), bot_id)
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return Backoff(failures=int(data["failures"]), not_before=float(data["not_before"]))
+
+    def save_backoff(self, kind: str, bot_id: str, backoff: Backoff) -> None:
+        value = json.dumps({"failures": backoff.failures, "not_before": backoff.not_before})
+        with _temporary_on_redis_error():
+            self.client.hset(keys.backoff(kind), bot_id, value)
+
+    def clear_backoff(self, kind: str, bot_ids: Sequence[str]) -> None:
+        if bot_ids:
+            with _temporary_on_redis_error():
+                self.client.hdel(keys.backoff(kind), *bot_ids)
+
+    # --- memo of what status we last wrote (so a no-op pass writes nothing) -----------------
+    def load_status_fingerprints(self, kind: str) -> dict[str, str]:
+        with _temporary_on_redis_error():
+            raw = self.client.hgetall(keys.status_fingerprints(kind))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def save_status_fingerprints(self, kind: str, fingerprints: Mapping[str, str]) -> None:
+        if fingerprints:
+            with _temporary_on_redis_error():
+                self.client.hset(keys.status_fingerprints(kind), mapping=dict(fingerprints))
+
+    def forget_status_fingerprints(self, kind: str, bot_ids: Sequence[str]) -> None:
+        if bot_ids:
+            with _temporary_on_redis_error():
+                self.client.hdel(keys.status_fingerprints(kind), *bot_ids)
+
+    # --- health -----------------------------------------------------------------------------
+    def record_reconcile(self, kind: str, summary: Mapping[str, Any]) -> None:
+        with _temporary_on_redis_error():
+            self.client.set(keys.last_reconcile(kind), json.dumps(summary))
+
+    def last_reconcile(self, kind: str) -> dict[str, Any] | None:
+        with _temporary_on_redis_error():
+            raw = self.client.get(keys.last_reconcile(kind))
+        return json.loads(raw) if raw else None

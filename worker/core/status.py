@@ -1,0 +1,68 @@
+"""Status documents for `bot_runner.bot_status` (and `schedule_status`). Pure: no I/O.
+
+The reconcile rebuilds each bot's status from what it observed, and writes it only when its
+fingerprint changed, so a pass over an unchanged world writes nothing. `updated_at` and the
+task-owned `last_error` are left out of the fingerprint: they are not observations.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+from worker.core.canonical import canonical_json, sha256_hex
+from worker.core.errors import InvalidBot
+from worker.core.planner import DesiredBot, ObservedPod
+from worker.core.podstatus import PodHealth
+
+PHASE_RUNNING = "Running"
+PHASE_PENDING = "Pending"
+PHASE_TERMINATING = "Terminating"
+PHASE_BROKEN = "Broken"
+PHASE_CREATING = "Creating"
+PHASE_INVALID = "Invalid"
+PHASE_DISABLED = "Disabled"
+PHASE_BACKING_OFF = "BackingOff"
+
+_PHASE_OF_HEALTH = {
+    PodHealth.RUNNING: PHASE_RUNNING,
+    PodHealth.PENDING: PHASE_PENDING,
+    PodHealth.TERMINATING: PHASE_TERMINATING,
+    PodHealth.BROKEN: PHASE_BROKEN,
+}
+
+
+def observed_status(*, bot_id: str, namespace: str, pod: ObservedPod | None,
+                    want: DesiredBot | None, invalid: InvalidBot | None,
+                    disabled: bool, backing_off: bool = False) -> dict[str, Any]:
+    """What the reconcile can say about one bot (without `updated_at`).
+
+    `backing_off`: the bot's last create or recreate failed and its backoff has not expired.
+    """
+    doc: dict[str, Any] = {
+        "id": bot_id,
+        "kind": "live",
+        "namespace": namespace,
+        "object_name": pod.name if pod else (want.pod_name if want else ""),
+        "phase": PHASE_CREATING,
+        "restarts": pod.assessment.restarts if pod else 0,
+        "reason": "",
+        "message": "",
+        "observed_config_hash": pod.config_hash if pod else "",
+        "desired_config_hash": want.config_hash if want else "",
+    }
+    if pod is not None:
+        doc["phase"] = _PHASE_OF_HEALTH[pod.assessment.health]
+        doc["reason"] = pod.assessment.reason
+        doc["message"] = pod.assessment.message
+    if invalid is not None:
+        doc.update(phase=PHASE_INVALID, reason=invalid.reason, message=str(invalid),
+                   last_error=str(invalid))
+    elif disabled and pod is None:
+        doc["phase"] = PHASE_DISABLED
+    elif backing_off and pod is None and want is not None:
+        doc.update(phase=PHASE_BACKING_OFF, reason="CreateFailed",
+                   message="the last attempt failed (see last_error); retrying after backoff")
+    return doc
+
+
+def fingerprint(doc: Mapping[str, Any]) -> str:
+    return sha256_hex(canonical_json({k: v for k, v in doc.items() if k != "updated_at"}))[:16]

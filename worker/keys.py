@@ -1,0 +1,52 @@
+"""Every Redis key name the system uses, in one place (so operators can find and reason about them).
+
+Bot ids are arbitrary strings; they go into keys verbatim (Redis keys are binary-safe).
+"""
+
+from __future__ import annotations
+
+PREFIX = "the0"
+
+# Per-bot coordination.
+INFLIGHT = f"{PREFIX}:inflight:{{kind}}:{{bot_id}}"   # an action is queued or running for a bot
+LOCK = f"{PREFIX}:lock:{{kind}}:{{bot_id}}"           # held while a task acts on one bot
+BACKOFF = f"{PREFIX}:backoff:{{kind}}"                 # hash bot_id → {"failures", "not_before"}
+STATUS_FINGERPRINTS = f"{PREFIX}:status-fp:{{kind}}"   # hash bot_id → fingerprint of stored status
+
+# Whole-system coordination.
+RECONCILE_LOCK = f"{PREFIX}:reconcile:lock:{{kind}}"   # one reconcile pass at a time
+CREATE_BUCKET = f"{PREFIX}:ratelimit:create"           # token bucket for pod/cronjob creation
+BEAT_LEADER = f"{PREFIX}:beat:leader"                  # the one active beat
+
+# Health (heartbeats with TTLs, read by the api).
+HEARTBEAT_WORKER = f"{PREFIX}:heartbeat:worker:{{hostname}}"
+HEARTBEAT_BEAT = f"{PREFIX}:heartbeat:beat"
+LAST_RECONCILE = f"{PREFIX}:last-reconcile:{{kind}}"
+
+
+def inflight(kind: str, bot_id: str) -> str:
+    return INFLIGHT.format(kind=kind, bot_id=bot_id)
+
+
+def lock(kind: str, bot_id: str) -> str:
+    return LOCK.format(kind=kind, bot_id=bot_id)
+
+
+def backoff(kind: str) -> str:
+    return BACKOFF.format(kind=kind)
+
+
+def status_fingerprints(kind: str) -> str:
+    return STATUS_FINGERPRINTS.format(kind=kind)
+
+
+def reconcile_lock(kind: str) -> str:
+    return RECONCILE_LOCK.format(kind=kind)
+
+
+def last_reconcile(kind: str) -> str:
+    return LAST_RECONCILE.format(kind=kind)
+
+
+def worker_heartbeat(hostname: str) -> str:
+    return HEARTBEAT_WORKER.format(hostname=hostname)

@@ -1,0 +1,74 @@
+"""The per-process runtime: settings plus lazily built adapters, shared by tasks and the CLI.
+
+One `Runtime` per process (Celery worker, beat, CLI). Adapters are created on first use, so a
+process only connects to the servers it really talks to. Thread-safe: the worker runs a
+thread pool.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from worker.adapters.kube import KubeClient, RequestObserver, api_client_for
+from worker.adapters.mongo import BotStore, collections_for
+from worker.adapters.redis import RedisState
+from worker.adapters.s3 import CodeStore
+from worker.core.bot import BotKind
+from worker.settings import Settings
+
+T = TypeVar("T")
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time,
+                 jitter: Callable[[], float] = random.random,
+                 kube_observer: RequestObserver | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.jitter = jitter
+        self.kube_observer = kube_observer
+        self._lock = threading.RLock()  # store() builds the client inside its own build
+        self._built: dict[str, Any] = {}
+
+    def _once(self, name: str, build: Callable[[], T]) -> T:
+        with self._lock:
+            if name not in self._built:
+                self._built[name] = build()
+            value: T = self._built[name]
+            return value
+
+    @property
+    def kube(self) -> KubeClient:
+        s = self.settings
+        return self._once("kube", lambda: KubeClient(
+            api_client_for(mode=s.KUBE_MODE, kubeconfig=s.KUBECONFIG, timeout=s.KUBE_TIMEOUT),
+            namespace=s.NAMESPACE, page_size=s.LIST_PAGE_SIZE, timeout=s.KUBE_TIMEOUT,
+            observer=self.kube_observer))
+
+    @property
+    def redis(self) -> RedisState:
+        return self._once("redis", lambda: RedisState.from_url(self.settings.REDIS_URL))
+
+    @property
+    def code(self) -> CodeStore:
+        s = self.settings
+        return self._once("code", lambda: CodeStore(
+            endpoint=s.MINIO_ENDPOINT, access_key=s.MINIO_ACCESS_KEY.get_secret_value(),
+            secret_key=s.MINIO_SECRET_KEY.get_secret_value(), bucket=s.MINIO_BUCKET,
+            secure=s.MINIO_SECURE, region=s.MINIO_REGION,
+            public_endpoint=s.MINIO_PUBLIC_ENDPOINT))
+
+    def store(self, kind: BotKind) -> BotStore:
+        s = self.settings
+
+        def build() -> BotStore:
+            client = self._once("mongo", lambda: BotStore.connect(
+                s.MONGO_URI.get_secret_value(), timeout=s.MONGO_TIMEOUT))
+            return BotStore(client, collections_for(kind, bot_runner_db=s.BOT_RUNNER_DB,
+                                                    bot_scheduler_db=s.BOT_SCHEDULER_DB))
+
+        return self._once(f"store:{kind.value}", build)

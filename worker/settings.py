@@ -1,0 +1,168 @@
+"""Every setting of the controller, loaded once from the environment and passed in explicitly.
+
+Names match the0's seed controller where one exists (NAMESPACE, MONGO_URI, NATS_URL, MINIO_*).
+A missing or invalid setting stops start-up with ONE message listing every problem
+(`load_settings`). Nothing below the entry points reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.core.bot import DEFAULT_IMAGES, Resources
+from worker.core.podspec import PodTemplateSettings
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """'30s', '2m', '1.5h', '500ms' or a bare number of seconds → seconds (float, > 0)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use e.g. '30s', '2m', '1h')")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Settings(BaseSettings):
+    """The controller's configuration. Field docs: meaning, unit, default and why."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    # --- Kubernetes -------------------------------------------------------------------------
+    NAMESPACE: str = Field("the0", description="Namespace of bot pods and cronjobs.")
+    KUBE_MODE: Literal["auto", "incluster", "kubeconfig"] = Field(
+        "auto", description="auto: in-cluster config inside a pod, else KUBECONFIG/~/.kube/config.")
+    KUBECONFIG: str | None = Field(None, description="Kubeconfig path when not in a cluster.")
+    LIST_PAGE_SIZE: int = Field(
+        1000, ge=50, le=5000,
+        description="Items per list page. 1000 keeps a 10,000-pod read to ~10 requests.")
+    KUBE_TIMEOUT: Duration = Field(30.0, description="Per-request timeout to the API server (s).")
+
+    # --- Desired state: MongoDB -------------------------------------------------------------
+    MONGO_URI: SecretStr = Field(description="MongoDB URI (required; may hold a password).")
+    BOT_RUNNER_DB: str = Field("bot_runner", description="Database of live bots and bot_status.")
+    BOT_SCHEDULER_DB: str = Field("bot_scheduler",
+                                  description="Database of bot_schedules and schedule_status.")
+    MONGO_TIMEOUT: Duration = Field(10.0, description="Server selection / socket timeout (s).")
+
+    # --- Code and logs: object storage ------------------------------------------------------
+    MINIO_ENDPOINT: str = Field(description="host:port of the S3 API (required).")
+    MINIO_ACCESS_KEY: SecretStr = Field(description="S3 access key (required).")
+    MINIO_SECRET_KEY: SecretStr = Field(description="S3 secret key (required).")
+    MINIO_BUCKET: str = Field("the0-custom-bots", description="Bucket of the bots' code zips.")
+    MINIO_SECURE: bool = Field(False, description="Use HTTPS to reach MINIO_ENDPOINT.")
+    MINIO_REGION: str = Field("us-east-1",
+                              description="Region used to sign URLs (no lookup call needed).")
+    MINIO_PUBLIC_ENDPOINT: str | None = Field(
+        None, description="host:port the bot pods use to fetch code, if not MINIO_ENDPOINT.")
+    CODE_URL_TTL: Duration = Field(
+        "7d", description="Lifetime of the presigned code URL given to a pod (max 7 days). "
+                          "A pod whose sandbox restarts after that fails its init "
+                          "container and is recreated with a fresh URL.")
+
+    # --- Celery / Redis ---------------------------------------------------------------------
+    REDIS_URL: str = Field("redis://localhost:6379/0",
+                           description="Celery broker, locks, dedup keys and heartbeats.")
+    RECONCILE_INTERVAL: Duration = Field("30s", description="Period of the full reconcile.")
+    WORKER_CONCURRENCY: int = Field(16, ge=1, le=256,
+                                    description="Threads per worker (the work waits on I/O).")
+    TASK_VISIBILITY_TIMEOUT: Duration = Field(
+        "5m", description="A message taken by a worker that died (kill -9) is redelivered "
+                          "after this long. Must exceed the longest task.")
+
+    # --- Bot pods ---------------------------------------------------------------------------
+    RUNTIME_IMAGES: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_IMAGES),
+        description="JSON map runtime → image repository; merged over the built-in map.")
+    RUNTIME_IMAGE_TAG: str = Field("latest", description="Tag of every runtime image.")
+    INIT_IMAGE: str = Field("python:3.11-alpine",
+                            description="Image of the code-fetching init container (needs python3).")
+    IMAGE_PULL_POLICY: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    DEFAULT_MEMORY_LIMIT: str = "512Mi"
+    DEFAULT_CPU_LIMIT: str = "500m"
+    DEFAULT_MEMORY_REQUEST: str = "128Mi"
+    DEFAULT_CPU_REQUEST: str = "100m"
+
+    # --- Pace and safety --------------------------------------------------------------------
+    MAX_CREATES_PER_SECOND: float = Field(
+        20.0, gt=0, description="Pod creations per second, shared by all workers (token bucket "
+                                "in Redis) so a cold start of 10,000 bots does not flood the API.")
+    CRASH_BACKOFF_BASE: Duration = Field(
+        "10s", description="First delay before recreating a broken pod; doubles each time.")
+    CRASH_BACKOFF_CAP: Duration = Field("5m", description="Longest delay between recreations.")
+    CRASH_BACKOFF_RESET: Duration = Field(
+        "10m", description="A pod healthy this long after its last recreation resets backoff.")
+    TASK_RETRY_BASE: Duration = Field("1s", description="First retry delay of a failed task.")
+    TASK_RETRY_CAP: Duration = Field("60s", description="Longest retry delay of a failed task.")
+    TASK_MAX_RETRIES: int = Field(8, ge=0, description="Retries before a task gives up "
+                                                        "(the next reconcile re-plans anyway).")
+    POD_GONE_TIMEOUT: Duration = Field(
+        "90s", description="How long a replace waits for the old pod to disappear.")
+    INFLIGHT_TTL: Duration = Field(
+        "3m", description="Lifetime of a per-bot dedup key if its task never finishes "
+                          "(worker killed): after it the next reconcile re-plans the bot.")
+    MAX_DELETE_FRACTION: float = Field(
+        0.5, ge=0, le=1, description="A pass that would delete more than this share of our "
+                                     "pods (and more than MAX_DELETE_MIN) deletes none and reports.")
+    MAX_DELETE_MIN: int = Field(10, ge=0, description="Deletions always allowed in one pass.")
+
+    @field_validator("RUNTIME_IMAGES", mode="before")
+    @classmethod
+    def _merge_images(cls, value: Any) -> dict[str, str]:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if not isinstance(value, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()):
+            raise ValueError("must be a JSON object of runtime → image")
+        return {**DEFAULT_IMAGES, **value}
+
+    # --- Derived views for the pure core ----------------------------------------------------
+    @cached_property
+    def default_resources(self) -> Resources:
+        return Resources(memory_limit=self.DEFAULT_MEMORY_LIMIT, cpu_limit=self.DEFAULT_CPU_LIMIT,
+                         memory_request=self.DEFAULT_MEMORY_REQUEST,
+                         cpu_request=self.DEFAULT_CPU_REQUEST)
+
+    @cached_property
+    def pod_template(self) -> PodTemplateSettings:
+        return PodTemplateSettings(namespace=self.NAMESPACE, image_map=self.RUNTIME_IMAGES,
+                                   image_tag=self.RUNTIME_IMAGE_TAG, init_image=self.INIT_IMAGE,
+                                   pull_policy=self.IMAGE_PULL_POLICY)
+
+
+class SettingsError(SystemExit):
+    """Start-up stops with one message listing every missing or invalid setting."""
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Reads the environment (or `env`) once; `overrides` (e.g. CLI flags) win over it."""
+    try:
+        if env is not None:
+            values: dict[str, Any] = {k: v for k, v in env.items() if k in Settings.model_fields}
+            return Settings.model_validate({**values, **overrides})
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            problem = "missing (required)" if error["type"] == "missing" else error["msg"]
+            problems.append(f"  - {name}: {problem}")
+        raise SettingsError("invalid configuration, fix these settings:\n"
+                            + "\n".join(problems)) from None

@@ -1,0 +1,48 @@
+"""Per-bot tasks: `bots.create|delete|replace|recreate` (from the reconcile) and
+`reconcile.bot` (from NATS events). Each re-reads the bot and acts on the world as it is."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from worker.core.errors import TemporaryError
+from worker.live_bots import KIND, LiveBotController
+from worker.tasks.base import RuntimeTask
+
+
+def converge(task: RuntimeTask, bot_id: str, intent: str) -> str:
+    release = True
+    try:
+        return LiveBotController(task.rt).converge(bot_id, intent=intent)
+    except TemporaryError as exc:
+        if task.request.retries < task.settings.TASK_MAX_RETRIES:
+            release = False  # still in flight: the retry is queued
+        raise task.retry_later(exc) from None
+    finally:
+        if release:
+            task.rt.redis.release_inflight(KIND.value, bot_id)
+
+
+@shared_task(name="bots.create", base=RuntimeTask, bind=True, ignore_result=True)
+def create(self: RuntimeTask, bot_id: str, reason: str = "") -> str:
+    return converge(self, bot_id, "create")
+
+
+@shared_task(name="bots.delete", base=RuntimeTask, bind=True, ignore_result=True)
+def delete(self: RuntimeTask, bot_id: str, reason: str = "") -> str:
+    return converge(self, bot_id, "delete")
+
+
+@shared_task(name="bots.replace", base=RuntimeTask, bind=True, ignore_result=True)
+def replace(self: RuntimeTask, bot_id: str, reason: str = "") -> str:
+    return converge(self, bot_id, "replace")
+
+
+@shared_task(name="bots.recreate", base=RuntimeTask, bind=True, ignore_result=True)
+def recreate(self: RuntimeTask, bot_id: str, reason: str = "") -> str:
+    return converge(self, bot_id, "recreate")
+
+
+@shared_task(name="reconcile.bot", base=RuntimeTask, bind=True, ignore_result=True)
+def reconcile_bot(self: RuntimeTask, bot_id: str) -> str:
+    return converge(self, bot_id, "event")

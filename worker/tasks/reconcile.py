@@ -1,0 +1,37 @@
+"""`reconcile.bots`: the periodic full pass over live bots (fired by beat)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+
+from worker.core.errors import TemporaryError
+from worker.core.planner import Action
+from worker.live_bots import LiveBotController
+from worker.tasks.base import RuntimeTask
+
+log = logging.getLogger("the0.tasks.reconcile")
+
+# Per-bot task for each planned action (names are stable: they are the wire contract).
+TASK_FOR_ACTION = {"create": "bots.create", "delete": "bots.delete",
+                   "replace": "bots.replace", "recreate": "bots.recreate"}
+
+
+def send_action(task: RuntimeTask, action: Action) -> None:
+    task.app.send_task(TASK_FOR_ACTION[action.kind.value], args=(action.bot_id,),
+                       kwargs={"reason": action.reason})
+
+
+@shared_task(name="reconcile.bots", base=RuntimeTask, bind=True, ignore_result=True)
+def reconcile_bots(self: RuntimeTask) -> dict[str, Any]:
+    try:
+        report = LiveBotController(self.rt).reconcile(
+            enqueue=lambda action: send_action(self, action))
+    except TemporaryError as exc:
+        # A failed read ends the pass with no writes; the next tick tries again.
+        log.error("reconcile failed, nothing written: %s", exc)
+        self.rt.redis.record_reconcile("live", {"ok": False, "error": str(exc)[:500]})
+        raise
+    return report.summary()
