@@ -68,7 +68,9 @@ class Runtime:
         def build() -> BotStore:
             client = self._once("mongo", lambda: BotStore.connect(
                 s.MONGO_URI.get_secret_value(), timeout=s.MONGO_TIMEOUT))
-            return BotStore(client, collections_for(kind, bot_runner_db=s.BOT_RUNNER_DB,
-                                                    bot_scheduler_db=s.BOT_SCHEDULER_DB))
+            store = BotStore(client, collections_for(kind, bot_runner_db=s.BOT_RUNNER_DB,
+                                                     bot_scheduler_db=s.BOT_SCHEDULER_DB))
+            store.ensure_indexes()  # once per process: status upserts look up by id
+            return store
 
         return self._once(f"store:{kind.value}", build)

@@ -102,7 +102,7 @@ class Settings(BaseSettings):
 
     # --- Pace and safety --------------------------------------------------------------------
     MAX_CREATES_PER_SECOND: float = Field(
-        20.0, gt=0, description="Pod creations per second, shared by all workers (token bucket "
+        50.0, gt=0, description="Pod creations per second, shared by all workers (token bucket "
                                 "in Redis) so a cold start of 10,000 bots does not flood the API.")
     CRASH_BACKOFF_BASE: Duration = Field(
         "10s", description="First delay before recreating a broken pod; doubles each time.")

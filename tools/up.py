@@ -1,0 +1,113 @@
+"""`make up`: the whole system on the embedded real stack, in the foreground.
+
+Starts the stack (like `make stack-up`), then a Celery worker and beat running as the
+controller's restricted identity, seeds a few demo bots (code zips in S3), prints how to watch
+them, and stops everything on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+from tools.stack.__main__ import ENV_FILE, STATE_DIR, cmd_down, cmd_up
+from tools.stack.paths import REPO_ROOT, binaries
+from tools.stack.supervisor import StackEnv
+
+DEMO_BOTS = [
+    ("demo-dca-btc", "python3.11", "main.py", {"symbol": "BTC/USDT", "amount": 25}),
+    ("demo-grid-eth", "nodejs20", "index.js", {"symbol": "ETH/USDT", "levels": 10}),
+    ("Demo_Momentum.SOL", "python3.11", "main.py", {"symbol": "SOL/USDT", "window": 14}),
+]
+
+
+def _stack_env() -> StackEnv:
+    import json
+
+    return StackEnv(**json.loads((STATE_DIR / "state.json").read_text())["env"])
+
+
+def controller_env(stack: StackEnv) -> dict[str, str]:
+    return {**os.environ, **stack.as_env(), "KUBECONFIG": stack.controller_kubeconfig,
+            "KUBE_MODE": "kubeconfig", "NAMESPACE": os.environ.get("NAMESPACE", "the0"),
+            "RECONCILE_INTERVAL": os.environ.get("RECONCILE_INTERVAL", "10s")}
+
+
+def seed_demo_bots(stack: StackEnv) -> None:
+    import pymongo
+    from minio import Minio
+
+    s3 = Minio(stack.s3_endpoint, access_key=stack.s3_access_key,
+               secret_key=stack.s3_secret_key, secure=False)
+    bucket = os.environ.get("MINIO_BUCKET", "the0-custom-bots")
+    if not s3.bucket_exists(bucket):
+        s3.make_bucket(bucket)
+    mongo: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(stack.mongo_uri)
+    bots = mongo["bot_runner"]["bots"]
+    for bot_id, runtime, entry, params in DEMO_BOTS:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr(entry, "// demo bot\n")
+        key = f"demo/{bot_id}/1.0.0.zip"
+        s3.put_object(bucket, key, io.BytesIO(buffer.getvalue()), len(buffer.getvalue()))
+        bots.update_one({"id": bot_id}, {"$set": {
+            "id": bot_id, "config": {"name": bot_id, "type": "realtime", **params},
+            "custom": {"version": "1.0.0", "filePath": key,
+                       "config": {"runtime": runtime, "entrypoints": {"bot": entry}}}}},
+            upsert=True)
+    mongo.close()
+
+
+def main() -> int:
+    if cmd_up():
+        return 1
+    stack = _stack_env()
+    env = controller_env(stack)
+    logs = STATE_DIR / "logs"
+    logs.mkdir(exist_ok=True)
+    celery = str(Path(sys.executable).with_name("celery"))
+    children: list[subprocess.Popen[bytes]] = []
+    for name, argv in (("worker", [celery, "-A", "worker", "worker", "--loglevel=INFO"]),
+                       ("beat", [celery, "-A", "worker", "beat", "--loglevel=INFO"])):
+        log = (logs / f"{name}.log").open("ab")
+        children.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         cwd=REPO_ROOT, start_new_session=True))
+        print(f"started {name} (pid {children[-1].pid}), log: {logs / f'{name}.log'}")
+    seed_demo_bots(stack)
+    kubectl = binaries().kubectl
+    print(f"""
+the0-k8s is running. Demo bots: {", ".join(b[0] for b in DEMO_BOTS)}.
+  watch the pods:   {kubectl} --kubeconfig {stack.admin_kubeconfig} get pods -n the0 -w
+  what a pass does: source {ENV_FILE} && KUBECONFIG=$THE0_CONTROLLER_KUBECONFIG \\
+                    .venv/bin/python -m worker plan
+Press Ctrl-C to stop everything.""", flush=True)
+    stopping = False
+
+    def stop(*_args: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.5)
+    for child in children:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+    cmd_down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
