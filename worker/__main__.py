@@ -57,7 +57,8 @@ def cmd_plan(rt: Runtime) -> int:
 def cmd_reconcile(rt: Runtime) -> int:
     controller = LiveBotController(rt)
     queued: list[Action] = []
-    report = controller.reconcile(enqueue=queued.append)
+    as_of = rt.clock()
+    report = controller.reconcile(enqueue=lambda action, _as_of: queued.append(action))
     if report.skipped:
         print("another reconcile pass is running; try again shortly")
         return 1
@@ -68,8 +69,8 @@ def cmd_reconcile(rt: Runtime) -> int:
     failures = 0
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=8) as pool:
-        futures = {pool.submit(controller.converge, a.bot_id, intent=a.kind.value): a
-                   for a in queued}
+        futures = {pool.submit(controller.converge, a.bot_id, intent=a.kind.value,
+                               as_of=as_of): a for a in queued}
         for done, future in enumerate(as_completed(futures), start=1):
             action = futures[future]
             try:

@@ -101,7 +101,9 @@ class LiveBotController:
     def observe(self) -> Observation:
         """1. load desired (Mongo)  2. observe actual (Kubernetes)  — reads only."""
         s = self.settings
+        read_started_at = self.rt.clock()
         docs = self.rt.store(KIND).load_all()
+        self.rt.snapshot(KIND).offer(docs, read_started_at=read_started_at)
         raw_pods = self.rt.kube.list_pods(POD_SELECTOR)
         state = desired_state(docs, kind=KIND, template=s.pod_template,
                               default_resources=s.default_resources)
@@ -116,9 +118,11 @@ class LiveBotController:
                     max_delete_min=self.settings.MAX_DELETE_MIN,
                     untouchable=observation.state.invalid.keys())
 
-    def reconcile(self, *, enqueue: Callable[[Action], None]) -> PassReport:
-        """One full pass; at most one at a time across all workers."""
+    def reconcile(self, *, enqueue: Callable[[Action, float], None]) -> PassReport:
+        """One full pass; at most one at a time across all workers. `enqueue(action, as_of)`
+        sends the per-bot task; `as_of` (epoch s) is when this pass's reads started."""
         started = time.monotonic()
+        as_of = self.rt.clock()
         lock_ttl = max(60.0, 4 * self.settings.RECONCILE_INTERVAL)
         with self.rt.redis.hold(keys.reconcile_lock(KIND.value), ttl=lock_ttl) as held:
             if not held:
@@ -137,7 +141,8 @@ class LiveBotController:
             if the_plan.guard_tripped:
                 log.error("%s", the_plan.guard_message)
             # 5. enqueue one task per bot action, skipping bots with an action in flight.
-            report.enqueued, report.already_in_flight = self.enqueue(the_plan.actions, enqueue)
+            report.enqueued, report.already_in_flight = self.enqueue(
+                the_plan.actions, lambda action: enqueue(action, as_of))
         report.duration_s = time.monotonic() - started
         self.rt.redis.record_reconcile(KIND.value, {"at": _iso(self.rt.clock()),
                                                     "ok": True, **report.summary()})
@@ -198,30 +203,33 @@ class LiveBotController:
         self.rt.redis.clear_backoff(KIND.value, recovered)
 
     # ================================================================== one bot
-    def converge(self, bot_id: str, *, intent: str) -> str:
-        """Re-reads one bot and its pods, plans with the same rules, and acts. Returns what it
-        did ("created", "deleted", "replaced", "recreated", "nothing", "backing off", …)."""
+    def converge(self, bot_id: str, *, intent: str, as_of: float | None = None) -> str:
+        """Re-reads one bot (as of no earlier than `as_of`, default now) and its pods, plans
+        with the same rules, and acts. Returns what it did ("created", "deleted", "replaced",
+        "recreated", "nothing", "backing off", …)."""
         lock_ttl = self.settings.POD_GONE_TIMEOUT + 2 * self.settings.KUBE_TIMEOUT + 30
         with self.rt.redis.hold(keys.lock(KIND.value, bot_id), ttl=lock_ttl) as held:
             if not held:
                 raise BotBusy("another task is acting on this bot")
-            return self._converge_locked(BotId(bot_id), intent=intent)
+            return self._converge_locked(
+                BotId(bot_id), intent=intent,
+                as_of=self.rt.clock() if as_of is None else as_of)
 
-    def observe_one(self, bot_id: BotId) -> Observation:
-        doc = self.rt.store(KIND).load_one(bot_id)
+    def observe_one(self, bot_id: BotId, *, as_of: float) -> Observation:
+        docs = self.rt.snapshot(KIND).docs_for(bot_id, not_before=as_of)
         raw_pods = self.rt.kube.list_pods(
             f"{POD_SELECTOR},{LABEL_BOT_ID}={label_value(bot_id)}")
         pods = [p for p in map(observed_pod, raw_pods) if p is not None and p.bot_id == bot_id]
         s = self.settings
-        state = desired_state([doc] if doc else [], kind=KIND, template=s.pod_template,
+        state = desired_state(docs, kind=KIND, template=s.pod_template,
                               default_resources=s.default_resources)
         backoff = self.rt.redis.get_backoff(KIND.value, bot_id)
         return Observation(state=state, pods=pods,
                            backoff={bot_id: backoff} if backoff else {})
 
-    def _converge_locked(self, bot_id: BotId, *, intent: str) -> str:
+    def _converge_locked(self, bot_id: BotId, *, intent: str, as_of: float) -> str:
         for _attempt in range(2):
-            observation = self.observe_one(bot_id)
+            observation = self.observe_one(bot_id, as_of=as_of)
             now = self.rt.clock()
             the_plan = plan(desired=observation.state.desired, actual=observation.pods,
                             backoff=observation.backoff, now=now, max_delete_fraction=1.0,

@@ -19,6 +19,7 @@ from worker.adapters.redis import RedisState
 from worker.adapters.s3 import CodeStore
 from worker.core.bot import BotKind
 from worker.settings import Settings
+from worker.snapshot import DesiredSnapshot
 
 T = TypeVar("T")
 
@@ -68,9 +69,11 @@ class Runtime:
         def build() -> BotStore:
             client = self._once("mongo", lambda: BotStore.connect(
                 s.MONGO_URI.get_secret_value(), timeout=s.MONGO_TIMEOUT))
-            store = BotStore(client, collections_for(kind, bot_runner_db=s.BOT_RUNNER_DB,
-                                                     bot_scheduler_db=s.BOT_SCHEDULER_DB))
-            store.ensure_indexes()  # once per process: status upserts look up by id
-            return store
+            return BotStore(client, collections_for(kind, bot_runner_db=s.BOT_RUNNER_DB,
+                                                    bot_scheduler_db=s.BOT_SCHEDULER_DB))
 
         return self._once(f"store:{kind.value}", build)
+
+    def snapshot(self, kind: BotKind) -> DesiredSnapshot:
+        return self._once(f"snapshot:{kind.value}", lambda: DesiredSnapshot(
+            self.store(kind).load_all, self.clock))

@@ -42,12 +42,13 @@ def bot_doc(bot_id: str, *, runtime: str = "python3.11", code_key: str = CODE_KE
 
 def run_pass(controller: LiveBotController) -> tuple[PassReport, list[str]]:
     """One reconcile pass whose per-bot actions run right here, one after another."""
-    queued: list[Action] = []
-    report = controller.reconcile(enqueue=queued.append)
+    queued: list[tuple[Action, float]] = []
+    report = controller.reconcile(enqueue=lambda action, as_of: queued.append((action, as_of)))
     outcomes = []
-    for action in queued:
+    for action, as_of in queued:
         try:
-            outcomes.append(controller.converge(action.bot_id, intent=action.kind.value))
+            outcomes.append(controller.converge(action.bot_id, intent=action.kind.value,
+                                                as_of=as_of))
         finally:
             controller.rt.redis.release_inflight(KIND.value, action.bot_id)
     return report, outcomes

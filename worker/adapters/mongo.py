@@ -73,31 +73,19 @@ class BotStore:
             raise ReadFailed(f"mongo: reading {self.desired.full_name} failed: "
                              f"{type(exc).__name__}") from None
 
-    def load_one(self, bot_id: str) -> Doc | None:
-        try:
-            return self.desired.find_one({"id": bot_id}, BOT_PROJECTION)
-        except pymongo.errors.PyMongoError as exc:
-            raise ReadFailed(f"mongo: reading one bot failed: {type(exc).__name__}") from None
-
     # --- our status documents ---------------------------------------------------------------
-    def ensure_indexes(self) -> None:
-        try:
-            self.status.create_index("id", unique=True)
-        except pymongo.errors.PyMongoError as exc:
-            raise TemporaryError(f"mongo: index on {self.status.full_name}: "
-                                 f"{type(exc).__name__}") from None
-
     def write_statuses(self, docs: Iterable[Doc]) -> int:
-        # $set, not replace: fields a task wrote (last_error) survive the reconcile's update.
-        requests = [UpdateOne({"id": doc["id"]}, {"$set": doc}, upsert=True) for doc in docs]
+        # Keyed by _id = bot id: FerretDB only pushes `_id` filters down to its storage (any
+        # other filter scans the collection). $set, not replace: a task's last_error survives.
+        requests = [UpdateOne({"_id": doc["id"]}, {"$set": doc}, upsert=True) for doc in docs]
         return self._bulk(requests)
 
     def delete_statuses(self, bot_ids: Iterable[str]) -> int:
-        return self._bulk([DeleteOne({"id": bot_id}) for bot_id in bot_ids])
+        return self._bulk([DeleteOne({"_id": bot_id}) for bot_id in bot_ids])
 
     def read_status(self, bot_id: str) -> Doc | None:
         try:
-            return self.status.find_one({"id": bot_id}, {"_id": False})
+            return self.status.find_one({"_id": bot_id}, {"_id": False})
         except pymongo.errors.PyMongoError as exc:
             raise TemporaryError(f"mongo: reading status failed: {type(exc).__name__}") from None
 

@@ -10,10 +10,10 @@ from worker.live_bots import KIND, LiveBotController
 from worker.tasks.base import RuntimeTask
 
 
-def converge(task: RuntimeTask, bot_id: str, intent: str) -> str:
+def converge(task: RuntimeTask, bot_id: str, intent: str, as_of: float | None) -> str:
     release = True
     try:
-        return LiveBotController(task.rt).converge(bot_id, intent=intent)
+        return LiveBotController(task.rt).converge(bot_id, intent=intent, as_of=as_of)
     except TemporaryError as exc:
         if task.request.retries < task.settings.TASK_MAX_RETRIES:
             release = False  # still in flight: the retry is queued
@@ -24,25 +24,29 @@ def converge(task: RuntimeTask, bot_id: str, intent: str) -> str:
 
 
 @shared_task(name="bots.create", base=RuntimeTask, bind=True, ignore_result=True)
-def create(self: RuntimeTask, bot_id: str, reason: str = "") -> str:
-    return converge(self, bot_id, "create")
+def create(self: RuntimeTask, bot_id: str, reason: str = "",
+           as_of: float | None = None) -> str:
+    return converge(self, bot_id, "create", as_of)
 
 
 @shared_task(name="bots.delete", base=RuntimeTask, bind=True, ignore_result=True)
-def delete(self: RuntimeTask, bot_id: str, reason: str = "") -> str:
-    return converge(self, bot_id, "delete")
+def delete(self: RuntimeTask, bot_id: str, reason: str = "",
+           as_of: float | None = None) -> str:
+    return converge(self, bot_id, "delete", as_of)
 
 
 @shared_task(name="bots.replace", base=RuntimeTask, bind=True, ignore_result=True)
-def replace(self: RuntimeTask, bot_id: str, reason: str = "") -> str:
-    return converge(self, bot_id, "replace")
+def replace(self: RuntimeTask, bot_id: str, reason: str = "",
+            as_of: float | None = None) -> str:
+    return converge(self, bot_id, "replace", as_of)
 
 
 @shared_task(name="bots.recreate", base=RuntimeTask, bind=True, ignore_result=True)
-def recreate(self: RuntimeTask, bot_id: str, reason: str = "") -> str:
-    return converge(self, bot_id, "recreate")
+def recreate(self: RuntimeTask, bot_id: str, reason: str = "",
+             as_of: float | None = None) -> str:
+    return converge(self, bot_id, "recreate", as_of)
 
 
 @shared_task(name="reconcile.bot", base=RuntimeTask, bind=True, ignore_result=True)
-def reconcile_bot(self: RuntimeTask, bot_id: str) -> str:
-    return converge(self, bot_id, "event")
+def reconcile_bot(self: RuntimeTask, bot_id: str, as_of: float | None = None) -> str:
+    return converge(self, bot_id, "event", as_of)

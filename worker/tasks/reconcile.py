@@ -19,16 +19,16 @@ TASK_FOR_ACTION = {"create": "bots.create", "delete": "bots.delete",
                    "replace": "bots.replace", "recreate": "bots.recreate"}
 
 
-def send_action(task: RuntimeTask, action: Action) -> None:
+def send_action(task: RuntimeTask, action: Action, as_of: float) -> None:
     task.app.send_task(TASK_FOR_ACTION[action.kind.value], args=(action.bot_id,),
-                       kwargs={"reason": action.reason})
+                       kwargs={"reason": action.reason, "as_of": as_of})
 
 
 @shared_task(name="reconcile.bots", base=RuntimeTask, bind=True, ignore_result=True)
 def reconcile_bots(self: RuntimeTask) -> dict[str, Any]:
     try:
         report = LiveBotController(self.rt).reconcile(
-            enqueue=lambda action: send_action(self, action))
+            enqueue=lambda action, as_of: send_action(self, action, as_of))
     except TemporaryError as exc:
         # A failed read ends the pass with no writes; the next tick tries again.
         log.error("reconcile failed, nothing written: %s", exc)

@@ -1,0 +1,237 @@
+"""Reconcile at scale on the real stack: cold start, no-op pass, 100 replaces.
+
+    .venv/bin/python bench/reconcile_scale.py --bots 10000
+
+Starts its own stack, seeds N bots (one shared code zip), runs a real `celery -A worker
+worker` (and beat), and measures:
+  cold_start_s       first reconcile → all N pods Running
+  creates_per_s      N / cold_start_s
+  noop_pass_s        one full pass over the converged world (in-process, same code as the task)
+  noop_writes        Kubernetes writes + Mongo status writes + tasks enqueued by that pass
+  noop_list_requests Kubernetes list requests of that pass
+  replace_100_s      100 bots' config changed → all 100 replaced and Running
+  *_peak_rss_mb      peak resident memory (VmHWM) of the worker and beat processes
+Ends with ONE JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pymongo
+from kubernetes import client, config
+from minio import Minio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tools.stack.supervisor import Stack  # noqa: E402
+from worker.core.planner import Action  # noqa: E402
+from worker.live_bots import LiveBotController  # noqa: E402
+from worker.runtime import Runtime  # noqa: E402
+from worker.settings import load_settings  # noqa: E402
+
+NAMESPACE = "the0"
+CODE_KEY = "bench/bot.zip"
+SELECTOR = "managed-by=the0-bot-controller"
+
+
+def peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def pod_states(core: client.CoreV1Api) -> dict[str, tuple[str, str]]:
+    """bot id → (phase, config hash) for every bot pod, read light (raw JSON, paginated)."""
+    states: dict[str, tuple[str, str]] = {}
+    token = None
+    while True:
+        response = core.list_namespaced_pod(NAMESPACE, label_selector=SELECTOR, limit=2000,
+                                            _continue=token, _preload_content=False)
+        page = orjson.loads(response.data)
+        for pod in page["items"]:
+            annotations = pod["metadata"].get("annotations", {})
+            if pod["metadata"].get("deletionTimestamp"):
+                continue
+            states[annotations.get("the0.dev/bot-id", "")] = (
+                pod.get("status", {}).get("phase", ""), annotations.get("the0.dev/config-hash"))
+        token = page["metadata"].get("continue")
+        if not token:
+            return states
+
+
+def seed(stack_env: Any, n: int) -> None:
+    s3 = Minio(stack_env.s3_endpoint, access_key=stack_env.s3_access_key,
+               secret_key=stack_env.s3_secret_key, secure=False)
+    s3.make_bucket("the0-custom-bots")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("main.py", "print('bench')\n")
+    s3.put_object("the0-custom-bots", CODE_KEY, io.BytesIO(buffer.getvalue()),
+                  len(buffer.getvalue()))
+    bots = pymongo.MongoClient(stack_env.mongo_uri)["bot_runner"]["bots"]
+    bots.create_index("id", unique=True)  # the platform looks bots up by id too
+    docs = [{"id": f"bench{i:05d}",
+             "config": {"name": f"bench {i}", "symbol": "BTC/USDT", "api_key": f"k{i}"},
+             "custom": {"version": "1.0.0", "filePath": CODE_KEY,
+                        "config": {"runtime": "python3.11", "entrypoints": {"bot": "main.py"}}}}
+            for i in range(n)]
+    for start in range(0, n, 1000):
+        bots.insert_many(docs[start:start + 1000], ordered=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bots", type=int, default=10_000)
+    parser.add_argument("--replace", type=int, default=100)
+    parser.add_argument("--create-rate", type=float, default=None,
+                        help="MAX_CREATES_PER_SECOND (default: the product default)")
+    parser.add_argument("--concurrency", type=int, default=None, help="WORKER_CONCURRENCY")
+    args = parser.parse_args()
+    n = args.bots
+    workdir = Path(tempfile.mkdtemp(prefix="the0-bench-"))
+    print(f"starting the stack in {workdir} …", flush=True)
+    with Stack(workdir) as stack:
+        assert stack.env is not None
+        stack.kubectl("create", "namespace", NAMESPACE)
+        stack.kubectl("label", "namespace", NAMESPACE,
+                      "pod-security.kubernetes.io/enforce=restricted")
+        stack.grant_controller(NAMESPACE)
+        env = {**os.environ, **stack.env.as_env(), "KUBECONFIG": stack.env.controller_kubeconfig,
+               "KUBE_MODE": "kubeconfig", "NAMESPACE": NAMESPACE, "RECONCILE_INTERVAL": "30s"}
+        if args.create_rate:
+            env["MAX_CREATES_PER_SECOND"] = str(args.create_rate)
+        if args.concurrency:
+            env["WORKER_CONCURRENCY"] = str(args.concurrency)
+        print(f"seeding {n} bots …", flush=True)
+        seed(stack.env, n)
+        core = client.CoreV1Api(config.new_client_from_config(stack.env.admin_kubeconfig))
+
+        celery = str(Path(sys.executable).with_name("celery"))
+        logs = workdir / "logs"
+        worker = subprocess.Popen([celery, "-A", "worker", "worker", "--loglevel=WARNING"],
+                                  env=env, stdout=(logs / "worker.log").open("wb"),
+                                  stderr=subprocess.STDOUT)
+        beat = subprocess.Popen([celery, "-A", "worker", "beat", "--loglevel=WARNING"],
+                                env=env, stdout=(logs / "beat.log").open("wb"),
+                                stderr=subprocess.STDOUT)
+        peaks = {"worker": 0.0, "beat": 0.0}
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                peaks["worker"] = max(peaks["worker"], peak_rss_mb(worker.pid))
+                peaks["beat"] = max(peaks["beat"], peak_rss_mb(beat.pid))
+                time.sleep(1)
+
+        threading.Thread(target=sample, daemon=True).start()
+        try:
+            # The beat's first tick fires the cold start at once (the entry is due at start).
+            started = time.monotonic()
+            last_report = 0.0
+            while True:
+                states = pod_states(core)
+                running = sum(1 for phase, _ in states.values() if phase == "Running")
+                elapsed = time.monotonic() - started
+                if elapsed - last_report >= 10:
+                    print(f"  cold start: {running}/{n} Running after {elapsed:.0f} s",
+                          flush=True)
+                    last_report = elapsed
+                if running >= n:
+                    break
+                if worker.poll() is not None:
+                    raise SystemExit(f"worker exited; see {logs / 'worker.log'}")
+                time.sleep(1)
+            cold_start_s = time.monotonic() - started
+
+            # The no-op pass, measured in-process with the same controller code.
+            time.sleep(2)
+            counted: dict[str, int] = {"writes": 0}
+
+            def observe(verb: str, _resource: str, _status: int) -> None:
+                if verb not in ("get", "list", "watch"):
+                    counted["writes"] += 1
+
+            settings = load_settings(env=env)
+            rt = Runtime(settings, kube_observer=observe)
+            controller = LiveBotController(rt)
+            queued: list[Action] = []
+            controller.reconcile(enqueue=lambda action, _as_of: queued.append(action))  # settle statuses once (Running)
+            for action in queued:
+                rt.redis.release_inflight("live", action.bot_id)
+            queued.clear()
+            counted["writes"] = 0
+            rt.kube.list_requests = 0
+            t0 = time.monotonic()
+            report = controller.reconcile(enqueue=lambda action, _as_of: queued.append(action))
+            noop_pass_s = time.monotonic() - t0
+            noop_writes = counted["writes"] + report.status_writes + len(queued)
+            noop_list_requests = rt.kube.list_requests
+
+            # 100 changed bots.
+            changed = [f"bench{i:05d}" for i in range(0, n, max(1, n // args.replace))]
+            changed = changed[:args.replace]
+            before = pod_states(core)
+            bots = pymongo.MongoClient(stack.env.mongo_uri)["bot_runner"]["bots"]
+            bots.update_many({"id": {"$in": changed}}, {"$set": {"config.symbol": "ETH/USDT"}})
+            t0 = time.monotonic()
+            from worker.celery import app
+
+            app.send_task("reconcile.bots")
+            while True:
+                states = pod_states(core)
+                done = sum(1 for bot_id in changed if bot_id in states
+                           and states[bot_id][1] != before[bot_id][1]
+                           and states[bot_id][0] == "Running")
+                if done >= len(changed):
+                    break
+                if time.monotonic() - t0 > 600:
+                    raise SystemExit(f"replace stalled at {done}/{len(changed)}")
+                time.sleep(0.5)
+            replace_s = time.monotonic() - t0
+        finally:
+            sampling.set()
+            for process in (beat, worker):
+                process.terminate()
+            for process in (beat, worker):
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+    result = {
+        "bots": n,
+        "cold_start_s": round(cold_start_s, 1),
+        "creates_per_s": round(n / cold_start_s, 1),
+        "noop_pass_s": round(noop_pass_s, 3),
+        "noop_writes": noop_writes,
+        "noop_list_requests": noop_list_requests,
+        f"replace_{args.replace}_s": round(replace_s, 1),
+        "worker_peak_rss_mb": round(peaks["worker"], 1),
+        "beat_peak_rss_mb": round(peaks["beat"], 1),
+    }
+    width = max(map(len, result))
+    print("\n" + "\n".join(f"{key:<{width}}  {value}" for key, value in result.items()))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
