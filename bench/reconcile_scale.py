@@ -37,6 +37,7 @@ from minio import Minio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools.stack.supervisor import Stack  # noqa: E402
+from worker.app import create_app  # noqa: E402
 from worker.core.planner import Action  # noqa: E402
 from worker.live_bots import LiveBotController  # noqa: E402
 from worker.runtime import Runtime  # noqa: E402
@@ -126,7 +127,7 @@ def main() -> int:
 
         celery = str(Path(sys.executable).with_name("celery"))
         logs = workdir / "logs"
-        worker = subprocess.Popen([celery, "-A", "worker", "worker", "--loglevel=WARNING"],
+        worker = subprocess.Popen([celery, "-A", "worker", "worker", "--loglevel=INFO"],
                                   env=env, stdout=(logs / "worker.log").open("wb"),
                                   stderr=subprocess.STDOUT)
         beat = subprocess.Popen([celery, "-A", "worker", "beat", "--loglevel=WARNING"],
@@ -173,15 +174,21 @@ def main() -> int:
             rt = Runtime(settings, kube_observer=observe)
             controller = LiveBotController(rt)
             queued: list[Action] = []
-            controller.reconcile(enqueue=lambda action, _as_of: queued.append(action))  # settle statuses once (Running)
-            for action in queued:
-                rt.redis.release_inflight("live", action.bot_id)
-            queued.clear()
-            counted["writes"] = 0
-            rt.kube.list_requests = 0
-            t0 = time.monotonic()
-            report = controller.reconcile(enqueue=lambda action, _as_of: queued.append(action))
-            noop_pass_s = time.monotonic() - t0
+            while True:  # let status writes settle (Running), then measure a quiet pass
+                queued.clear()
+                counted["writes"] = 0
+                rt.kube.list_requests = 0
+                t0 = time.monotonic()
+                report = controller.reconcile(
+                    enqueue=lambda action, _as_of: queued.append(action))
+                noop_pass_s = time.monotonic() - t0
+                for action in queued:
+                    rt.redis.release_inflight("live", action.bot_id)
+                if report.skipped:
+                    time.sleep(0.5)
+                    continue
+                if report.status_writes == 0 or time.monotonic() - started > 3600:
+                    break
             noop_writes = counted["writes"] + report.status_writes + len(queued)
             noop_list_requests = rt.kube.list_requests
 
@@ -192,9 +199,9 @@ def main() -> int:
             bots = pymongo.MongoClient(stack.env.mongo_uri)["bot_runner"]["bots"]
             bots.update_many({"id": {"$in": changed}}, {"$set": {"config.symbol": "ETH/USDT"}})
             t0 = time.monotonic()
-            from worker.celery import app
-
-            app.send_task("reconcile.bots")
+            print(f"  no-op pass: {noop_pass_s:.3f} s, {noop_writes} writes, "
+                  f"{noop_list_requests} list requests", flush=True)
+            create_app(settings).send_task("reconcile.bots")
             while True:
                 states = pod_states(core)
                 done = sum(1 for bot_id in changed if bot_id in states

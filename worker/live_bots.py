@@ -135,14 +135,15 @@ class LiveBotController:
                                 invalid=len(observation.state.invalid),
                                 unidentifiable=observation.state.unidentifiable,
                                 guard_message=the_plan.guard_message)
-            # 4. record: status documents that changed, invalid bots, backoff resets.
-            report.status_writes = self.record_statuses(observation, now=now)
-            self.reset_recovered_backoff(observation, now=now)
             if the_plan.guard_tripped:
                 log.error("%s", the_plan.guard_message)
-            # 5. enqueue one task per bot action, skipping bots with an action in flight.
+            # 4. enqueue one task per bot action, skipping bots with an action in flight —
+            #    first, while the plan is fresh.
             report.enqueued, report.already_in_flight = self.enqueue(
                 the_plan.actions, lambda action: enqueue(action, as_of))
+            # 5. record: status documents that changed (bounded per pass), backoff resets.
+            report.status_writes = self.record_statuses(observation, now=now)
+            self.reset_recovered_backoff(observation, now=now)
         report.duration_s = time.monotonic() - started
         self.rt.redis.record_reconcile(KIND.value, {"at": _iso(self.rt.clock()),
                                                     "ok": True, **report.summary()})
@@ -163,7 +164,9 @@ class LiveBotController:
         return len(claimed), len(by_id) - len(claimed)
 
     def record_statuses(self, observation: Observation, *, now: float) -> int:
-        """Writes the status of every bot whose observed status changed since the last write."""
+        """Writes the status of bots whose observed status changed since the last write, at
+        most STATUS_WRITES_PER_PASS of them (errors first); the rest follow next pass. This
+        bounds a pass's length when thousands of bots change at once (cold start)."""
         state = observation.state
         pods_by_bot: dict[BotId, list[ObservedPod]] = {}
         for pod in observation.pods:
@@ -184,6 +187,12 @@ class LiveBotController:
                 doc["updated_at"] = _iso(now)
                 changed.append(doc)
                 new_memo[bot_id] = mark
+        limit = self.settings.STATUS_WRITES_PER_PASS
+        if len(changed) > limit:
+            changed.sort(key=lambda d: (d["phase"] in _ROUTINE_PHASES, d["id"]))
+            for doc in changed[limit:]:
+                del new_memo[doc["id"]]
+            changed = changed[:limit]
         gone = [bot_id for bot_id in memo if bot_id not in present]
         store = self.rt.store(KIND)
         writes = store.write_statuses(changed) + store.delete_statuses(gone)
@@ -374,6 +383,9 @@ class LiveBotController:
             return
         self.rt.store(KIND).write_statuses([doc])
         self.rt.redis.save_status_fingerprints(KIND.value, {bot_id: mark})
+
+
+_ROUTINE_PHASES = frozenset({"Running", "Pending", "Creating"})
 
 
 def _representative(pods: Sequence[ObservedPod]) -> ObservedPod | None:

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     BOT_RUNNER_DB: str = Field("bot_runner", description="Database of live bots and bot_status.")
     BOT_SCHEDULER_DB: str = Field("bot_scheduler",
                                   description="Database of bot_schedules and schedule_status.")
-    MONGO_TIMEOUT: Duration = Field(10.0, description="Server selection / socket timeout (s).")
+    MONGO_TIMEOUT: Duration = Field(30.0, description="Server selection / socket timeout (s).")
 
     # --- Code and logs: object storage ------------------------------------------------------
     MINIO_ENDPOINT: str = Field(description="host:port of the S3 API (required).")
@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     INFLIGHT_TTL: Duration = Field(
         "3m", description="Lifetime of a per-bot dedup key if its task never finishes "
                           "(worker killed): after it the next reconcile re-plans the bot.")
+    STATUS_WRITES_PER_PASS: int = Field(
+        1000, ge=1, description="Status documents a pass writes at most (errors first); the "
+                                "rest follow in the next passes. Keeps a pass short.")
     MAX_DELETE_FRACTION: float = Field(
         0.5, ge=0, le=1, description="A pass that would delete more than this share of our "
                                      "pods (and more than MAX_DELETE_MIN) deletes none and reports.")

@@ -1,0 +1,50 @@
+"""Builds the Celery app from a Settings object (no environment reads here)."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from worker.settings import Settings
+
+QUEUE_RECONCILE = "reconcile"
+QUEUE_BOTS = "bots"
+QUEUE_LOGS = "logs"
+
+
+def create_app(settings: Settings) -> Celery:
+    from beat.schedule import beat_schedule
+
+    app = Celery("the0-k8s", include=["worker.tasks.reconcile", "worker.tasks.bots"])
+    app.conf.update(
+        broker_url=settings.REDIS_URL,
+        broker_connection_retry_on_startup=True,
+        # Unacked messages come back after this long if their worker vanished (kill -9).
+        broker_transport_options={"visibility_timeout": settings.TASK_VISIBILITY_TIMEOUT},
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        # At-least-once: ack after the task ran; a worker lost mid-task gives the message back.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=[Queue(QUEUE_RECONCILE), Queue(QUEUE_BOTS), Queue(QUEUE_LOGS)],
+        task_default_queue=QUEUE_BOTS,
+        task_routes={"reconcile.*": {"queue": QUEUE_RECONCILE},
+                     "bots.*": {"queue": QUEUE_BOTS},
+                     "logs.*": {"queue": QUEUE_LOGS}},
+        # The work is network-bound (API server, Mongo, S3): threads, not processes.
+        worker_pool="threads",
+        worker_concurrency=settings.WORKER_CONCURRENCY,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        beat_scheduler="beat.scheduler:LeaderScheduler",
+        beat_schedule=beat_schedule(settings),
+        beat_max_loop_interval=5,
+        timezone="UTC",
+    )
+    app.conf.the0_settings = settings
+    return app
+
