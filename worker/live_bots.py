@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -99,14 +100,19 @@ class LiveBotController:
 
     # ================================================================== the whole pass
     def observe(self) -> Observation:
-        """1. load desired (Mongo)  2. observe actual (Kubernetes)  — reads only."""
+        """1. load desired (Mongo)  2. observe actual (Kubernetes)  — reads only, both at once
+        (each waits on another server)."""
         s = self.settings
         read_started_at = self.rt.clock()
-        docs = self.rt.store(KIND).load_all()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pods_future = pool.submit(self.rt.kube.list_pods, POD_SELECTOR)
+            docs = self.rt.store(KIND).load_all()
+            raw_pods = pods_future.result()
         self.rt.snapshot(KIND).offer(docs, read_started_at=read_started_at)
-        raw_pods = self.rt.kube.list_pods(POD_SELECTOR)
         state = desired_state(docs, kind=KIND, template=s.pod_template,
-                              default_resources=s.default_resources)
+                              default_resources=s.default_resources,
+                              parse=self.rt.parse_memo(KIND))
+        self.rt.parse_memo(KIND).retain({str(doc.get("id")) for doc in docs})
         pods = [pod for pod in map(observed_pod, raw_pods) if pod is not None]
         return Observation(state=state, pods=pods, backoff=self.rt.redis.load_backoff(KIND))
 

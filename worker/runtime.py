@@ -19,7 +19,7 @@ from worker.adapters.redis import RedisState
 from worker.adapters.s3 import CodeStore
 from worker.core.bot import BotKind
 from worker.settings import Settings
-from worker.snapshot import DesiredSnapshot
+from worker.snapshot import DesiredSnapshot, ParseMemo
 
 T = TypeVar("T")
 
@@ -73,6 +73,11 @@ class Runtime:
                                                     bot_scheduler_db=s.BOT_SCHEDULER_DB))
 
         return self._once(f"store:{kind.value}", build)
+
+    def parse_memo(self, kind: BotKind) -> ParseMemo:
+        s = self.settings
+        return self._once(f"parse-memo:{kind.value}", lambda: ParseMemo(
+            kind=kind, template=s.pod_template, default_resources=s.default_resources))
 
     def snapshot(self, kind: BotKind) -> DesiredSnapshot:
         return self._once(f"snapshot:{kind.value}", lambda: DesiredSnapshot(

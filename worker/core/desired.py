@@ -5,7 +5,7 @@ Every document lands in exactly one bucket: desired (valid and enabled), disable
 and reported, never guessed at.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +35,24 @@ def desired_bot(bot: Bot, template: PodTemplateSettings) -> DesiredBot:
                       pod_name=pod_name(bot.id))
 
 
+ParseBot = Callable[[Mapping[str, Any]], tuple[Bot, DesiredBot]]
+
+
+def parse_desired(doc: Mapping[str, Any], *, kind: BotKind, template: PodTemplateSettings,
+                  default_resources: Resources) -> tuple[Bot, DesiredBot]:
+    """One enabled document → its Bot and DesiredBot; raises InvalidBot."""
+    bot = parse_bot(doc, kind=kind, default_resources=default_resources)
+    return bot, desired_bot(bot, template)
+
+
 def desired_state(docs: Iterable[Mapping[str, Any]], *, kind: BotKind,
-                  template: PodTemplateSettings, default_resources: Resources) -> DesiredState:
+                  template: PodTemplateSettings, default_resources: Resources,
+                  parse: ParseBot | None = None) -> DesiredState:
+    """`parse` may replace `parse_desired` (e.g. the shell's memo of unchanged documents)."""
+    if parse is None:
+        def parse(doc: Mapping[str, Any]) -> tuple[Bot, DesiredBot]:
+            return parse_desired(doc, kind=kind, template=template,
+                                 default_resources=default_resources)
     desired: dict[BotId, DesiredBot] = {}
     bots: dict[BotId, Bot] = {}
     invalid: dict[BotId, InvalidBot] = {}
@@ -57,8 +73,7 @@ def desired_state(docs: Iterable[Mapping[str, Any]], *, kind: BotKind,
             disabled.add(bot_id)
             continue
         try:
-            bot = parse_bot(doc, kind=kind, default_resources=default_resources)
-            want = desired_bot(bot, template)
+            bot, want = parse(doc)
         except InvalidBot as error:
             invalid[bot_id] = error
             continue
