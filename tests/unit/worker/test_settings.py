@@ -1,0 +1,55 @@
+"""Settings: seed names and defaults, durations, and ONE message listing every problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.settings import SettingsError, load_settings, parse_duration
+
+REQUIRED = {"MONGO_URI": "mongodb://m/", "MINIO_ENDPOINT": "s3:9000",
+            "MINIO_ACCESS_KEY": "AK", "MINIO_SECRET_KEY": "SK-VERY-SECRET"}
+
+
+def test_defaults_match_the_seed_controller() -> None:
+    s = load_settings(env=REQUIRED)
+    assert s.NAMESPACE == "the0" and s.MINIO_BUCKET == "the0-custom-bots"
+    assert s.RECONCILE_INTERVAL == 30.0
+    assert s.RUNTIME_IMAGES["cpp-gcc13"] == "the0/gcc13"
+    assert s.default_resources.memory_limit == "512Mi"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30.0), ("2m", 120.0), ("1.5h", 5400.0),
+                                                ("500ms", 0.5), ("45", 45.0), (7, 7.0)])
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "soon", "-1s", "0", "10 parsecs"])
+def test_bad_durations_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+
+
+def test_every_problem_is_listed_in_one_message() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(env={"RECONCILE_INTERVAL": "sometimes", "MAX_DELETE_FRACTION": "2",
+                           "MINIO_SECRET_KEY": "SK-VERY-SECRET"})
+    message = str(info.value)
+    for name in ("MONGO_URI", "MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "RECONCILE_INTERVAL",
+                 "MAX_DELETE_FRACTION"):
+        assert name in message
+    assert "SK-VERY-SECRET" not in message
+
+
+def test_runtime_images_merge_over_the_defaults() -> None:
+    s = load_settings(env={**REQUIRED, "RUNTIME_IMAGES": '{"python3.11": "acme/py:3.11"}'})
+    assert s.RUNTIME_IMAGES["python3.11"] == "acme/py:3.11"
+    assert s.RUNTIME_IMAGES["nodejs20"] == "the0/nodejs20"
+
+
+def test_flags_override_the_environment() -> None:
+    assert load_settings(env={**REQUIRED, "NAMESPACE": "a"}, NAMESPACE="b").NAMESPACE == "b"
+
+
+def test_secrets_are_not_shown_in_the_settings_repr() -> None:
+    assert "SK-VERY-SECRET" not in repr(load_settings(env=REQUIRED))
