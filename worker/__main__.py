@@ -70,7 +70,7 @@ def cmd_reconcile(rt: Runtime) -> int:
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=8) as pool:
         futures = {pool.submit(controller.converge, a.bot_id, intent=a.kind.value,
-                               as_of=as_of): a for a in queued}
+                               as_of=as_of, pod=a.pod_name): a for a in queued}
         for done, future in enumerate(as_completed(futures), start=1):
             action = futures[future]
             try:

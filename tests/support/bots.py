@@ -48,7 +48,7 @@ def run_pass(controller: LiveBotController) -> tuple[PassReport, list[str]]:
     for action, as_of in queued:
         try:
             outcomes.append(controller.converge(action.bot_id, intent=action.kind.value,
-                                                as_of=as_of))
+                                                as_of=as_of, pod=action.pod_name))
         finally:
             controller.rt.redis.release_inflight(KIND.value, action.bot_id)
     return report, outcomes

@@ -10,10 +10,11 @@ from worker.live_bots import KIND, LiveBotController
 from worker.tasks.base import RuntimeTask
 
 
-def converge(task: RuntimeTask, bot_id: str, intent: str, as_of: float | None) -> str:
+def converge(task: RuntimeTask, bot_id: str, intent: str, as_of: float | None,
+             pod: str | None = None) -> str:
     release = True
     try:
-        return LiveBotController(task.rt).converge(bot_id, intent=intent, as_of=as_of)
+        return LiveBotController(task.rt).converge(bot_id, intent=intent, as_of=as_of, pod=pod)
     except TemporaryError as exc:
         if task.request.retries < task.settings.TASK_MAX_RETRIES:
             release = False  # still in flight: the retry is queued
@@ -25,26 +26,26 @@ def converge(task: RuntimeTask, bot_id: str, intent: str, as_of: float | None) -
 
 @shared_task(name="bots.create", base=RuntimeTask, bind=True, ignore_result=True)
 def create(self: RuntimeTask, bot_id: str, reason: str = "",
-           as_of: float | None = None) -> str:
-    return converge(self, bot_id, "create", as_of)
+           as_of: float | None = None, pod: str | None = None) -> str:
+    return converge(self, bot_id, "create", as_of, pod)
 
 
 @shared_task(name="bots.delete", base=RuntimeTask, bind=True, ignore_result=True)
 def delete(self: RuntimeTask, bot_id: str, reason: str = "",
-           as_of: float | None = None) -> str:
-    return converge(self, bot_id, "delete", as_of)
+           as_of: float | None = None, pod: str | None = None) -> str:
+    return converge(self, bot_id, "delete", as_of, pod)
 
 
 @shared_task(name="bots.replace", base=RuntimeTask, bind=True, ignore_result=True)
 def replace(self: RuntimeTask, bot_id: str, reason: str = "",
-            as_of: float | None = None) -> str:
-    return converge(self, bot_id, "replace", as_of)
+            as_of: float | None = None, pod: str | None = None) -> str:
+    return converge(self, bot_id, "replace", as_of, pod)
 
 
 @shared_task(name="bots.recreate", base=RuntimeTask, bind=True, ignore_result=True)
 def recreate(self: RuntimeTask, bot_id: str, reason: str = "",
-             as_of: float | None = None) -> str:
-    return converge(self, bot_id, "recreate", as_of)
+             as_of: float | None = None, pod: str | None = None) -> str:
+    return converge(self, bot_id, "recreate", as_of, pod)
 
 
 @shared_task(name="reconcile.bot", base=RuntimeTask, bind=True, ignore_result=True)

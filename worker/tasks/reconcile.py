@@ -21,7 +21,8 @@ TASK_FOR_ACTION = {"create": "bots.create", "delete": "bots.delete",
 
 def send_action(task: RuntimeTask, action: Action, as_of: float) -> None:
     task.app.send_task(TASK_FOR_ACTION[action.kind.value], args=(action.bot_id,),
-                       kwargs={"reason": action.reason, "as_of": as_of})
+                       kwargs={"reason": action.reason, "as_of": as_of,
+                               "pod": action.pod_name})
 
 
 @shared_task(name="reconcile.bots", base=RuntimeTask, bind=True, ignore_result=True)

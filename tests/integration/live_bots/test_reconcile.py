@@ -294,3 +294,20 @@ def test_a_missing_code_object_is_a_per_bot_error(
 
 def test_pod_names_are_stable_for_awkward_ids() -> None:
     assert pod_name("Demo_Two.x") == pod_name("Demo_Two.x")
+
+
+def test_an_extra_pod_of_a_bot_under_another_name_is_deleted(
+        controller: LiveBotController, bots: Any, core: Any, restricted_namespace: str) -> None:
+    bots.insert_one(bot_doc("twin"))
+    run_pass(controller)
+    extra = core.read_namespaced_pod("bot-twin", restricted_namespace)
+    body = client.ApiClient().sanitize_for_serialization(extra)
+    body["metadata"] = {"name": "bot-twin-legacy", "labels": extra.metadata.labels,
+                        "annotations": extra.metadata.annotations}
+    body.pop("status", None)
+    body["spec"].pop("nodeName", None)
+    core.create_namespaced_pod(restricted_namespace, body)
+    _, outcomes = run_pass(controller)
+    assert outcomes == ["deleted"]
+    wait_for(lambda: sorted(pods_of(core, restricted_namespace)) == ["bot-twin"],
+             "the extra pod gone, the bot's own pod kept")

@@ -1,0 +1,207 @@
+"""Live bots with REAL `celery -A worker worker` and `celery -A worker beat` processes.
+
+The processes run as the restricted controller identity; the test watches the cluster as admin
+(a pod census records the most pods any bot had at one moment) and talks to the workers only
+through the broker, as the platform would.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery
+
+from tests.support.bots import bot_doc, wait_for
+from tests.support.procs import Proc
+from tests.support.procs_watch import (
+    PodCensus,
+    TaskEvents,
+    broker_idle,
+    ping,
+    pods_by_bot,
+)
+from worker.core.naming import ANNOTATION_CONFIG_HASH, pod_name
+
+Start = Callable[..., Proc]
+
+
+def wait_for_worker(app: Celery, worker: Proc, name: str, timeout: float = 30) -> None:
+    def answered() -> bool:
+        worker.assert_alive()
+        return bool(ping(app, f"{name}@"))
+    wait_for(answered, f"worker {name} to answer a ping", timeout=timeout, interval=0.2)
+
+
+def live_pods(core: Any, namespace: str, bot_id: str) -> list[Any]:
+    return [p for p in pods_by_bot(core, namespace).get(bot_id, [])
+            if p.metadata.deletion_timestamp is None]
+
+
+def test_a_worker_starts_and_answers_a_ping(
+        start_worker: Start, celery_client: Celery) -> None:
+    worker = start_worker("w1")
+    started = time.monotonic()
+    wait_for_worker(celery_client, worker, "w1")
+    replies = ping(celery_client, "w1@")
+    assert len(replies) == 1
+    ((name, reply),) = replies[0].items()
+    assert name.startswith("w1@") and reply == {"ok": "pong"}
+    print(f"worker answered a ping {time.monotonic() - started:.1f} s after start")
+    worker.assert_alive()
+
+
+def test_worker_and_beat_converge_creates_replaces_and_deletes(
+        start_worker: Start, start_beat: Start, celery_client: Celery, code: str, bots: Any,
+        statuses: Any, core: Any, restricted_namespace: str,
+        census: Callable[[], PodCensus]) -> None:
+    ids = [f"e2e-{i}" for i in range(10)]
+    bots.insert_many([bot_doc(bot_id) for bot_id in ids])
+    pods = census()
+    started = time.monotonic()
+    worker = start_worker("w1")
+    beat = start_beat()
+
+    def all_running() -> bool:
+        worker.assert_alive()
+        beat.assert_alive()
+        by_bot = pods_by_bot(core, restricted_namespace)
+        return sorted(by_bot) == ids and all(len(ps) == 1 for ps in by_bot.values())
+    wait_for(all_running, "one pod per seeded bot", timeout=20, interval=0.25)
+    print(f"10 bots got their pods {time.monotonic() - started:.1f} s after start")
+
+    # A config change: the pod is replaced (new uid, new config hash) — never two at once.
+    old = live_pods(core, restricted_namespace, "e2e-3")[0]
+    bots.update_one({"id": "e2e-3"}, {"$set": {"config.risk": "high"}})
+    # A deleted document: its pod goes.
+    bots.delete_one({"id": "e2e-7"})
+
+    def replaced() -> Any:
+        now = live_pods(core, restricted_namespace, "e2e-3")
+        return (len(now) == 1 and now[0].metadata.uid != old.metadata.uid
+                and now[0].metadata.annotations[ANNOTATION_CONFIG_HASH]
+                != old.metadata.annotations[ANNOTATION_CONFIG_HASH]) and now[0]
+    new = wait_for(replaced, "e2e-3 replaced", timeout=20, interval=0.25)
+    wait_for(lambda: "e2e-7" not in pods_by_bot(core, restricted_namespace),
+             "e2e-7's pod deleted", timeout=20, interval=0.25)
+
+    remaining = [bot_id for bot_id in ids if bot_id != "e2e-7"]
+
+    def statuses_settled() -> bool:
+        docs = {d["id"]: d for d in statuses.find({}, {"_id": False})}
+        return (sorted(docs) == remaining
+                and all(docs[b]["object_name"] == pod_name(b) and docs[b]["phase"] == "Running"
+                        for b in remaining)
+                and docs["e2e-3"]["observed_config_hash"]
+                == new.metadata.annotations[ANNOTATION_CONFIG_HASH])
+    wait_for(statuses_settled, "status documents of the 9 bots, Running", timeout=20,
+             interval=0.5)
+    by_bot = pods_by_bot(core, restricted_namespace)
+    assert sorted(by_bot) == remaining and all(len(ps) == 1 for ps in by_bot.values())
+    pods.check()
+    worker.assert_alive()
+    beat.assert_alive()
+
+
+def test_a_task_delivered_five_times_at_once_creates_one_pod(
+        start_worker: Start, celery_client: Celery, task_events: TaskEvents, code: str,
+        bots: Any, core: Any, restricted_namespace: str, redis_client: Any,
+        census: Callable[[], PodCensus]) -> None:
+    worker = start_worker("w1")
+    wait_for_worker(celery_client, worker, "w1")
+    wait_for(lambda: task_events.of("worker-heartbeat") or task_events.of("worker-online"),
+             "the event receiver to hear the worker", timeout=15)
+    bots.insert_one(bot_doc("twin"))
+    pods = census()
+
+    task_ids: list[str] = []
+    gate = threading.Barrier(5)
+
+    def send() -> None:
+        gate.wait()
+        result = celery_client.send_task("bots.create", args=("twin",),
+                                         kwargs={"reason": "missing"})
+        task_ids.append(result.id)
+
+    senders = [threading.Thread(target=send) for _ in range(5)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(timeout=10)
+    assert len(set(task_ids)) == 5
+
+    wait_for(lambda: live_pods(core, restricted_namespace, "twin"), "twin's pod", timeout=20)
+    ids = set(task_ids)
+    # Every delivery finishes (a delivery that found the bot locked retries, then sees the pod).
+    wait_for(lambda: len({e["uuid"] for e in task_events.of("task-succeeded", task_ids=ids)})
+             == 5, "all five deliveries to succeed", timeout=60, interval=0.25)
+    wait_for(lambda: broker_idle(redis_client), "the broker to drain", timeout=30)
+    results = sorted(e["result"] for e in task_events.of("task-succeeded", task_ids=ids))
+    retried = task_events.of("task-retried", task_ids=ids)
+    print(f"deliveries: {results}; {len(retried)} retries (bot busy)")
+    assert results.count("'created'") == 1, results
+    assert set(results) <= {"'created'", "'nothing'"}, results
+    assert not task_events.of("task-failed", task_ids=ids)
+    assert len(pods_by_bot(core, restricted_namespace)["twin"]) == 1
+    pods.check()
+    assert task_events.error is None
+    worker.assert_alive()
+
+
+def test_kill_9_of_a_worker_mid_task_converges_without_a_duplicate(
+        start_worker: Start, celery_client: Celery, code: str, bots: Any, core: Any,
+        statuses: Any, restricted_namespace: str, redis_client: Any,
+        census: Callable[[], PodCensus]) -> None:
+    # A killed worker's message comes back after 10 s (not 5 min); the per-bot lock it held
+    # expires after POD_GONE_TIMEOUT + 2 × KUBE_TIMEOUT + 30 s = 60 s.
+    fast = {"TASK_VISIBILITY_TIMEOUT": "10s", "POD_GONE_TIMEOUT": "20s", "KUBE_TIMEOUT": "5s"}
+    w1 = start_worker("w1", **fast)
+    wait_for_worker(celery_client, w1, "w1")
+    bots.insert_one(bot_doc("victim"))
+    celery_client.send_task("bots.create", args=("victim",), kwargs={"reason": "missing"})
+    first = wait_for(lambda: live_pods(core, restricted_namespace, "victim"), "victim's pod",
+                     timeout=20)[0]
+    pods = census()
+
+    # Hold the pod in Terminating, so a replace must wait for it, then ask for a replace.
+    core.patch_namespaced_pod(first.metadata.name, restricted_namespace,
+                              {"metadata": {"finalizers": ["test.the0.dev/hold"]}})
+    bots.update_one({"id": "victim"}, {"$set": {"config.risk": "high"}})
+    celery_client.send_task("bots.replace", args=("victim",), kwargs={"reason": "config"})
+    wait_for(lambda: core.read_namespaced_pod(first.metadata.name, restricted_namespace)
+             .metadata.deletion_timestamp is not None, "the replace to delete the old pod",
+             timeout=20)
+    assert redis_client.exists("the0:lock:live:victim"), "the replace is not mid-flight"
+    assert redis_client.hlen("unacked") >= 1  # acks_late: the message is still unacknowledged
+    w1.kill9()
+    killed = time.monotonic()
+
+    # Nothing was created beside the terminating pod; release it, start a fresh worker.
+    assert [p.metadata.uid for ps in pods_by_bot(core, restricted_namespace).values()
+            for p in ps] == [first.metadata.uid]
+    core.patch_namespaced_pod(first.metadata.name, restricted_namespace,
+                              {"metadata": {"finalizers": None}})
+    wait_for(lambda: not pods_by_bot(core, restricted_namespace), "old pod gone", timeout=20)
+    w2 = start_worker("w2", **fast)
+    wait_for_worker(celery_client, w2, "w2")
+
+    def converged() -> Any:
+        w2.assert_alive()
+        now = live_pods(core, restricted_namespace, "victim")
+        return (len(now) == 1 and now[0].metadata.uid != first.metadata.uid
+                and now[0].metadata.annotations[ANNOTATION_CONFIG_HASH]
+                != first.metadata.annotations[ANNOTATION_CONFIG_HASH]) and now[0]
+    new = wait_for(converged, "the redelivered replace to create the new pod", timeout=180,
+                   interval=0.5)
+    print(f"converged {time.monotonic() - killed:.1f} s after the kill -9")
+    # Let every redelivered copy and retry run out; still exactly one pod.
+    wait_for(lambda: broker_idle(redis_client), "the broker to drain", timeout=120, interval=0.5)
+    by_bot = pods_by_bot(core, restricted_namespace)
+    assert [p.metadata.uid for p in by_bot["victim"]] == [new.metadata.uid]
+    pods.check()
+    status = statuses.find_one({"id": "victim"})
+    assert status["object_name"] == pod_name("victim")
+    assert status["desired_config_hash"] == new.metadata.annotations[ANNOTATION_CONFIG_HASH]
+    w2.assert_alive()
