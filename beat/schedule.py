@@ -19,4 +19,9 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": interval,
             "options": {"expires": interval},
         },
+        "reconcile-scheduled-bots": {
+            "task": "reconcile.schedules",
+            "schedule": interval,
+            "options": {"expires": interval},
+        },
     }

@@ -62,9 +62,10 @@ class LeaderScheduler(Scheduler):  # type: ignore[misc]
             return False
         if acquired and not self.leading:
             log.info("beat %s: now the leader", self.identity)
-            # Start the intervals afresh: a lagging ex-follower must not fire a burst.
+            # A new leader fires every entry once at once (the world may have drifted while no
+            # beat ran), then keeps the intervals; it never fires a backlog of missed ticks.
             for entry in self.schedule.values():
-                entry.last_run_at = self.app.now()
+                entry.last_run_at = self.app.now() - entry.schedule.run_every
         return acquired
 
     def tick(self, *args: Any, **kwargs: Any) -> float:

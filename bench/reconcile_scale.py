@@ -41,6 +41,7 @@ from worker.app import create_app  # noqa: E402
 from worker.core.planner import Action  # noqa: E402
 from worker.live_bots import LiveBotController  # noqa: E402
 from worker.runtime import Runtime  # noqa: E402
+from worker.schedules import ScheduleController  # noqa: E402
 from worker.settings import load_settings  # noqa: E402
 
 NAMESPACE = "the0"
@@ -77,6 +78,30 @@ def pod_states(core: client.CoreV1Api) -> dict[str, tuple[str, str]]:
             return states
 
 
+def seed_schedules(stack_env: Any, m: int) -> None:
+    schedules = pymongo.MongoClient(stack_env.mongo_uri)["bot_scheduler"]["bot_schedules"]
+    docs = [{"id": f"sched{i:05d}",
+             "config": {"name": f"dca {i}", "schedule": f"{i % 60} {i % 24} * * *",
+                        "timezone": "Europe/London", "api_key": f"k{i}"},
+             "custom": {"version": "1.0.0", "filePath": CODE_KEY,
+                        "config": {"runtime": "python3.11", "entrypoints": {"bot": "main.py"}}}}
+            for i in range(m)]
+    for start in range(0, m, 1000):
+        schedules.insert_many(docs[start:start + 1000], ordered=False)
+
+
+def count_cronjobs(batch: client.BatchV1Api) -> int:
+    total, token = 0, None
+    while True:
+        response = batch.list_namespaced_cron_job(NAMESPACE, limit=2000, _continue=token,
+                                                  _preload_content=False)
+        page = orjson.loads(response.data)
+        total += len(page["items"])
+        token = page["metadata"].get("continue")
+        if not token:
+            return total
+
+
 def seed(stack_env: Any, n: int) -> None:
     s3 = Minio(stack_env.s3_endpoint, access_key=stack_env.s3_access_key,
                secret_key=stack_env.s3_secret_key, secure=False)
@@ -102,6 +127,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bots", type=int, default=10_000)
     parser.add_argument("--replace", type=int, default=100)
+    parser.add_argument("--schedules", type=int, default=0,
+                        help="also seed M scheduled bots (CronJobs) beside the live bots")
     parser.add_argument("--create-rate", type=float, default=None,
                         help="MAX_CREATES_PER_SECOND (default: the product default)")
     parser.add_argument("--concurrency", type=int, default=None, help="WORKER_CONCURRENCY")
@@ -123,6 +150,8 @@ def main() -> int:
             env["WORKER_CONCURRENCY"] = str(args.concurrency)
         print(f"seeding {n} bots …", flush=True)
         seed(stack.env, n)
+        if args.schedules:
+            seed_schedules(stack.env, args.schedules)
         core = client.CoreV1Api(config.new_client_from_config(stack.env.admin_kubeconfig))
 
         celery = str(Path(sys.executable).with_name("celery"))
@@ -161,6 +190,12 @@ def main() -> int:
                     raise SystemExit(f"worker exited; see {logs / 'worker.log'}")
                 time.sleep(1)
             cold_start_s = time.monotonic() - started
+            if args.schedules:
+                batch = client.BatchV1Api(core.api_client)
+                while count_cronjobs(batch) < args.schedules:
+                    time.sleep(1)
+                print(f"  {args.schedules} cronjobs after {time.monotonic() - started:.0f} s",
+                      flush=True)
 
             # The no-op pass, measured in-process with the same controller code.
             time.sleep(2)
@@ -201,6 +236,24 @@ def main() -> int:
             t0 = time.monotonic()
             print(f"  no-op pass: {noop_pass_s:.3f} s, {noop_writes} writes, "
                   f"{noop_list_requests} list requests", flush=True)
+            schedule_pass_s, schedule_writes = 0.0, 0
+            if args.schedules:
+                schedules = ScheduleController(rt)
+                while True:
+                    queued.clear()
+                    counted["writes"] = 0
+                    t0 = time.monotonic()
+                    sreport = schedules.reconcile(
+                        enqueue=lambda action, _as_of: queued.append(action))
+                    schedule_pass_s = time.monotonic() - t0
+                    for action in queued:
+                        rt.redis.release_inflight("scheduled", action.bot_id)
+                    if not sreport.skipped and sreport.status_writes == 0:
+                        break
+                    time.sleep(0.5)
+                schedule_writes = counted["writes"] + sreport.status_writes + len(queued)
+                print(f"  no-op schedule pass: {schedule_pass_s:.3f} s, {schedule_writes} "
+                      "writes", flush=True)
             create_app(settings).send_task("reconcile.bots")
             while True:
                 states = pod_states(core)
@@ -234,6 +287,10 @@ def main() -> int:
         "worker_peak_rss_mb": round(peaks["worker"], 1),
         "beat_peak_rss_mb": round(peaks["beat"], 1),
     }
+    if args.schedules:
+        result.update({"schedules": args.schedules,
+                       "noop_pass_with_schedules_s": round(noop_pass_s + schedule_pass_s, 3),
+                       "noop_schedule_writes": schedule_writes})
     width = max(map(len, result))
     print("\n" + "\n".join(f"{key:<{width}}  {value}" for key, value in result.items()))
     print(json.dumps(result))

@@ -1,6 +1,7 @@
 """`python -m worker plan|reconcile|controller` — the operator's CLI.
 
-- plan:       what a pass would do (create / replace / recreate / delete per bot, and why).
+- plan:       what a pass would do (create / replace / recreate / delete per bot, and the
+              CronJob create / update / delete per schedule, and why).
               Reads only; writes nothing anywhere.
 - reconcile:  one pass now, acting in this process (no Celery worker needed), with progress.
 - controller: a Celery worker with an embedded beat — the one-process mode for a small host.
@@ -15,12 +16,14 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from worker.core.errors import The0Error
 from worker.core.planner import Action
-from worker.live_bots import KIND, LiveBotController
+from worker.live_bots import LiveBotController
 from worker.runtime import Runtime
+from worker.schedules import ScheduleController
 from worker.settings import load_settings
 
 
@@ -28,62 +31,84 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def controllers(rt: Runtime) -> list[tuple[str, Any]]:
+    return [("live bots", LiveBotController(rt)), ("scheduled bots", ScheduleController(rt))]
+
+
 def cmd_plan(rt: Runtime) -> int:
-    controller = LiveBotController(rt)
-    observation = controller.observe()
-    the_plan = controller.plan(observation, now=rt.clock())
-    state = observation.state
-    print(f"live bots: {len(state.desired)} desired, {len(state.disabled)} disabled, "
-          f"{len(state.invalid)} invalid, {state.unidentifiable} without a usable id; "
-          f"{len(observation.pods)} pods observed")
-    if the_plan.actions:
-        print(f"\n{'ACTION':<9} {'BOT':<40} {'POD':<40} REASON")
-        for action in the_plan.actions:
-            print(f"{action.kind.value:<9} {_short(action.bot_id, 40):<40} "
-                  f"{_short(action.pod_name, 40):<40} {action.reason}")
-    for bot_id in the_plan.waiting:
-        print(f"{'wait':<9} {_short(bot_id, 40):<40} (a pod is terminating)")
-    for bot_id in the_plan.backing_off:
-        print(f"{'backoff':<9} {_short(bot_id, 40):<40} (recreate delayed after failures)")
-    for bot_id, error in sorted(state.invalid.items()):
-        print(f"{'invalid':<9} {_short(bot_id, 40):<40} {error.reason}: {error.detail}")
-    if the_plan.guard_tripped:
-        print(f"\nGUARD: {the_plan.guard_message}")
-    counts = the_plan.counts()
-    print("\nsummary: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + " (nothing written)")
+    for label, controller in controllers(rt):
+        observation = controller.observe()
+        if isinstance(controller, ScheduleController):
+            the_plan = controller.plan_with_refresh(observation, now=rt.clock())
+        else:
+            the_plan = controller.plan(observation, now=rt.clock())
+        state = observation.state
+        objects = getattr(observation, "pods", None) or getattr(observation, "objects", [])
+        print(f"{label}: {len(state.desired)} desired, {len(state.disabled)} disabled, "
+              f"{len(state.invalid)} invalid, {state.unidentifiable} without a usable id; "
+              f"{len(objects)} objects observed")
+        if the_plan.actions:
+            print(f"\n{'ACTION':<9} {'BOT':<40} {'OBJECT':<40} REASON")
+            for action in the_plan.actions:
+                kind = action.kind.value
+                if label == "scheduled bots" and kind == "replace":
+                    kind = "update"  # a CronJob is updated in place
+                print(f"{kind:<9} {_short(action.bot_id, 40):<40} "
+                      f"{_short(action.pod_name, 40):<40} {action.reason}")
+        for bot_id in the_plan.waiting:
+            print(f"{'wait':<9} {_short(bot_id, 40):<40} (terminating)")
+        for bot_id in the_plan.backing_off:
+            print(f"{'backoff':<9} {_short(bot_id, 40):<40} (delayed after failures)")
+        for bot_id, error in sorted(state.invalid.items()):
+            print(f"{'invalid':<9} {_short(bot_id, 40):<40} {error.reason}: {error.detail}")
+        if the_plan.guard_tripped:
+            print(f"\nGUARD: {the_plan.guard_message}")
+        counts = the_plan.counts()
+        print(f"summary ({label}): " + ", ".join(f"{k} {v}" for k, v in counts.items())
+              + " (nothing written)\n")
     return 0
 
 
 def cmd_reconcile(rt: Runtime) -> int:
-    controller = LiveBotController(rt)
-    queued: list[Action] = []
-    as_of = rt.clock()
-    report = controller.reconcile(enqueue=lambda action, _as_of: queued.append(action))
-    if report.skipped:
-        print("another reconcile pass is running; try again shortly")
-        return 1
-    print(f"planned {report.counts}; {report.already_in_flight} already in flight; "
-          f"{report.status_writes} status writes")
-    if report.guard_message:
-        print(f"GUARD: {report.guard_message}")
     failures = 0
-    started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        futures = {pool.submit(controller.converge, a.bot_id, intent=a.kind.value,
-                               as_of=as_of, pod=a.pod_name): a for a in queued}
-        for done, future in enumerate(as_completed(futures), start=1):
-            action = futures[future]
-            try:
-                outcome = future.result()
-            except The0Error as exc:
-                failures += 1
-                outcome = f"error: {exc}"
-            finally:
-                rt.redis.release_inflight(KIND.value, action.bot_id)
-            print(f"[{done}/{len(queued)}] {action.kind.value} {_short(action.bot_id, 40)}: "
-                  f"{outcome}", flush=True)
-    print(f"done in {time.monotonic() - started:.1f} s, {failures} failed")
+    for label, controller in controllers(rt):
+        queued: list[Action] = []
+        as_of = rt.clock()
+        report = controller.reconcile(
+            enqueue=lambda action, _as_of, queued=queued: queued.append(action))
+        if report.skipped:
+            print(f"{label}: another reconcile pass is running; try again shortly")
+            failures += 1
+            continue
+        print(f"{label}: planned {report.counts}; {report.already_in_flight} already in "
+              f"flight; {report.status_writes} status writes")
+        if report.guard_message:
+            print(f"GUARD: {report.guard_message}")
+        kind = "live" if label == "live bots" else "scheduled"
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            futures = {pool.submit(_converge, controller, a, as_of): a for a in queued}
+            for done, future in enumerate(as_completed(futures), start=1):
+                action = futures[future]
+                try:
+                    outcome = future.result()
+                except The0Error as exc:
+                    failures += 1
+                    outcome = f"error: {exc}"
+                finally:
+                    rt.redis.release_inflight(kind, action.bot_id)
+                print(f"[{done}/{len(queued)}] {action.kind.value} "
+                      f"{_short(action.bot_id, 40)}: {outcome}", flush=True)
+        print(f"{label}: done in {time.monotonic() - started:.1f} s")
+    print(f"{failures} failed")
     return 1 if failures else 0
+
+
+def _converge(controller: Any, action: Action, as_of: float) -> str:
+    if isinstance(controller, LiveBotController):
+        return controller.converge(action.bot_id, intent=action.kind.value, as_of=as_of,
+                                   pod=action.pod_name)
+    return str(controller.converge(action.bot_id, intent=action.kind.value, as_of=as_of))
 
 
 def cmd_controller(args: argparse.Namespace) -> int:

@@ -15,7 +15,8 @@ QUEUE_LOGS = "logs"
 def create_app(settings: Settings) -> Celery:
     from beat.schedule import beat_schedule
 
-    app = Celery("the0-k8s", include=["worker.tasks.reconcile", "worker.tasks.bots"])
+    app = Celery("the0-k8s", include=["worker.tasks.reconcile", "worker.tasks.bots",
+                                      "worker.tasks.schedules"])
     app.conf.update(
         broker_url=settings.REDIS_URL,
         broker_connection_retry_on_startup=True,
@@ -33,6 +34,7 @@ def create_app(settings: Settings) -> Celery:
         task_default_queue=QUEUE_BOTS,
         task_routes={"reconcile.*": {"queue": QUEUE_RECONCILE},
                      "bots.*": {"queue": QUEUE_BOTS},
+                     "schedules.*": {"queue": QUEUE_BOTS},
                      "logs.*": {"queue": QUEUE_LOGS}},
         # The work is network-bound (API server, Mongo, S3): threads, not processes.
         worker_pool="threads",

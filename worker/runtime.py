@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from functools import partial
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ from worker.adapters.mongo import BotStore, collections_for
 from worker.adapters.redis import RedisState
 from worker.adapters.s3 import CodeStore
 from worker.core.bot import BotKind
+from worker.core.desired import parse_desired, parse_desired_schedule
 from worker.settings import Settings
 from worker.snapshot import DesiredSnapshot, ParseMemo
 
@@ -75,9 +77,18 @@ class Runtime:
         return self._once(f"store:{kind.value}", build)
 
     def parse_memo(self, kind: BotKind) -> ParseMemo:
+        """Memo of parsed documents → (Bot, DesiredBot) for this kind's spec generator."""
         s = self.settings
-        return self._once(f"parse-memo:{kind.value}", lambda: ParseMemo(
-            kind=kind, template=s.pod_template, default_resources=s.default_resources))
+
+        def build() -> ParseMemo:
+            if kind is BotKind.LIVE:
+                return ParseMemo(partial(parse_desired, kind=kind, template=s.pod_template,
+                                         default_resources=s.default_resources))
+            return ParseMemo(partial(parse_desired_schedule, template=s.pod_template,
+                                     cron=s.cronjob_settings,
+                                     default_resources=s.default_resources))
+
+        return self._once(f"parse-memo:{kind.value}", build)
 
     def snapshot(self, kind: BotKind) -> DesiredSnapshot:
         return self._once(f"snapshot:{kind.value}", lambda: DesiredSnapshot(

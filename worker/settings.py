@@ -17,6 +17,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.core.bot import DEFAULT_IMAGES, Resources
+from worker.core.cronspec import CronJobSettings
 from worker.core.podspec import PodTemplateSettings
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -100,6 +101,14 @@ class Settings(BaseSettings):
     DEFAULT_MEMORY_REQUEST: str = "128Mi"
     DEFAULT_CPU_REQUEST: str = "100m"
 
+    # --- Scheduled bots (CronJobs) ---------------------------------------------------------
+    CRONJOB_STARTING_DEADLINE: Duration = Field(
+        "5m", description="A run that could not start within this long after its time is "
+                          "skipped (not fired late).")
+    CRONJOB_SUCCESS_HISTORY: int = Field(3, ge=0, description="Finished Jobs kept (success).")
+    CRONJOB_FAILED_HISTORY: int = Field(3, ge=0, description="Finished Jobs kept (failure).")
+    JOB_TTL_AFTER_FINISHED: Duration = Field("1d", description="Finished Jobs removed after.")
+
     # --- Pace and safety --------------------------------------------------------------------
     MAX_CREATES_PER_SECOND: float = Field(
         50.0, gt=0, description="Pod creations per second, shared by all workers (token bucket "
@@ -142,6 +151,14 @@ class Settings(BaseSettings):
         return Resources(memory_limit=self.DEFAULT_MEMORY_LIMIT, cpu_limit=self.DEFAULT_CPU_LIMIT,
                          memory_request=self.DEFAULT_MEMORY_REQUEST,
                          cpu_request=self.DEFAULT_CPU_REQUEST)
+
+    @cached_property
+    def cronjob_settings(self) -> CronJobSettings:
+        return CronJobSettings(
+            starting_deadline_seconds=int(self.CRONJOB_STARTING_DEADLINE),
+            successful_jobs_history_limit=self.CRONJOB_SUCCESS_HISTORY,
+            failed_jobs_history_limit=self.CRONJOB_FAILED_HISTORY,
+            ttl_seconds_after_finished=int(self.JOB_TTL_AFTER_FINISHED))
 
     @cached_property
     def pod_template(self) -> PodTemplateSettings:

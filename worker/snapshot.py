@@ -16,10 +16,8 @@ from typing import Any
 
 import orjson
 
-from worker.core.bot import Bot, BotKind, Resources
-from worker.core.desired import parse_desired
+from worker.core.bot import Bot
 from worker.core.planner import DesiredBot
-from worker.core.podspec import PodTemplateSettings
 
 Doc = dict[str, Any]
 
@@ -29,9 +27,8 @@ class ParseMemo:
     a no-op pass over 10,000 bots then costs one orjson dump per bot instead of a full spec
     build and hash (~50 µs each). Invalid documents are parsed again each time (rare)."""
 
-    def __init__(self, *, kind: BotKind, template: PodTemplateSettings,
-                 default_resources: Resources) -> None:
-        self.kind, self.template, self.default_resources = kind, template, default_resources
+    def __init__(self, parse: Callable[[Mapping[str, Any]], tuple[Bot, DesiredBot]]) -> None:
+        self._parse = parse
         self._lock = threading.Lock()
         self._memo: dict[str, tuple[bytes, Bot, DesiredBot]] = {}
 
@@ -45,8 +42,7 @@ class ParseMemo:
             cached = self._memo.get(bot_id)
         if key and cached is not None and cached[0] == key:
             return cached[1], cached[2]
-        bot, want = parse_desired(doc, kind=self.kind, template=self.template,
-                                  default_resources=self.default_resources)
+        bot, want = self._parse(doc)
         if key:
             with self._lock:
                 self._memo[bot_id] = (key, bot, want)

@@ -155,7 +155,7 @@ def test_kill_9_of_a_worker_mid_task_converges_without_a_duplicate(
         statuses: Any, restricted_namespace: str, redis_client: Any,
         census: Callable[[], PodCensus]) -> None:
     # A killed worker's message comes back after 10 s (not 5 min); the per-bot lock it held
-    # expires after POD_GONE_TIMEOUT + 2 × KUBE_TIMEOUT + 30 s = 60 s.
+    # expires after POD_GONE_TIMEOUT + 2 * KUBE_TIMEOUT + 30 s = 60 s.
     fast = {"TASK_VISIBILITY_TIMEOUT": "10s", "POD_GONE_TIMEOUT": "20s", "KUBE_TIMEOUT": "5s"}
     w1 = start_worker("w1", **fast)
     wait_for_worker(celery_client, w1, "w1")

@@ -63,3 +63,27 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0,
             return result
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def schedule_doc(bot_id: str, schedule: str = "0 3 * * *", *, timezone: str | None = None,
+                 **config: Any) -> dict[str, Any]:
+    doc = bot_doc(bot_id, **config)
+    doc["config"]["schedule"] = schedule
+    doc["config"]["type"] = "scheduled"
+    if timezone is not None:
+        doc["config"]["timezone"] = timezone
+    return doc
+
+
+def run_schedule_pass(controller: Any) -> tuple[Any, list[str]]:
+    """One schedule reconcile pass whose actions run right here."""
+    queued: list[tuple[Action, float]] = []
+    report = controller.reconcile(enqueue=lambda action, as_of: queued.append((action, as_of)))
+    outcomes = []
+    for action, as_of in queued:
+        try:
+            outcomes.append(controller.converge(action.bot_id, intent=action.kind.value,
+                                                as_of=as_of))
+        finally:
+            controller.rt.redis.release_inflight("scheduled", action.bot_id)
+    return report, outcomes

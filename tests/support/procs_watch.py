@@ -161,5 +161,5 @@ def queued_messages(redis_client: Any, queue: str) -> list[dict[str, Any]]:
 
 def broker_idle(redis_client: Any) -> bool:
     """No message waiting in our queues and none delivered-but-unacked (incl. ETA retries)."""
-    return (redis_client.llen("bots") == 0 and redis_client.llen("reconcile") == 0
+    return bool(redis_client.llen("bots") == 0 and redis_client.llen("reconcile") == 0
             and redis_client.hlen("unacked") == 0)

@@ -224,6 +224,48 @@ class KubeClient:
         return self._list_all("cronjobs", self.batch.list_namespaced_cron_job,
                               label_selector=label_selector)
 
+    def get_cronjob(self, name: str) -> Json | None:
+        try:
+            result: Json = self._call("get", "cronjobs", self.batch.read_namespaced_cron_job,
+                                      name, self.namespace)
+            return result
+        except NotFound:
+            return None
+
+    def create_cronjob(self, body: Json) -> Json:
+        result: Json = self._call("create", "cronjobs", self.batch.create_namespaced_cron_job,
+                                  self.namespace, body)
+        return result
+
+    def replace_cronjob(self, body: Json) -> Json:
+        """Updates in place (same uid, running Jobs untouched). `body` must carry the current
+        metadata.resourceVersion: a concurrent change gives 409 and the task retries."""
+        result: Json = self._call("update", "cronjobs", self.batch.replace_namespaced_cron_job,
+                                  body["metadata"]["name"], self.namespace, body)
+        return result
+
+    def delete_cronjob(self, name: str, *, uid: str | None = None) -> bool:
+        """Deletes the CronJob; the garbage collector removes its Jobs, their pods and its
+        Secret (all owned by it) in the background."""
+        options: Json = {"propagationPolicy": "Background"}
+        if uid:
+            options["preconditions"] = {"uid": uid}
+        try:
+            self._call("delete", "cronjobs", self.batch.delete_namespaced_cron_job, name,
+                       self.namespace, body=options)
+            return True
+        except (NotFound, Conflict):
+            return False
+
+    def put_secret(self, body: Json) -> None:
+        """Creates or overwrites a (mutable) Secret."""
+        try:
+            self._call("create", "secrets", self.core.create_namespaced_secret, self.namespace,
+                       body)
+        except Conflict:
+            self._call("update", "secrets", self.core.replace_namespaced_secret,
+                       body["metadata"]["name"], self.namespace, body)
+
     def list_jobs(self, label_selector: str) -> list[Json]:
         return self._list_all("jobs", self.batch.list_namespaced_job,
                               label_selector=label_selector)

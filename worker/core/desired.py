@@ -11,7 +11,8 @@ from typing import Any
 
 from worker.core.bot import Bot, BotId, BotKind, Resources, is_enabled, parse_bot
 from worker.core.errors import InvalidBot
-from worker.core.naming import pod_name
+from worker.core.cronspec import CronJobSettings, cronjob_hash
+from worker.core.naming import cronjob_name, pod_name
 from worker.core.planner import DesiredBot
 from worker.core.podspec import PodTemplateSettings, config_hash
 
@@ -43,6 +44,16 @@ def parse_desired(doc: Mapping[str, Any], *, kind: BotKind, template: PodTemplat
     """One enabled document → its Bot and DesiredBot; raises InvalidBot."""
     bot = parse_bot(doc, kind=kind, default_resources=default_resources)
     return bot, desired_bot(bot, template)
+
+
+def parse_desired_schedule(doc: Mapping[str, Any], *, template: PodTemplateSettings,
+                           cron: CronJobSettings, default_resources: Resources
+                           ) -> tuple[Bot, DesiredBot]:
+    """One enabled schedule document → its Bot and the CronJob it must have; the schedule
+    and time zone are validated here (InvalidBot), before any API call."""
+    bot = parse_bot(doc, kind=BotKind.SCHEDULED, default_resources=default_resources)
+    return bot, DesiredBot(bot_id=bot.id, config_hash=cronjob_hash(bot, template, cron),
+                           pod_name=cronjob_name(bot.id))
 
 
 def desired_state(docs: Iterable[Mapping[str, Any]], *, kind: BotKind,

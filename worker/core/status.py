@@ -66,3 +66,61 @@ def observed_status(*, bot_id: str, namespace: str, pod: ObservedPod | None,
 
 def fingerprint(doc: Mapping[str, Any]) -> str:
     return sha256_hex(canonical_json({k: v for k, v in doc.items() if k != "updated_at"}))[:16]
+
+
+PHASE_SCHEDULED = "Scheduled"
+PHASE_ACTIVE = "Active"
+
+
+def _job_failure(job: Mapping[str, Any]) -> dict[str, Any] | None:
+    status = job.get("status") or {}
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "Failed" and condition.get("status") == "True":
+            return {"job": (job.get("metadata") or {}).get("name", ""),
+                    "reason": str(condition.get("reason") or "Failed"),
+                    "message": str(condition.get("message") or "")[:300],
+                    "time": condition.get("lastTransitionTime")}
+    return None
+
+
+def observed_schedule_status(*, bot_id: str, namespace: str, cronjob: Mapping[str, Any] | None,
+                             jobs: list[Mapping[str, Any]], want: DesiredBot | None,
+                             invalid: InvalidBot | None, disabled: bool, backing_off: bool,
+                             next_run_time: str | None) -> dict[str, Any]:
+    """What the reconcile can say about one scheduled bot, from its CronJob and its Jobs."""
+    spec = (cronjob or {}).get("spec") or {}
+    status = (cronjob or {}).get("status") or {}
+    annotations = ((cronjob or {}).get("metadata") or {}).get("annotations") or {}
+    failures = [f for f in map(_job_failure, jobs) if f is not None]
+    last_failure = max(failures, key=lambda f: str(f["time"] or "")) if failures else None
+    active = sorted(str(ref.get("name")) for ref in status.get("active") or [])
+    doc: dict[str, Any] = {
+        "id": bot_id,
+        "kind": "scheduled",
+        "namespace": namespace,
+        "object_name": ((cronjob or {}).get("metadata") or {}).get("name")
+        or (want.pod_name if want else ""),
+        "phase": PHASE_CREATING,
+        "reason": "",
+        "message": "",
+        "schedule": spec.get("schedule", ""),
+        "timezone": spec.get("timeZone", ""),
+        "next_run_time": next_run_time if cronjob is not None else None,
+        "last_schedule_time": status.get("lastScheduleTime"),
+        "last_successful_time": status.get("lastSuccessfulTime"),
+        "active_jobs": active,
+        "last_failure": last_failure,
+        "observed_config_hash": annotations.get("the0.dev/config-hash", ""),
+        "desired_config_hash": want.config_hash if want else "",
+    }
+    if cronjob is not None:
+        doc["phase"] = PHASE_ACTIVE if active else PHASE_SCHEDULED
+    if invalid is not None:
+        doc.update(phase=PHASE_INVALID, reason=invalid.reason, message=str(invalid),
+                   last_error=str(invalid))
+    elif disabled and cronjob is None:
+        doc["phase"] = PHASE_DISABLED
+    elif backing_off and cronjob is None and want is not None:
+        doc.update(phase=PHASE_BACKING_OFF, reason="CreateFailed",
+                   message="the last attempt failed (see last_error); retrying after backoff")
+    return doc

@@ -43,10 +43,14 @@ def settings_env(stack_env: StackEnv, restricted_namespace: str, db_names: dict[
 
 
 @pytest.fixture
-def make_controller(settings_env: dict[str, str], s3: Any, bucket: str
-                    ) -> Iterator[Callable[..., LiveBotController]]:
-    upload_code(s3, bucket)
+def bucket_code(s3: Any, bucket: str) -> str:
+    """The per-test bucket with the demo code zip in it."""
+    return upload_code(s3, bucket)
 
+
+@pytest.fixture
+def make_controller(settings_env: dict[str, str], bucket_code: str
+                    ) -> Iterator[Callable[..., LiveBotController]]:
     def build(**overrides: Any) -> LiveBotController:
         settings: Settings = load_settings(env={**settings_env, **{
             k: str(v) for k, v in overrides.items()}})

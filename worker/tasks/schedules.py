@@ -1,0 +1,70 @@
+"""Scheduled bots: `reconcile.schedules` (beat), `schedules.create|update|delete` (fan-out)
+and `reconcile.schedule` (NATS events)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+
+from worker.core.errors import TemporaryError
+from worker.core.planner import Action
+from worker.schedules import KIND, ScheduleController
+from worker.tasks.base import RuntimeTask
+
+log = logging.getLogger("the0.tasks.schedules")
+
+# A REPLACE of a CronJob is an update in place.
+TASK_FOR_ACTION = {"create": "schedules.create", "delete": "schedules.delete",
+                   "replace": "schedules.update", "recreate": "schedules.update"}
+
+
+def send_action(task: RuntimeTask, action: Action, as_of: float) -> None:
+    task.app.send_task(TASK_FOR_ACTION[action.kind.value], args=(action.bot_id,),
+                       kwargs={"reason": action.reason, "as_of": as_of})
+
+
+@shared_task(name="reconcile.schedules", base=RuntimeTask, bind=True, ignore_result=True)
+def reconcile_schedules(self: RuntimeTask) -> dict[str, Any]:
+    try:
+        report = ScheduleController(self.rt).reconcile(
+            enqueue=lambda action, as_of: send_action(self, action, as_of))
+    except TemporaryError as exc:
+        log.error("schedule reconcile failed, nothing written: %s", exc)
+        self.rt.redis.record_reconcile(KIND.value, {"ok": False, "error": str(exc)[:500]})
+        raise
+    return report.summary()
+
+
+def converge(task: RuntimeTask, bot_id: str, intent: str, as_of: float | None) -> str:
+    release = True
+    try:
+        return ScheduleController(task.rt).converge(bot_id, intent=intent, as_of=as_of)
+    except TemporaryError as exc:
+        if task.request.retries < task.settings.TASK_MAX_RETRIES:
+            release = False
+        raise task.retry_later(exc) from None
+    finally:
+        if release:
+            task.rt.redis.release_inflight(KIND.value, bot_id)
+
+
+@shared_task(name="schedules.create", base=RuntimeTask, bind=True, ignore_result=True)
+def create(self: RuntimeTask, bot_id: str, reason: str = "", as_of: float | None = None) -> str:
+    return converge(self, bot_id, "create", as_of)
+
+
+@shared_task(name="schedules.update", base=RuntimeTask, bind=True, ignore_result=True)
+def update(self: RuntimeTask, bot_id: str, reason: str = "", as_of: float | None = None) -> str:
+    return converge(self, bot_id, "update", as_of)
+
+
+@shared_task(name="schedules.delete", base=RuntimeTask, bind=True, ignore_result=True)
+def delete(self: RuntimeTask, bot_id: str, reason: str = "", as_of: float | None = None) -> str:
+    return converge(self, bot_id, "delete", as_of)
+
+
+@shared_task(name="reconcile.schedule", base=RuntimeTask, bind=True, ignore_result=True)
+def reconcile_schedule(self: RuntimeTask, bot_id: str, as_of: float | None = None) -> str:
+    return converge(self, bot_id, "event", as_of)
