@@ -13,7 +13,9 @@ from worker.settings import load_settings
 ENV = {"MONGO_URI": "mongodb://127.0.0.1:1/", "MINIO_ENDPOINT": "127.0.0.1:1",
        "MINIO_ACCESS_KEY": "a", "MINIO_SECRET_KEY": "s"}
 STABLE_TASK_NAMES = {"reconcile.bots", "reconcile.bot", "bots.create", "bots.delete",
-                     "bots.replace", "bots.recreate"}
+                     "bots.replace", "bots.recreate", "reconcile.schedules",
+                     "reconcile.schedule", "schedules.create", "schedules.update",
+                     "schedules.delete"}
 
 
 def test_import_contracts_hold() -> None:
@@ -41,6 +43,7 @@ def test_every_beat_entry_names_a_registered_task_and_expires_within_its_interva
         assert entry["task"] in app.tasks
         assert entry["options"]["expires"] <= entry["schedule"]
     assert beat_schedule(settings)["reconcile-live-bots"]["schedule"] == 45.0
+    assert beat_schedule(settings)["reconcile-scheduled-bots"]["task"] == "reconcile.schedules"
 
 
 def test_the_celery_app_is_at_least_once() -> None:

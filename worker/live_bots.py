@@ -192,17 +192,8 @@ class LiveBotController:
                 doc["updated_at"] = _iso(now)
                 changed.append(doc)
                 new_memo[bot_id] = mark
-        limit = self.settings.STATUS_WRITES_PER_PASS
-        if len(changed) > limit:
-            changed.sort(key=lambda d: (d["phase"] in _ROUTINE_PHASES, d["id"]))
-            for doc in changed[limit:]:
-                del new_memo[doc["id"]]
-            changed = changed[:limit]
         gone = [bot_id for bot_id in memo if bot_id not in present]
-        store = self.rt.store(KIND)
-        writes = store.write_statuses(changed) + store.delete_statuses(gone)
-        self.rt.redis.save_status_fingerprints(KIND.value, new_memo)
-        self.rt.redis.forget_status_fingerprints(KIND.value, gone)
+        writes = write_changed_statuses(self.rt, KIND, changed, new_memo, gone)
         for bot_id, error in state.invalid.items():
             if memo.get(bot_id) != new_memo.get(bot_id, memo.get(bot_id)):
                 log.warning("bot invalid: %s", error)  # message never holds config values
@@ -399,7 +390,30 @@ class LiveBotController:
         self.rt.redis.save_status_fingerprints(KIND.value, {bot_id: mark})
 
 
-_ROUTINE_PHASES = frozenset({"Running", "Pending", "Creating"})
+_ROUTINE_PHASES = frozenset({"Running", "Pending", "Creating", "Scheduled", "Active"})
+
+
+def write_changed_statuses(rt: Runtime, kind: BotKind, changed: list[dict[str, Any]],
+                           fingerprints: dict[str, str], gone: Sequence[str]) -> int:
+    """Writes changed status documents, errors first, bounded in count
+    (STATUS_WRITES_PER_PASS) and in time (half an interval): a pass must end well before its
+    lock expires, and whatever is left is written by the next pass (the memo only records
+    what was really written)."""
+    settings = rt.settings
+    store = rt.store(kind)
+    budget = time.monotonic() + settings.RECONCILE_INTERVAL / 2
+    changed = sorted(changed, key=lambda d: (d["phase"] in _ROUTINE_PHASES, d["id"]))
+    writes = 0
+    for start in range(0, min(len(changed), settings.STATUS_WRITES_PER_PASS), 50):
+        if time.monotonic() > budget:
+            break
+        batch = changed[start:start + 50]
+        writes += store.write_statuses(batch)
+        rt.redis.save_status_fingerprints(kind.value,
+                                          {doc["id"]: fingerprints[doc["id"]] for doc in batch})
+    writes += store.delete_statuses(gone)
+    rt.redis.forget_status_fingerprints(kind.value, gone)
+    return writes
 
 
 def _representative(pods: Sequence[ObservedPod]) -> ObservedPod | None:

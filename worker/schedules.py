@@ -38,7 +38,7 @@ from worker.core.planner import (
     plan,
 )
 from worker.core.status import fingerprint, observed_schedule_status
-from worker.live_bots import BotBusy, PassReport, _iso
+from worker.live_bots import BotBusy, PassReport, _iso, write_changed_statuses
 from worker.runtime import Runtime
 
 log = logging.getLogger("the0.schedules")
@@ -189,16 +189,12 @@ class ScheduleController:
         for bot_id in sorted(present):
             doc = self.status_of(BotId(bot_id), observation, now=now)
             mark = fingerprint(doc)
-            if memo.get(bot_id) != mark and len(changed) < self.settings.STATUS_WRITES_PER_PASS:
+            if memo.get(bot_id) != mark:
                 doc["updated_at"] = _iso(now)
                 changed.append(doc)
                 new_memo[bot_id] = mark
         gone = [bot_id for bot_id in memo if bot_id not in present]
-        store = self.rt.store(KIND)
-        writes = store.write_statuses(changed) + store.delete_statuses(gone)
-        self.rt.redis.save_status_fingerprints(KIND.value, new_memo)
-        self.rt.redis.forget_status_fingerprints(KIND.value, gone)
-        return writes
+        return write_changed_statuses(self.rt, KIND, changed, new_memo, gone)
 
     # ================================================================== one schedule
     def converge(self, bot_id: str, *, intent: str, as_of: float | None = None) -> str:
