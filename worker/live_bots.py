@@ -15,6 +15,7 @@ Invariants kept here:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from typing import Any
 
 from worker import keys
 from worker.adapters.kube import Conflict
+from worker.adapters.redis import Held
 from worker.core.bot import Bot, BotId, BotKind
 from worker.core.desired import DesiredState, desired_state
 from worker.core.errors import InvalidBot, PermanentError, TemporaryError
@@ -96,6 +98,7 @@ class LiveBotController:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.settings = rt.settings
+        self._local = threading.local()  # the bot lock this thread holds in converge()
 
     # ================================================================== the whole pass
     def observe(self) -> Observation:
@@ -130,7 +133,7 @@ class LiveBotController:
         as_of = self.rt.clock()
         lock_ttl = max(60.0, 4 * self.settings.RECONCILE_INTERVAL)
         with self.rt.redis.hold(keys.reconcile_lock(KIND.value), ttl=lock_ttl) as held:
-            if not held:
+            if held is None:
                 log.info("reconcile skipped: the previous pass is still running")
                 return PassReport(skipped=True)
             observation = self.observe()
@@ -214,10 +217,12 @@ class LiveBotController:
         with the same rules, and acts. `pod`: the pod the pass planned for, when it is not the
         bot's own fixed name (an extra or legacy pod to delete). Returns what it did
         ("created", "deleted", "replaced", "recreated", "nothing", "backing off", …)."""
-        lock_ttl = self.settings.POD_GONE_TIMEOUT + 2 * self.settings.KUBE_TIMEOUT + 30
-        with self.rt.redis.hold(keys.lock(KIND.value, bot_id), ttl=lock_ttl) as held:
-            if not held:
+        # Short, renewed while the task waits: a killed worker blocks this bot ≤ BOT_LOCK_TTL.
+        with self.rt.redis.hold(keys.lock(KIND.value, bot_id),
+                                ttl=self.settings.BOT_LOCK_TTL) as held:
+            if held is None:
                 raise BotBusy("another task is acting on this bot")
+            self._local.held = held
             names = {pod_name(bot_id)} | ({pod} if pod else set())
             return self._converge_locked(
                 BotId(bot_id), intent=intent, pod_names=sorted(names),
@@ -283,6 +288,7 @@ class LiveBotController:
             if action.kind is ActionKind.RECREATE:
                 self._bump_backoff(bot_id, observation.backoff.get(bot_id), now=now)
             assert bot is not None
+            self._renew_lock()
             created = self._create(bot)
             verb = "Replaced" if action.kind is ActionKind.REPLACE else "Recreated"
             self._event(created, verb, f"{verb} bot pod ({action.reason})")
@@ -329,10 +335,16 @@ class LiveBotController:
         # The pod owns its secret, so GC would remove it; deleting now frees the name at once.
         self.rt.kube.delete_secret(secret_name(pod.name))
 
+    def _renew_lock(self) -> None:
+        held: Held | None = getattr(self._local, "held", None)
+        if held is not None:
+            held.renew()
+
     def _wait_until_gone(self, pods: Sequence[ObservedPod]) -> None:
         deadline = time.monotonic() + self.settings.POD_GONE_TIMEOUT
         for pod in pods:
             while True:
+                self._renew_lock()
                 current = self.rt.kube.get_pod(pod.name)
                 if current is None or current["metadata"].get("uid") != pod.uid:
                     break

@@ -143,7 +143,7 @@ class ScheduleController:
         as_of = self.rt.clock()
         lock_ttl = max(60.0, 4 * self.settings.RECONCILE_INTERVAL)
         with self.rt.redis.hold(keys.reconcile_lock(KIND.value), ttl=lock_ttl) as held:
-            if not held:
+            if held is None:
                 return PassReport(skipped=True)
             observation = self.observe()
             now = self.rt.clock()
@@ -198,9 +198,9 @@ class ScheduleController:
 
     # ================================================================== one schedule
     def converge(self, bot_id: str, *, intent: str, as_of: float | None = None) -> str:
-        lock_ttl = 2 * self.settings.KUBE_TIMEOUT + 30
-        with self.rt.redis.hold(keys.lock(KIND.value, bot_id), ttl=lock_ttl) as held:
-            if not held:
+        with self.rt.redis.hold(keys.lock(KIND.value, bot_id),
+                                ttl=self.settings.BOT_LOCK_TTL) as held:
+            if held is None:
                 raise BotBusy("another task is acting on this schedule")
             as_of = self.rt.clock() if as_of is None else as_of
             docs = self.rt.snapshot(KIND).docs_for(bot_id, not_before=as_of)

@@ -124,6 +124,9 @@ class Settings(BaseSettings):
                                                         "(the next reconcile re-plans anyway).")
     POD_GONE_TIMEOUT: Duration = Field(
         "90s", description="How long a replace waits for the old pod to disappear.")
+    BOT_LOCK_TTL: Duration = Field(
+        "45s", description="Time-to-live of a per-bot lock, renewed while a task waits; "
+                            "a killed worker blocks its bot at most this long.")
     INFLIGHT_TTL: Duration = Field(
         "3m", description="Lifetime of a per-bot dedup key if its task never finishes "
                           "(worker killed): after it the next reconcile re-plans the bot.")

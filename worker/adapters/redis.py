@@ -44,6 +44,17 @@ def _temporary_on_redis_error() -> Iterator[None]:
         raise TemporaryError(f"redis: {type(exc).__name__}: {exc}") from exc
 
 
+class Held:
+    """A lock we hold; `renew()` resets its time-to-live (call it while waiting)."""
+
+    def __init__(self, lock: Any) -> None:
+        self._lock = lock
+
+    def renew(self) -> None:
+        with _temporary_on_redis_error():
+            self._lock.reacquire()
+
+
 class RedisState:
     """Coordination state shared by beat and every worker."""
 
@@ -75,13 +86,15 @@ class RedisState:
 
     # --- mutual exclusion -------------------------------------------------------------------
     @contextmanager
-    def hold(self, name: str, *, ttl: float) -> Iterator[bool]:
-        """Non-blocking lock: yields True when held (released after), False when taken."""
+    def hold(self, name: str, *, ttl: float) -> Iterator[Held | None]:
+        """Non-blocking lock: yields a `Held` (released after) or None when taken elsewhere.
+        A short `ttl` plus `Held.renew()` during long waits means a killed holder blocks the
+        next one for at most `ttl`."""
         with _temporary_on_redis_error():
             lock = self.client.lock(name, timeout=ttl, blocking=False)
             acquired = bool(lock.acquire(blocking=False))
         try:
-            yield acquired
+            yield Held(lock) if acquired else None
         finally:
             if acquired:
                 with _temporary_on_redis_error():
