@@ -12,6 +12,7 @@ INFLIGHT = f"{PREFIX}:inflight:{{kind}}:{{bot_id}}"   # an action is queued or r
 LOCK = f"{PREFIX}:lock:{{kind}}:{{bot_id}}"           # held while a task acts on one bot
 BACKOFF = f"{PREFIX}:backoff:{{kind}}"                 # hash bot_id → {"failures", "not_before"}
 STATUS_FINGERPRINTS = f"{PREFIX}:status-fp:{{kind}}"   # hash bot_id → fingerprint of stored status
+LAST_ERRORS = f"{PREFIX}:last-error:{{kind}}"          # hash bot_id → last task error (no secrets)
 
 # Whole-system coordination.
 RECONCILE_LOCK = f"{PREFIX}:reconcile:lock:{{kind}}"   # one reconcile pass at a time
@@ -38,6 +39,10 @@ def backoff(kind: str) -> str:
 
 def status_fingerprints(kind: str) -> str:
     return STATUS_FINGERPRINTS.format(kind=kind)
+
+
+def last_errors(kind: str) -> str:
+    return LAST_ERRORS.format(kind=kind)
 
 
 def reconcile_lock(kind: str) -> str:

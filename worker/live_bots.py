@@ -390,16 +390,29 @@ class LiveBotController:
                               want=state.desired.get(bot_id), invalid=state.invalid.get(bot_id),
                               disabled=bot_id in state.disabled,
                               backing_off=_backing_off(observation, bot_id, self.rt.clock()))
-        mark = fingerprint(doc)
-        doc["updated_at"] = _iso(self.rt.clock())
-        if last_error is not None:
-            doc["last_error"] = last_error
         if not state.known and pod is None:
             self.rt.store(KIND).delete_statuses([bot_id])
             self.rt.redis.forget_status_fingerprints(KIND.value, [bot_id])
+            self.rt.redis.forget_last_errors(KIND.value, [bot_id])
             return
-        self.rt.store(KIND).write_statuses([doc])
-        self.rt.redis.save_status_fingerprints(KIND.value, {bot_id: mark})
+        store_status(self.rt, KIND, doc, last_error=last_error)
+
+
+def store_status(rt: Runtime, kind: BotKind, doc: dict[str, Any], *,
+                 last_error: str | None) -> None:
+    """A task's status write. `last_error`: the task's outcome ("" = success clears it;
+    None = unchanged, kept from Redis), so the pass's later writes carry it too."""
+    bot_id = doc["id"]
+    if "last_error" not in doc:  # an invalid document carries its own error
+        if last_error is None:
+            doc["last_error"] = rt.redis.get_last_error(kind.value, bot_id)
+        else:
+            rt.redis.set_last_error(kind.value, bot_id, last_error)
+            doc["last_error"] = last_error
+    mark = fingerprint(doc)
+    doc["updated_at"] = _iso(rt.clock())
+    rt.store(kind).write_statuses([doc])
+    rt.redis.save_status_fingerprints(kind.value, {bot_id: mark})
 
 
 _ROUTINE_PHASES = frozenset({"Running", "Pending", "Creating", "Scheduled", "Active"})

@@ -38,7 +38,7 @@ from worker.core.planner import (
     plan,
 )
 from worker.core.status import fingerprint, observed_schedule_status
-from worker.live_bots import BotBusy, PassReport, _iso, write_changed_statuses
+from worker.live_bots import BotBusy, PassReport, _iso, store_status, write_changed_statuses
 from worker.runtime import Runtime
 
 log = logging.getLogger("the0.schedules")
@@ -183,11 +183,13 @@ class ScheduleController:
 
     def record_statuses(self, observation: ScheduleObservation, *, now: float) -> int:
         memo = self.rt.redis.load_status_fingerprints(KIND.value)
+        last_errors = self.rt.redis.load_last_errors(KIND.value)
         present = observation.state.known | observation.cronjobs.keys()
         changed: list[dict[str, Any]] = []
         new_memo: dict[str, str] = {}
         for bot_id in sorted(present):
             doc = self.status_of(BotId(bot_id), observation, now=now)
+            doc.setdefault("last_error", last_errors.get(bot_id, ""))
             mark = fingerprint(doc)
             if memo.get(bot_id) != mark:
                 doc["updated_at"] = _iso(now)
@@ -286,12 +288,8 @@ class ScheduleController:
         if bot_id not in observation.state.known and bot_id not in observation.cronjobs:
             self.rt.store(KIND).delete_statuses([bot_id])
             self.rt.redis.forget_status_fingerprints(KIND.value, [bot_id])
+            self.rt.redis.forget_last_errors(KIND.value, [bot_id])
             return
-        doc = self.status_of(bot_id, observation, now=now)
-        mark = fingerprint(doc)
-        doc["updated_at"] = _iso(now)
-        if last_error is not None:
-            doc["last_error"] = last_error
-        self.rt.store(KIND).write_statuses([doc])
-        self.rt.redis.save_status_fingerprints(KIND.value, {bot_id: mark})
+        store_status(self.rt, KIND, self.status_of(bot_id, observation, now=now),
+                     last_error=last_error)
 

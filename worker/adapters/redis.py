@@ -154,6 +154,29 @@ class RedisState:
             with _temporary_on_redis_error():
                 self.client.hdel(keys.status_fingerprints(kind), *bot_ids)
 
+    # --- the last error of each bot's tasks (shown in its status until a success clears it) ---
+    def load_last_errors(self, kind: str) -> dict[str, str]:
+        with _temporary_on_redis_error():
+            raw = self.client.hgetall(keys.last_errors(kind))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def get_last_error(self, kind: str, bot_id: str) -> str:
+        with _temporary_on_redis_error():
+            raw = self.client.hget(keys.last_errors(kind), bot_id)
+        return raw.decode() if raw else ""
+
+    def set_last_error(self, kind: str, bot_id: str, message: str) -> None:
+        with _temporary_on_redis_error():
+            if message:
+                self.client.hset(keys.last_errors(kind), bot_id, message)
+            else:
+                self.client.hdel(keys.last_errors(kind), bot_id)
+
+    def forget_last_errors(self, kind: str, bot_ids: Sequence[str]) -> None:
+        if bot_ids:
+            with _temporary_on_redis_error():
+                self.client.hdel(keys.last_errors(kind), *bot_ids)
+
     # --- health -----------------------------------------------------------------------------
     def record_reconcile(self, kind: str, summary: Mapping[str, Any]) -> None:
         with _temporary_on_redis_error():
