@@ -180,6 +180,7 @@ class LiveBotController:
         for pod in observation.pods:
             pods_by_bot.setdefault(pod.bot_id, []).append(pod)
         memo = self.rt.redis.load_status_fingerprints(KIND.value)
+        last_errors = self.rt.redis.load_last_errors(KIND.value)
         changed: list[dict[str, Any]] = []
         new_memo: dict[str, str] = {}
         present = state.known | pods_by_bot.keys()
@@ -190,6 +191,7 @@ class LiveBotController:
                 pod=_representative(pods), want=state.desired.get(bot_id),
                 invalid=state.invalid.get(bot_id), disabled=bot_id in state.disabled,
                 backing_off=_backing_off(observation, bot_id, now))
+            doc.setdefault("last_error", last_errors.get(bot_id, ""))
             mark = fingerprint(doc)
             if memo.get(bot_id) != mark:
                 doc["updated_at"] = _iso(now)
@@ -259,7 +261,7 @@ class LiveBotController:
                                        if p.assessment.health is PodHealth.TERMINATING])
                 continue
             if not the_plan.actions:
-                self._write_status(bot_id, observation, last_error=None)
+                self._record_outcome(bot_id, last_error=None)
                 return "backing off" if the_plan.backing_off else "nothing"
             action = the_plan.actions[0]
             if action.kind is not ActionKind.CREATE and intent == "create":
@@ -276,13 +278,13 @@ class LiveBotController:
                 assert bot is not None
                 created = self._create(bot)
                 self._event(created, "Created", f"Created pod for bot ({action.reason})")
-                self._write_status(bot_id, observation, created=created, last_error="")
+                self._record_outcome(bot_id, last_error="")
                 return "created"
             assert pod is not None
             self._delete(pod)
             if action.kind is ActionKind.DELETE:
                 self._event(_pod_ref(pod), "Deleted", f"Deleted bot pod ({action.reason})")
-                self._write_status(bot_id, observation, deleted=True, last_error="")
+                self._record_outcome(bot_id, last_error="")
                 return "deleted"
             self._wait_until_gone([pod])
             if action.kind is ActionKind.RECREATE:
@@ -292,7 +294,7 @@ class LiveBotController:
             created = self._create(bot)
             verb = "Replaced" if action.kind is ActionKind.REPLACE else "Recreated"
             self._event(created, verb, f"{verb} bot pod ({action.reason})")
-            self._write_status(bot_id, observation, created=created, last_error="")
+            self._record_outcome(bot_id, last_error="")
             return verb.lower()
         except InvalidBot as error:
             # Bad input found while acting (e.g. the code object is missing): this bot only.
@@ -368,7 +370,7 @@ class LiveBotController:
                 bot_id, observation.backoff.get(bot_id), now=now)
         self._event({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": action.pod_name}},
                     "Failed", f"{action.kind.value} failed: {message}", event_type="Warning")
-        self._write_status(bot_id, observation, last_error=message)
+        self._record_outcome(bot_id, last_error=message)
 
     def _event(self, involved: dict[str, Any], reason: str, message: str,
                event_type: str = "Normal") -> None:
@@ -376,43 +378,24 @@ class LiveBotController:
                                   reason=reason, message=message, event_type=event_type,
                                   component=COMPONENT)
 
-    def _write_status(self, bot_id: BotId, observation: Observation, *,
-                      created: dict[str, Any] | None = None, deleted: bool = False,
-                      last_error: str | None) -> None:
-        state = observation.state
-        if created is not None:
-            pod = observed_pod(created)
-        elif deleted:
-            pod = None
-        else:
-            pod = _representative(observation.pods)
-        doc = observed_status(bot_id=bot_id, namespace=self.settings.NAMESPACE, pod=pod,
-                              want=state.desired.get(bot_id), invalid=state.invalid.get(bot_id),
-                              disabled=bot_id in state.disabled,
-                              backing_off=_backing_off(observation, bot_id, self.rt.clock()))
-        if not state.known and pod is None:
-            self.rt.store(KIND).delete_statuses([bot_id])
-            self.rt.redis.forget_status_fingerprints(KIND.value, [bot_id])
-            self.rt.redis.forget_last_errors(KIND.value, [bot_id])
-            return
-        store_status(self.rt, KIND, doc, last_error=last_error)
+    def _record_outcome(self, bot_id: BotId, *, last_error: str | None) -> None:
+        record_outcome(self.rt, KIND, bot_id, last_error=last_error)
 
 
-def store_status(rt: Runtime, kind: BotKind, doc: dict[str, Any], *,
-                 last_error: str | None) -> None:
-    """A task's status write. `last_error`: the task's outcome ("" = success clears it;
-    None = unchanged, kept from Redis), so the pass's later writes carry it too."""
-    bot_id = doc["id"]
-    if "last_error" not in doc:  # an invalid document carries its own error
-        if last_error is None:
-            doc["last_error"] = rt.redis.get_last_error(kind.value, bot_id)
-        else:
-            rt.redis.set_last_error(kind.value, bot_id, last_error)
-            doc["last_error"] = last_error
-    mark = fingerprint(doc)
-    doc["updated_at"] = _iso(rt.clock())
-    rt.store(kind).write_statuses([doc])
-    rt.redis.save_status_fingerprints(kind.value, {bot_id: mark})
+STALE_FINGERPRINT = "stale"
+
+
+def record_outcome(rt: Runtime, kind: BotKind, bot_id: str, *,
+                   last_error: str | None) -> None:
+    """What a task records about its outcome. Status documents themselves are written only by
+    the pass, in batches: FerretDB scans its collection on every update or delete, so one
+    write per task would make a 10,000-bot cold start quadratic. The task keeps its error in
+    Redis ("" = success clears it) and marks the bot's status stale, so the next pass
+    (≤ one interval later) rewrites that bot's status with it."""
+    if last_error is not None:
+        rt.redis.set_last_error(kind.value, bot_id, last_error)
+    # Mark, not forget: the memo is also the index of status documents that exist.
+    rt.redis.save_status_fingerprints(kind.value, {bot_id: STALE_FINGERPRINT})
 
 
 _ROUTINE_PHASES = frozenset({"Running", "Pending", "Creating", "Scheduled", "Active"})
@@ -438,6 +421,7 @@ def write_changed_statuses(rt: Runtime, kind: BotKind, changed: list[dict[str, A
                                           {doc["id"]: fingerprints[doc["id"]] for doc in batch})
     writes += store.delete_statuses(gone)
     rt.redis.forget_status_fingerprints(kind.value, gone)
+    rt.redis.forget_last_errors(kind.value, gone)
     return writes
 
 

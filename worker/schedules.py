@@ -38,7 +38,7 @@ from worker.core.planner import (
     plan,
 )
 from worker.core.status import fingerprint, observed_schedule_status
-from worker.live_bots import BotBusy, PassReport, _iso, store_status, write_changed_statuses
+from worker.live_bots import BotBusy, PassReport, _iso, record_outcome, write_changed_statuses
 from worker.runtime import Runtime
 
 log = logging.getLogger("the0.schedules")
@@ -218,7 +218,7 @@ class ScheduleController:
                                                                               now=now):
                 the_plan = self.plan_with_refresh(observation, now=now)
             if not the_plan.actions:
-                self._write_status(BotId(bot_id), observation, last_error=None)
+                self._record_outcome(BotId(bot_id), last_error=None)
                 return "nothing"
             return self._act(the_plan.actions[0], observation, now=now)
 
@@ -233,14 +233,14 @@ class ScheduleController:
                                             uid=current["metadata"].get("uid"))
                 self._event(current, "Deleted", f"Deleted CronJob ({action.reason})")
                 observation.cronjobs.pop(bot_id, None)
-                self._write_status(bot_id, observation, last_error="")
+                self._record_outcome(bot_id, last_error="")
                 return "deleted"
             assert bot is not None
             result = self._apply(bot, current)
             verb = "Created" if current is None else "Updated"
             self._event(result, verb, f"{verb} CronJob ({action.reason})")
             observation.cronjobs[bot_id] = result
-            self._write_status(bot_id, observation, last_error="")
+            self._record_outcome(bot_id, last_error="")
             return verb.lower()
         except (InvalidBot, PermanentError) as error:
             log.warning("schedule %r: %s failed: %s", bot_id, action.kind.value, error)
@@ -250,7 +250,7 @@ class ScheduleController:
                                    jitter=self.rt.jitter())
             self.rt.redis.save_backoff(KIND.value, bot_id, backoff)
             observation.backoff[bot_id] = backoff
-            self._write_status(bot_id, observation, last_error=str(error))
+            self._record_outcome(bot_id, last_error=str(error))
             if isinstance(error, InvalidBot):
                 return f"failed: {error.reason}"
             raise
@@ -282,14 +282,6 @@ class ScheduleController:
                                             **involved}, reason=reason, message=message,
                                   component=MANAGED_BY_SCHEDULE)
 
-    def _write_status(self, bot_id: BotId, observation: ScheduleObservation, *,
-                      last_error: str | None) -> None:
-        now = self.rt.clock()
-        if bot_id not in observation.state.known and bot_id not in observation.cronjobs:
-            self.rt.store(KIND).delete_statuses([bot_id])
-            self.rt.redis.forget_status_fingerprints(KIND.value, [bot_id])
-            self.rt.redis.forget_last_errors(KIND.value, [bot_id])
-            return
-        store_status(self.rt, KIND, self.status_of(bot_id, observation, now=now),
-                     last_error=last_error)
+    def _record_outcome(self, bot_id: BotId, *, last_error: str | None) -> None:
+        record_outcome(self.rt, KIND, bot_id, last_error=last_error)
 

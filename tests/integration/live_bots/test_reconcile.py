@@ -57,7 +57,9 @@ def test_each_enabled_bot_gets_exactly_one_pod_with_a_safe_spec(
 
     wait_for(lambda: all(p.status.phase == "Running"
                          for p in pods_of(core, restricted_namespace).values()), "pods Running")
+    run_pass(controller)  # status documents are written by the pass, from what it observed
     status = statuses.find_one({"id": "alpha"}, {"_id": False})
+    assert status["phase"] == "Running" and status["last_error"] == ""
     assert status["object_name"] == "bot-alpha" and status["namespace"] == restricted_namespace
     assert status["observed_config_hash"] == pod.metadata.annotations[ANNOTATION_CONFIG_HASH]
     events = core.list_namespaced_event(restricted_namespace,
@@ -286,10 +288,10 @@ def test_a_missing_code_object_is_a_per_bot_error(
     _, outcomes = run_pass(controller)
     assert sorted(outcomes) == ["created", "failed: code_not_found"]
     assert sorted(pods_of(core, restricted_namespace)) == ["bot-fine"]
-    status = statuses.find_one({"id": "no-code"})
-    assert status["phase"] == "BackingOff" and "code_not_found" in status["last_error"]
     report, outcomes = run_pass(controller)
     assert outcomes == [] and report.counts["backing_off"] == 1
+    status = statuses.find_one({"id": "no-code"})
+    assert status["phase"] == "BackingOff" and "code_not_found" in status["last_error"]
 
 
 def test_pod_names_are_stable_for_awkward_ids() -> None:
