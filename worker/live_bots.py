@@ -107,15 +107,14 @@ class LiveBotController:
         s = self.settings
         read_started_at = self.rt.clock()
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pods_future = pool.submit(self.rt.kube.list_pods, POD_SELECTOR)
+            pods_future = pool.submit(self.rt.kube.list_pods, POD_SELECTOR, keep=observed_pod)
             docs = self.rt.store(KIND).load_all()
-            raw_pods = pods_future.result()
+            pods: list[ObservedPod] = pods_future.result()
         self.rt.snapshot(KIND).offer(docs, read_started_at=read_started_at)
         state = desired_state(docs, kind=KIND, template=s.pod_template,
                               default_resources=s.default_resources,
                               parse=self.rt.parse_memo(KIND))
         self.rt.parse_memo(KIND).retain({str(doc.get("id")) for doc in docs})
-        pods = [pod for pod in map(observed_pod, raw_pods) if pod is not None]
         return Observation(state=state, pods=pods, backoff=self.rt.redis.load_backoff(KIND))
 
     def plan(self, observation: Observation, *, now: float) -> Plan:

@@ -116,9 +116,12 @@ class KubeClient:
             return TemporaryError(message, retry_after=_retry_after(exc))
         return PermanentError(message)
 
-    def _list_all(self, resource: str, fn: Callable[..., Any], **kwargs: Any) -> list[Json]:
-        """Every page of a list, or ReadFailed. A 410 (expired continue token) is a failed read."""
-        items: list[Json] = []
+    def _list_all(self, resource: str, fn: Callable[..., Any], *,
+                  keep: Callable[[Json], T | None] | None = None, **kwargs: Any) -> list[Any]:
+        """Every page of a list, or ReadFailed. A 410 (expired continue token) is a failed read.
+        `keep` turns each raw item into what the caller needs (None drops it) page by page, so
+        10,000 raw pods never sit in memory at once."""
+        items: list[Any] = []
         token: str | None = None
         while True:
             self.list_requests += 1
@@ -128,14 +131,20 @@ class KubeClient:
             except (TemporaryError, PermanentError) as exc:
                 raise ReadFailed(f"listing {resource} failed after {len(items)} items: {exc}"
                                  ) from None
-            items.extend(page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue")
+            raw = page.get("items") or []
+            if keep is None:
+                items.extend(raw)
+            else:
+                items.extend(kept for kept in map(keep, raw) if kept is not None)
+            del page, raw
             if not token:
                 return items
 
     # ------------------------------------------------------------------ pods
-    def list_pods(self, label_selector: str) -> list[Json]:
-        return self._list_all("pods", self.core.list_namespaced_pod,
+    def list_pods(self, label_selector: str, *, keep: Callable[[Json], T | None] | None = None
+                  ) -> list[Any]:
+        return self._list_all("pods", self.core.list_namespaced_pod, keep=keep,
                               label_selector=label_selector)
 
     def get_pod(self, name: str) -> Json | None:
