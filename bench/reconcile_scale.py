@@ -132,6 +132,8 @@ def main() -> int:
     parser.add_argument("--create-rate", type=float, default=None,
                         help="MAX_CREATES_PER_SECOND (default: the product default)")
     parser.add_argument("--concurrency", type=int, default=None, help="WORKER_CONCURRENCY")
+    parser.add_argument("--profile", action="store_true",
+                        help="print a cProfile of the measured no-op pass")
     args = parser.parse_args()
     n = args.bots
     workdir = Path(tempfile.mkdtemp(prefix="the0-bench-"))
@@ -225,6 +227,15 @@ def main() -> int:
                 if report.status_writes == 0 or time.monotonic() - started > 3600:
                     break
             noop_writes = counted["writes"] + report.status_writes + len(queued)
+            if args.profile:
+                import cProfile
+                import pstats
+
+                profiler = cProfile.Profile()
+                profiler.enable()
+                controller.reconcile(enqueue=lambda action, _as_of: queued.append(action))
+                profiler.disable()
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
             noop_list_requests = rt.kube.list_requests
 
             # 100 changed bots.
