@@ -36,13 +36,13 @@ from minio import Minio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.stack.supervisor import Stack  # noqa: E402
-from worker.app import create_app  # noqa: E402
-from worker.core.planner import Action  # noqa: E402
-from worker.live_bots import LiveBotController  # noqa: E402
-from worker.runtime import Runtime  # noqa: E402
-from worker.schedules import ScheduleController  # noqa: E402
-from worker.settings import load_settings  # noqa: E402
+from tools.stack.supervisor import Stack
+from worker.app import create_app
+from worker.core.planner import Action
+from worker.live_bots import LiveBotController
+from worker.runtime import Runtime
+from worker.schedules import ScheduleController
+from worker.settings import load_settings
 
 NAMESPACE = "the0"
 CODE_KEY = "bench/bot.zip"

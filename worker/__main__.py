@@ -16,8 +16,8 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any
 
 from worker.core.errors import The0Error
 from worker.core.planner import Action

@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 import threading
 import time
-from functools import partial
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from worker.adapters.kube import KubeClient, RequestObserver, api_client_for

@@ -53,7 +53,7 @@ ANNOTATION_URL_SIGNED_AT = "the0.dev/code-url-signed-at"
 @dataclass(frozen=True)
 class ScheduleObservation:
     state: DesiredState
-    cronjobs: dict[str, dict[str, Any]]      # bot id → CronJob JSON
+    cronjobs: dict[BotId, dict[str, Any]]    # bot id → CronJob JSON
     objects: list[ObservedPod]                # the planner's view of the CronJobs
     jobs: dict[str, list[dict[str, Any]]]     # cronjob name → its Jobs
     backoff: dict[BotId, Backoff]

@@ -41,6 +41,11 @@ def parse_duration(value: Any) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
+def _d(text: str) -> float:
+    """A default written the way operators write it ("30s"), stored as seconds."""
+    return parse_duration(text)
+
+
 class Settings(BaseSettings):
     """The controller's configuration. Field docs: meaning, unit, default and why."""
 
@@ -74,18 +79,18 @@ class Settings(BaseSettings):
     MINIO_PUBLIC_ENDPOINT: str | None = Field(
         None, description="host:port the bot pods use to fetch code, if not MINIO_ENDPOINT.")
     CODE_URL_TTL: Duration = Field(
-        "7d", description="Lifetime of the presigned code URL given to a pod (max 7 days). "
+        _d("7d"), description="Lifetime of the presigned code URL given to a pod (max 7 days). "
                           "A pod whose sandbox restarts after that fails its init "
                           "container and is recreated with a fresh URL.")
 
     # --- Celery / Redis ---------------------------------------------------------------------
     REDIS_URL: str = Field("redis://localhost:6379/0",
                            description="Celery broker, locks, dedup keys and heartbeats.")
-    RECONCILE_INTERVAL: Duration = Field("30s", description="Period of the full reconcile.")
+    RECONCILE_INTERVAL: Duration = Field(_d("30s"), description="Period of the full reconcile.")
     WORKER_CONCURRENCY: int = Field(16, ge=1, le=256,
                                     description="Threads per worker (the work waits on I/O).")
     TASK_VISIBILITY_TIMEOUT: Duration = Field(
-        "5m", description="A message taken by a worker that died (kill -9) is redelivered "
+        _d("5m"), description="A message taken by a worker that died (kill -9) is redelivered "
                           "after this long. Must exceed the longest task.")
 
     # --- Bot pods ---------------------------------------------------------------------------
@@ -94,7 +99,8 @@ class Settings(BaseSettings):
         description="JSON map runtime → image repository; merged over the built-in map.")
     RUNTIME_IMAGE_TAG: str = Field("latest", description="Tag of every runtime image.")
     INIT_IMAGE: str = Field("python:3.11-alpine",
-                            description="Image of the code-fetching init container (needs python3).")
+                            description="Image of the code-fetching init container "
+                                        "(needs python3).")
     IMAGE_PULL_POLICY: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     DEFAULT_MEMORY_LIMIT: str = "512Mi"
     DEFAULT_CPU_LIMIT: str = "500m"
@@ -103,39 +109,40 @@ class Settings(BaseSettings):
 
     # --- Scheduled bots (CronJobs) ---------------------------------------------------------
     CRONJOB_STARTING_DEADLINE: Duration = Field(
-        "5m", description="A run that could not start within this long after its time is "
+        _d("5m"), description="A run that could not start within this long after its time is "
                           "skipped (not fired late).")
     CRONJOB_SUCCESS_HISTORY: int = Field(3, ge=0, description="Finished Jobs kept (success).")
     CRONJOB_FAILED_HISTORY: int = Field(3, ge=0, description="Finished Jobs kept (failure).")
-    JOB_TTL_AFTER_FINISHED: Duration = Field("1d", description="Finished Jobs removed after.")
+    JOB_TTL_AFTER_FINISHED: Duration = Field(_d("1d"), description="Finished Jobs removed after.")
 
     # --- Pace and safety --------------------------------------------------------------------
     MAX_CREATES_PER_SECOND: float = Field(
         50.0, gt=0, description="Pod creations per second, shared by all workers (token bucket "
                                 "in Redis) so a cold start of 10,000 bots does not flood the API.")
     CRASH_BACKOFF_BASE: Duration = Field(
-        "10s", description="First delay before recreating a broken pod; doubles each time.")
-    CRASH_BACKOFF_CAP: Duration = Field("5m", description="Longest delay between recreations.")
+        _d("10s"), description="First delay before recreating a broken pod; doubles each time.")
+    CRASH_BACKOFF_CAP: Duration = Field(_d("5m"), description="Longest delay between recreations.")
     CRASH_BACKOFF_RESET: Duration = Field(
-        "10m", description="A pod healthy this long after its last recreation resets backoff.")
-    TASK_RETRY_BASE: Duration = Field("1s", description="First retry delay of a failed task.")
-    TASK_RETRY_CAP: Duration = Field("60s", description="Longest retry delay of a failed task.")
+        _d("10m"), description="A pod healthy this long after its last recreation resets backoff.")
+    TASK_RETRY_BASE: Duration = Field(_d("1s"), description="First retry delay of a failed task.")
+    TASK_RETRY_CAP: Duration = Field(_d("60s"), description="Longest retry delay of a failed task.")
     TASK_MAX_RETRIES: int = Field(8, ge=0, description="Retries before a task gives up "
                                                         "(the next reconcile re-plans anyway).")
     POD_GONE_TIMEOUT: Duration = Field(
-        "90s", description="How long a replace waits for the old pod to disappear.")
+        _d("90s"), description="How long a replace waits for the old pod to disappear.")
     BOT_LOCK_TTL: Duration = Field(
-        "45s", description="Time-to-live of a per-bot lock, renewed while a task waits; "
+        _d("45s"), description="Time-to-live of a per-bot lock, renewed while a task waits; "
                             "a killed worker blocks its bot at most this long.")
     INFLIGHT_TTL: Duration = Field(
-        "3m", description="Lifetime of a per-bot dedup key if its task never finishes "
+        _d("3m"), description="Lifetime of a per-bot dedup key if its task never finishes "
                           "(worker killed): after it the next reconcile re-plans the bot.")
     STATUS_WRITES_PER_PASS: int = Field(
         1000, ge=1, description="Status documents a pass writes at most (errors first); the "
                                 "rest follow in the next passes. Keeps a pass short.")
     MAX_DELETE_FRACTION: float = Field(
         0.5, ge=0, le=1, description="A pass that would delete more than this share of our "
-                                     "pods (and more than MAX_DELETE_MIN) deletes none and reports.")
+                                     "pods (and more than MAX_DELETE_MIN) deletes none and "
+                                     "reports.")
     MAX_DELETE_MIN: int = Field(10, ge=0, description="Deletions always allowed in one pass.")
 
     @field_validator("RUNTIME_IMAGES", mode="before")

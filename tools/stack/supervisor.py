@@ -324,7 +324,8 @@ class Stack:
         )
 
         # kwok reads Logs/ClusterLogs from the API (so tests can add them), hence CRDs first.
-        crds = [str(self.bins.kwok_crds / f"kwok.x-k8s.io_{n}.yaml") for n in ("logs", "clusterlogs")]
+        crds = [str(self.bins.kwok_crds / f"kwok.x-k8s.io_{n}.yaml")
+                for n in ("logs", "clusterlogs")]
         self.kubectl("apply", "--server-side", *[a for c in crds for a in ("-f", c)])
         self.kubectl("wait", "--for=condition=established", "--timeout=60s",
                      "crd/logs.kwok.x-k8s.io", "crd/clusterlogs.kwok.x-k8s.io")

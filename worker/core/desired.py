@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.core.bot import Bot, BotId, BotKind, Resources, is_enabled, parse_bot
-from worker.core.errors import InvalidBot
 from worker.core.cronspec import CronJobSettings, cronjob_hash
+from worker.core.errors import InvalidBot
 from worker.core.naming import cronjob_name, pod_name
 from worker.core.planner import DesiredBot
 from worker.core.podspec import PodTemplateSettings, config_hash

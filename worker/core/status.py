@@ -5,7 +5,7 @@ fingerprint changed, so a pass over an unchanged world writes nothing. `updated_
 task-owned `last_error` are left out of the fingerprint: they are not observations.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from worker.core.canonical import canonical_json, sha256_hex
@@ -84,7 +84,7 @@ def _job_failure(job: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def observed_schedule_status(*, bot_id: str, namespace: str, cronjob: Mapping[str, Any] | None,
-                             jobs: list[Mapping[str, Any]], want: DesiredBot | None,
+                             jobs: Sequence[Mapping[str, Any]], want: DesiredBot | None,
                              invalid: InvalidBot | None, disabled: bool, backing_off: bool,
                              next_run_time: str | None) -> dict[str, Any]:
     """What the reconcile can say about one scheduled bot, from its CronJob and its Jobs."""

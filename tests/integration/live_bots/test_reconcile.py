@@ -93,7 +93,7 @@ def test_disabled_in_any_spelling_means_no_pod_and_disabling_deletes(
     run_pass(controller)
     assert sorted(pods_of(core, restricted_namespace)) == ["bot-on"]
     bots.update_one({"id": "on"}, {"$set": {"config.enabled": " False "}})
-    report, outcomes = run_pass(controller)
+    _report, outcomes = run_pass(controller)
     assert outcomes == ["deleted"]
     wait_for(lambda: not pods_of(core, restricted_namespace), "pod gone")
     assert statuses.find_one({"id": "cfg-upper"})["phase"] == "Disabled"
@@ -140,7 +140,7 @@ def test_a_config_change_replaces_in_one_pass_and_never_runs_two_pods(
     core.create_namespaced_config_map(restricted_namespace, {"metadata": {"name": "nudge"}})
     watcher.join(timeout=35)
     assert most_at_once == 1, "two pods of one bot existed at the same moment"
-    second_report, second = run_pass(controller)
+    _, second = run_pass(controller)
     assert second == []  # converged in ONE pass
 
 

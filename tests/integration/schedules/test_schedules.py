@@ -38,7 +38,7 @@ def test_each_enabled_schedule_gets_one_cronjob_that_runs_its_job(
     schedules.insert_many([schedule_doc("dca-btc", "0 0 9 * * MON-FRI",
                                         timezone="Europe/London"),
                            schedule_doc("rebalance", "30 2 * * *")])
-    report, outcomes = run_schedule_pass(schedule_controller)
+    _report, outcomes = run_schedule_pass(schedule_controller)
     assert sorted(outcomes) == ["created", "created"]
     cronjobs = cronjobs_of(batch, restricted_namespace)
     assert sorted(cronjobs) == ["schedule-dca-btc", "schedule-rebalance"]
@@ -118,7 +118,7 @@ def test_bad_schedules_are_per_bot_errors_and_others_proceed(
     del missing["config"]["schedule"]
     docs += [missing, schedule_doc("good-one", "0 12 * * *", timezone="America/New_York")]
     schedules.insert_many(docs)
-    report, outcomes = run_schedule_pass(schedule_controller)
+    _report, outcomes = run_schedule_pass(schedule_controller)
     assert outcomes == ["created"]
     assert sorted(cronjobs_of(batch, restricted_namespace)) == ["schedule-good-one"]
     for bot_id, (_, _, reason) in bad.items():
@@ -163,7 +163,7 @@ def test_an_aging_code_url_is_re_signed_without_touching_the_cronjob_uid(
     secret_before = core.read_namespaced_secret("schedule-weekly-config", restricted_namespace)
     time.sleep(2)
     # With a 2 s URL lifetime the URL signed above is already past half of it.
-    report, outcomes = run_schedule_pass(make_schedule_controller(CODE_URL_TTL="2s"))
+    _report, outcomes = run_schedule_pass(make_schedule_controller(CODE_URL_TTL="2s"))
     assert outcomes == ["updated"]
     after = batch.read_namespaced_cron_job("schedule-weekly", restricted_namespace)
     secret_after = core.read_namespaced_secret("schedule-weekly-config", restricted_namespace)
