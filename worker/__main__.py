@@ -1,4 +1,4 @@
-"""`python -m worker plan|reconcile|controller` — the operator's CLI.
+"""`python -m worker plan|reconcile|controller|events` — the operator's CLI.
 
 - plan:       what a pass would do (create / replace / recreate / delete per bot, and the
               CronJob create / update / delete per schedule, and why).
@@ -6,6 +6,8 @@
 - reconcile:  one pass now, acting in this process (no Celery worker needed), with progress.
 - controller: a Celery worker with an embedded beat — the one-process mode for a small host.
               Takes the seed controller's flags; flags override the environment.
+- events:     the NATS consumer (queue group `runtime`; run one or more): each platform event
+              is written to Mongo and triggers an immediate reconcile of that one bot.
 """
 
 from __future__ import annotations
@@ -125,6 +127,14 @@ def cmd_controller(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events() -> int:
+    from worker.app import create_app
+    from worker.events import run_consumer
+
+    settings = load_settings()
+    return run_consumer(Runtime(settings), create_app(settings))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -137,10 +147,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     controller.add_argument("--minio-endpoint")
     controller.add_argument("--minio-bucket")
     controller.add_argument("--loglevel", default="INFO")
+    events = sub.add_parser("events", help="the NATS consumer: platform events → Mongo → an "
+                                           "immediate reconcile of that bot (until SIGTERM)")
+    events.add_argument("--loglevel", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=getattr(args, "loglevel", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "controller":
         return cmd_controller(args)
+    if args.command == "events":
+        return cmd_events()
     rt = Runtime(load_settings())
     try:
         return cmd_plan(rt) if args.command == "plan" else cmd_reconcile(rt)

@@ -13,6 +13,7 @@ LOCK = f"{PREFIX}:lock:{{kind}}:{{bot_id}}"           # held while a task acts o
 BACKOFF = f"{PREFIX}:backoff:{{kind}}"                 # hash bot_id → {"failures", "not_before"}
 STATUS_FINGERPRINTS = f"{PREFIX}:status-fp:{{kind}}"   # hash bot_id → fingerprint of stored status
 LAST_ERRORS = f"{PREFIX}:last-error:{{kind}}"          # hash bot_id → last task error (no secrets)
+EVENT_PENDING = f"{PREFIX}:event-pending:{{kind}}:{{bot_id}}"  # an event's reconcile is queued
 
 # Whole-system coordination.
 RECONCILE_LOCK = f"{PREFIX}:reconcile:lock:{{kind}}"   # one reconcile pass at a time
@@ -23,6 +24,8 @@ BEAT_LEADER = f"{PREFIX}:beat:leader"                  # the one active beat
 HEARTBEAT_WORKER = f"{PREFIX}:heartbeat:worker:{{hostname}}"
 HEARTBEAT_BEAT = f"{PREFIX}:heartbeat:beat"
 LAST_RECONCILE = f"{PREFIX}:last-reconcile:{{kind}}"
+HEARTBEAT_EVENTS = f"{PREFIX}:heartbeat:events:{{hostname}}"  # one per NATS consumer
+EVENT_COUNTS = f"{PREFIX}:events:counts"               # hash outcome → count (all consumers)
 
 
 def inflight(kind: str, bot_id: str) -> str:
@@ -55,3 +58,11 @@ def last_reconcile(kind: str) -> str:
 
 def worker_heartbeat(hostname: str) -> str:
     return HEARTBEAT_WORKER.format(hostname=hostname)
+
+
+def event_pending(kind: str, bot_id: str) -> str:
+    return EVENT_PENDING.format(kind=kind, bot_id=bot_id)
+
+
+def events_heartbeat(hostname: str) -> str:
+    return HEARTBEAT_EVENTS.format(hostname=hostname)

@@ -213,11 +213,12 @@ class LiveBotController:
 
     # ================================================================== one bot
     def converge(self, bot_id: str, *, intent: str, as_of: float | None = None,
-                 pod: str | None = None) -> str:
+                 pod: str | None = None, read_one: bool = False) -> str:
         """Re-reads one bot (as of no earlier than `as_of`, default now) and its pods, plans
         with the same rules, and acts. `pod`: the pod the pass planned for, when it is not the
-        bot's own fixed name (an extra or legacy pod to delete). Returns what it did
-        ("created", "deleted", "replaced", "recreated", "nothing", "backing off", …)."""
+        bot's own fixed name (an extra or legacy pod to delete). `read_one`: read just this
+        bot's document now (an event's reconcile) instead of the shared snapshot. Returns what
+        it did ("created", "deleted", "replaced", "recreated", "nothing", "backing off", …)."""
         # Short, renewed while the task waits: a killed worker blocks this bot ≤ BOT_LOCK_TTL.
         with self.rt.redis.hold(keys.lock(KIND.value, bot_id),
                                 ttl=self.settings.BOT_LOCK_TTL) as held:
@@ -227,15 +228,16 @@ class LiveBotController:
             names = {pod_name(bot_id)} | ({pod} if pod else set())
             return self._converge_locked(
                 BotId(bot_id), intent=intent, pod_names=sorted(names),
-                as_of=self.rt.clock() if as_of is None else as_of)
+                as_of=self.rt.clock() if as_of is None else as_of, read_one=read_one)
 
-    def observe_one(self, bot_id: BotId, *, as_of: float, pod_names: Sequence[str]
-                    ) -> Observation:
+    def observe_one(self, bot_id: BotId, *, as_of: float, pod_names: Sequence[str],
+                    read_one: bool = False) -> Observation:
         """The bot's documents and its pods. Pods are fetched by name (GET), not by a label
         LIST: the API server answers a GET in O(1) but filters every pod for a LIST, which made
         a 10,000-bot cold start quadratic. Extra pods under other names are found by the full
         pass, which names them to the task."""
-        docs = self.rt.snapshot(KIND).docs_for(bot_id, not_before=as_of)
+        docs = (self.rt.store(KIND).load_one(bot_id) if read_one
+                else self.rt.snapshot(KIND).docs_for(bot_id, not_before=as_of))
         raw_pods = [raw for raw in map(self.rt.kube.get_pod, pod_names) if raw is not None]
         pods = [p for p in map(observed_pod, raw_pods) if p is not None and p.bot_id == bot_id]
         s = self.settings
@@ -247,9 +249,10 @@ class LiveBotController:
                            backoff={bot_id: backoff} if backoff else {})
 
     def _converge_locked(self, bot_id: BotId, *, intent: str, as_of: float,
-                         pod_names: Sequence[str]) -> str:
+                         pod_names: Sequence[str], read_one: bool) -> str:
         for _attempt in range(2):
-            observation = self.observe_one(bot_id, as_of=as_of, pod_names=pod_names)
+            observation = self.observe_one(bot_id, as_of=as_of, pod_names=pod_names,
+                                           read_one=read_one)
             now = self.rt.clock()
             the_plan = plan(desired=observation.state.desired, actual=observation.pods,
                             backoff=observation.backoff, now=now, max_delete_fraction=1.0,

@@ -199,13 +199,16 @@ class ScheduleController:
         return write_changed_statuses(self.rt, KIND, changed, new_memo, gone)
 
     # ================================================================== one schedule
-    def converge(self, bot_id: str, *, intent: str, as_of: float | None = None) -> str:
+    def converge(self, bot_id: str, *, intent: str, as_of: float | None = None,
+                 read_one: bool = False) -> str:
+        """As LiveBotController.converge, for one schedule and its CronJob."""
         with self.rt.redis.hold(keys.lock(KIND.value, bot_id),
                                 ttl=self.settings.BOT_LOCK_TTL) as held:
             if held is None:
                 raise BotBusy("another task is acting on this schedule")
             as_of = self.rt.clock() if as_of is None else as_of
-            docs = self.rt.snapshot(KIND).docs_for(bot_id, not_before=as_of)
+            docs = (self.rt.store(KIND).load_one(bot_id) if read_one
+                    else self.rt.snapshot(KIND).docs_for(bot_id, not_before=as_of))
             raw = self.rt.kube.get_cronjob(cronjob_name(bot_id))
             backoff = self.rt.redis.get_backoff(KIND.value, bot_id)
             observation = self._observation(docs, [raw] if raw else [], [],

@@ -145,6 +145,29 @@ class Settings(BaseSettings):
                                      "reports.")
     MAX_DELETE_MIN: int = Field(10, ge=0, description="Deletions always allowed in one pass.")
 
+    # --- NATS events (python -m worker events) ---------------------------------------------
+    NATS_URL: SecretStr = Field(SecretStr("nats://localhost:4222"),
+                                description="NATS server URL (may hold user:password).")
+    NATS_RECONNECT_WAIT: Duration = Field(
+        _d("1s"), description="First wait before reconnecting to NATS; doubles per failure.")
+    NATS_RECONNECT_WAIT_CAP: Duration = Field(
+        _d("30s"), description="Longest wait between NATS connection attempts.")
+    NATS_PING_INTERVAL: Duration = Field(
+        _d("10s"), description="Keep-alive ping; a silent NATS is found dead after 3 of them.")
+    EVENT_CONCURRENCY: int = Field(
+        16, ge=1, le=256, description="Events applied at once by one consumer (different bots; "
+                                      "one bot's events stay in order).")
+    EVENT_MAX_BYTES: int = Field(
+        512 * 1024, ge=1024, description="Larger messages are rejected unread (bytes). Bot "
+                                         "documents are a few KiB; NATS allows 1 MiB.")
+    EVENT_PENDING_LIMIT: int = Field(
+        65536, ge=1, description="Messages buffered per subject while handlers are busy.")
+    EVENT_APPLY_DEADLINE: Duration = Field(
+        _d("60s"), description="How long an event's Mongo write is retried while Mongo is "
+                           "down before it is logged as lost (core NATS does not redeliver).")
+    EVENTS_HEARTBEAT_INTERVAL: Duration = Field(
+        _d("5s"), description="Consumer heartbeat period; the heartbeat lives 3 periods.")
+
     @field_validator("RUNTIME_IMAGES", mode="before")
     @classmethod
     def _merge_images(cls, value: Any) -> dict[str, str]:

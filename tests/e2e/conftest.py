@@ -144,3 +144,11 @@ def census(admin_api: Any, restricted_namespace: str) -> Iterator[Callable[[], P
     yield start
     for one in started:
         one.stop()
+
+
+@pytest.fixture
+def start_events(procs: Procs) -> Callable[..., Proc]:
+    """The NATS consumer, `python -m worker events`, as its own process."""
+    def start(name: str = "events", **env: str) -> Proc:
+        return procs.start(name, [sys.executable, "-m", "worker", "events"], **env)
+    return start

@@ -84,6 +84,38 @@ class RedisState:
         with _temporary_on_redis_error():
             self.client.delete(keys.inflight(kind, bot_id))
 
+    # --- events: bursts for one bot collapse into one queued reconcile ---------------------
+    def mark_event_pending(self, kind: str, bot_id: str, *, ttl: float) -> bool:
+        """True when no reconcile for this bot's events is queued yet (the caller sends one).
+        The task clears the mark BEFORE it reads Mongo, so an event written after that read
+        started always finds the mark gone and sends a new task."""
+        with _temporary_on_redis_error():
+            return bool(self.client.set(keys.event_pending(kind, bot_id), "1", nx=True,
+                                        px=int(ttl * 1000)))
+
+    def clear_event_pending(self, kind: str, bot_id: str) -> None:
+        with _temporary_on_redis_error():
+            self.client.delete(keys.event_pending(kind, bot_id))
+
+    def count_events(self, counts: Mapping[str, int]) -> None:
+        if counts:
+            with _temporary_on_redis_error():
+                pipe = self.client.pipeline(transaction=False)
+                for outcome, count in counts.items():
+                    pipe.hincrby(keys.EVENT_COUNTS, outcome, count)
+                pipe.execute()
+
+    def event_counts(self) -> dict[str, int]:
+        with _temporary_on_redis_error():
+            raw = self.client.hgetall(keys.EVENT_COUNTS)
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def beat_events_consumer(self, hostname: str, state: Mapping[str, Any], *,
+                             ttl: float) -> None:
+        with _temporary_on_redis_error():
+            self.client.set(keys.events_heartbeat(hostname), json.dumps(state),
+                            px=int(ttl * 1000))
+
     # --- mutual exclusion -------------------------------------------------------------------
     @contextmanager
     def hold(self, name: str, *, ttl: float) -> Iterator[Held | None]:

@@ -49,5 +49,11 @@ def recreate(self: RuntimeTask, bot_id: str, reason: str = "",
 
 
 @shared_task(name="reconcile.bot", base=RuntimeTask, bind=True, ignore_result=True)
-def reconcile_bot(self: RuntimeTask, bot_id: str, as_of: float | None = None) -> str:
-    return converge(self, bot_id, "event", as_of)
+def reconcile_bot(self: RuntimeTask, bot_id: str) -> str:
+    """One bot, now (sent by the NATS consumer after it wrote the event to Mongo)."""
+    # Cleared before the read: an event written after this point queues a new task.
+    self.rt.redis.clear_event_pending(KIND.value, bot_id)
+    try:
+        return LiveBotController(self.rt).converge(bot_id, intent="event", read_one=True)
+    except TemporaryError as exc:
+        raise self.retry_later(exc) from None

@@ -1,0 +1,228 @@
+"""The NATS consumer: platform events → Mongo (the platform's documents) → a reconcile of that
+one bot, at once. Run it with `python -m worker events` (one or more replicas; the queue group
+`runtime` gives each message to exactly one of them).
+
+Steps per message (DESIGN §1 "NATS"):
+1. parse (pure, worker.core.events); a bad message is logged by reason — never its content —
+   counted, and dropped; the consumer goes on;
+2. apply its effect to Mongo (created / updated / deleted), retried with backoff for up to
+   EVENT_APPLY_DEADLINE while Mongo is down: core NATS does not redeliver, and the periodic
+   reconcile cannot recover a lost desired-state change;
+3. queue `reconcile.bot` / `reconcile.schedule` for that id — unless one is already queued
+   and not yet started: it will read the latest document, so a burst for one bot collapses
+   into one action on its latest state.
+
+Messages for one bot are applied in arrival order; different bots in parallel (bounded).
+The periodic reconcile stays the safety net: with NATS down, the system still converges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from celery import Celery
+
+from worker.adapters.nats import EventSource, redact_url
+from worker.core.bot import BotKind
+from worker.core.errors import TemporaryError
+from worker.core.events import QUEUE_GROUP, BotEvent, Rejected, parse_event, subjects
+from worker.core.text import excerpt
+from worker.runtime import Runtime
+
+log = logging.getLogger("the0.events")
+
+RECONCILE_TASK = {BotKind.LIVE: "reconcile.bot", BotKind.SCHEDULED: "reconcile.schedule"}
+
+
+def consumer_name() -> str:
+    return f"events@{socket.gethostname()}:{os.getpid()}"
+
+
+class EventConsumer:
+    def __init__(self, rt: Runtime, celery: Celery, *, name: str | None = None,
+                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:
+        self.rt = rt
+        self.settings = rt.settings
+        self.celery = celery
+        self.name = name or consumer_name()
+        self._sleep = sleep
+        s = self.settings
+        self.source = EventSource(s.NATS_URL.get_secret_value(), name=self.name,
+                                  reconnect_wait=s.NATS_RECONNECT_WAIT,
+                                  reconnect_wait_cap=s.NATS_RECONNECT_WAIT_CAP,
+                                  ping_interval=s.NATS_PING_INTERVAL)
+        self.counts: Counter[str] = Counter()   # since start (reported in the heartbeat)
+        self._unflushed: Counter[str] = Counter()  # not yet added to the shared Redis counts
+        self._slots = asyncio.Semaphore(s.EVENT_CONCURRENCY)
+        self._bot_locks: dict[tuple[BotKind, str], tuple[asyncio.Lock, int]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self.stop = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat_forever())
+        try:
+            if await self.source.connect(self.stop):
+                await self.source.subscribe(subjects(), queue=QUEUE_GROUP,
+                                            handler=self.on_message,
+                                            pending_msgs_limit=self.settings.EVENT_PENDING_LIMIT)
+                log.info("events: %s subscribed to %d subjects (queue group %r) on %s",
+                         self.name, len(subjects()), QUEUE_GROUP,
+                         redact_url(self.settings.NATS_URL.get_secret_value()))
+                await self.stop.wait()
+        finally:
+            await self.source.close()
+            if self._running:
+                await asyncio.wait(self._running, timeout=self.settings.EVENT_APPLY_DEADLINE)
+            heartbeat.cancel()
+            await self._beat()  # last counts; state "stopped"
+            log.info("events: %s stopped (%s)", self.name, dict(self.counts))
+
+    async def on_message(self, subject: str, payload: bytes) -> None:
+        """Called by NATS for each message, in order. Waiting for a slot here is the
+        back-pressure: undelivered messages stay in the client's bounded pending queue."""
+        await self._slots.acquire()
+        task = asyncio.create_task(self.handle(subject, payload))
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("events: handler crashed: %s", type(task.exception()).__name__)
+            self._count("crashed")
+
+    # ------------------------------------------------------------------ one message
+    async def handle(self, subject: str, payload: bytes) -> None:
+        event = parse_event(subject, payload, max_bytes=self.settings.EVENT_MAX_BYTES)
+        if isinstance(event, Rejected):
+            log.warning("events: rejected message on %s: %s (%s)%s", excerpt(subject, limit=80),
+                        event.detail, event.reason,
+                        f" bot {excerpt(event.bot_id, limit=64)!r}" if event.bot_id else "")
+            self._count(f"rejected:{event.reason}")
+            return
+        async with self._bot_lock(event.kind, event.bot_id):
+            if not await self._apply(event):
+                return
+            await asyncio.to_thread(self.trigger, event)
+
+    async def _apply(self, event: BotEvent) -> bool:
+        deadline = time.monotonic() + self.settings.EVENT_APPLY_DEADLINE
+        delay = 0.2
+        while True:
+            try:
+                outcome = await asyncio.to_thread(self.rt.store(event.kind).apply_event, event)
+                log.info("events: %s %s %r: %s", event.kind.value, event.op.value,
+                         excerpt(event.bot_id, limit=64), outcome)
+                self._count(f"applied:{event.op.value}")
+                return True
+            except TemporaryError as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error("events: LOST %s %s for bot %r: Mongo unavailable for %.0f s (%s)",
+                              event.kind.value, event.op.value, excerpt(event.bot_id, limit=64),
+                              self.settings.EVENT_APPLY_DEADLINE, exc)
+                    self._count("failed:mongo")
+                    return False
+                log.warning("events: Mongo write failed (%s); retrying in %.1f s", exc, delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def trigger(self, event: BotEvent) -> None:
+        """Queues the single-bot reconcile, once per burst. If Redis cannot say whether one is
+        queued, queue anyway: a duplicate reconcile is harmless (tasks are idempotent)."""
+        kind, bot_id = event.kind.value, event.bot_id
+        try:
+            first = self.rt.redis.mark_event_pending(kind, bot_id,
+                                                     ttl=self.settings.INFLIGHT_TTL)
+        except TemporaryError:
+            first = True
+        if not first:
+            self._count("collapsed")
+            return
+        try:
+            self.celery.send_task(RECONCILE_TASK[event.kind], args=(bot_id,))
+        except Exception as exc:
+            # The pass will converge this bot within an interval; don't block later events.
+            log.error("events: could not queue %s for %r: %s", RECONCILE_TASK[event.kind],
+                      excerpt(bot_id, limit=64), type(exc).__name__)
+            self._count("failed:enqueue")
+            try:
+                self.rt.redis.clear_event_pending(kind, bot_id)
+            except TemporaryError:
+                pass
+            return
+        self._count("enqueued")
+
+    # ------------------------------------------------------------------ helpers
+    def _bot_lock(self, kind: BotKind, bot_id: str) -> _BotLock:
+        return _BotLock(self._bot_locks, (kind, bot_id))
+
+    def _count(self, outcome: str) -> None:
+        self.counts[outcome] += 1
+        self._unflushed[outcome] += 1
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await self._beat()
+            await asyncio.sleep(self.settings.EVENTS_HEARTBEAT_INTERVAL)
+
+    async def _beat(self) -> None:
+        state = {"at": time.time(), "name": self.name, "connected": self.source.connected,
+                 "stopping": self.stop.is_set(), "disconnects": self.source.disconnects,
+                 "in_progress": len(self._running), "counts": dict(self.counts)}
+        unflushed, self._unflushed = self._unflushed, Counter()
+        try:
+            await asyncio.to_thread(self._write_heartbeat, state, unflushed)
+        except TemporaryError as exc:
+            self._unflushed.update(unflushed)
+            log.warning("events: heartbeat not written: %s", exc)
+
+    def _write_heartbeat(self, state: dict[str, Any], unflushed: Counter[str]) -> None:
+        self.rt.redis.count_events(unflushed)
+        self.rt.redis.beat_events_consumer(self.name, state,
+                                           ttl=3 * self.settings.EVENTS_HEARTBEAT_INTERVAL)
+
+
+class _BotLock:
+    """Serialises one bot's messages in arrival order; forgets the lock when nobody waits."""
+
+    def __init__(self, table: dict[tuple[BotKind, str], tuple[asyncio.Lock, int]],
+                 key: tuple[BotKind, str]) -> None:
+        self.table = table
+        self.key = key
+
+    async def __aenter__(self) -> None:
+        lock, users = self.table.get(self.key, (asyncio.Lock(), 0))
+        self.table[self.key] = (lock, users + 1)
+        await lock.acquire()
+
+    async def __aexit__(self, *_exc: object) -> None:
+        lock, users = self.table[self.key]
+        lock.release()
+        if users <= 1:
+            del self.table[self.key]
+        else:
+            self.table[self.key] = (lock, users - 1)
+
+
+def run_consumer(rt: Runtime, celery: Celery) -> int:
+    """Runs until SIGTERM / SIGINT, then drains: delivered messages are finished first."""
+
+    async def main() -> None:
+        consumer = EventConsumer(rt, celery)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, consumer.stop.set)
+        await consumer.run()
+
+    asyncio.run(main())
+    return 0
