@@ -55,6 +55,13 @@ def event_counts(redis_client: Any) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in redis_client.hgetall("the0:events:counts").items()}
 
 
+def settled_counts(redis_client: Any, ready: Callable[[dict[str, int]], bool],
+                   what: str) -> dict[str, int]:
+    """The shared counts once `ready` holds (consumers flush them with each heartbeat)."""
+    wait_for(lambda: ready(event_counts(redis_client)), what, timeout=20, interval=0.2)
+    return event_counts(redis_client)
+
+
 @pytest.fixture
 def batch(admin_api: Any) -> Any:
     return client.BatchV1Api(admin_api)
@@ -160,7 +167,8 @@ def test_a_burst_for_one_bot_collapses_into_one_action_on_the_latest_state(
     time.sleep(3)  # let any straggling task finish: the end state must hold
     final = live_pods(core, restricted_namespace, "burst")
     assert len(final) == 1
-    counts = event_counts(redis_client)
+    counts = settled_counts(redis_client, lambda c: c.get("applied:updated", 0) >= 31,
+                            "31 applied updates counted")
     # 31 events; far fewer reconciles were queued (the rest found one already queued).
     assert counts.get("applied:updated", 0) == 31
     assert counts.get("collapsed", 0) >= 10, counts
@@ -202,7 +210,8 @@ def test_schedule_events_create_update_in_place_and_delete(
                        and cj.spec.schedule == "30 4 * * *" and cj,
                        "the CronJob updated in place", timeout=15)
     assert updated.metadata.uid == created.metadata.uid
-    assert event_counts(redis_client).get("rejected:no_schedule") == 1
+    settled_counts(redis_client, lambda c: c.get("rejected:no_schedule") == 1,
+                   "the schedule without config.schedule counted as rejected")
 
     publish(url, [("the0.bot-schedule.deleted", {"id": "sched-ev"})])
     wait_for(lambda: cronjob() is None, "the CronJob to go", timeout=15)
@@ -302,9 +311,9 @@ def test_nats_restarted_mid_run_and_down_at_start(
         beat.stop()
         # A consumer started while NATS is down keeps trying.
         late = start_events("events-late")
-        time.sleep(3)
+        wait_for(lambda: late.output().count("cannot connect") >= 2,
+                 "the late consumer to retry connecting", timeout=30, interval=0.2)
         late.assert_alive()
-        assert "cannot connect" in late.output()
 
     wait_for(lambda: sum(1 for b in heartbeats(redis_client) if b["connected"]) == 2,
              "both consumers connected after NATS came back", timeout=40, interval=0.2)
@@ -312,7 +321,8 @@ def test_nats_restarted_mid_run_and_down_at_start(
                                                         "custom": doc["custom"]})])
     wait_for(lambda: live_pods(core, restricted_namespace, "n"),
              "an event after the restart to be acted on", timeout=20)
-    assert event_counts(redis_client).get("applied:created") == 1
+    settled_counts(redis_client, lambda c: c.get("applied:created") == 1,
+                   "one applied create counted")
     consumer.assert_alive()
     late.assert_alive()
     assert "reconnected" in consumer.output() or "connected to" in consumer.output()

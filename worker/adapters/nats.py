@@ -1,20 +1,22 @@
 """NATS (core, queue group): connect with backoff, subscribe, report connection state.
 
-I/O only. Connecting retries forever with capped exponential backoff (nats-py gives up on the
-first connect when the server is down); once connected, nats-py reconnects by itself, and
-every subscription is re-established on the new connection. `connected` is what readiness
-reports. Messages are handed to the caller's coroutine unparsed.
+I/O only. The first connection is retried here, forever, with capped exponential backoff and
+jitter; once connected, nats-py reconnects by itself — with the same backoff, through its
+`reconnect_to_server_handler` — and re-establishes every subscription on the new connection.
+`connected` is what readiness reports. Messages go to the caller's coroutine unparsed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import nats
-from nats.aio.client import Client
+from nats.aio.client import Client, Server
 from nats.aio.msg import Msg
 
 log = logging.getLogger("the0.adapters.nats")
@@ -46,27 +48,44 @@ class EventSource:
 
     async def connect(self, stop: asyncio.Event) -> bool:
         """Connects, retrying with backoff until it works or `stop` is set (→ False)."""
-        delay = self.reconnect_wait
+        failures = 0
         while not stop.is_set():
             try:
+                # Few attempts per call: nats-py would otherwise retry the first connect
+                # itself, forever, at a fixed interval, inside this call.
                 self.client = await nats.connect(
                     servers=[self.url], name=self.name, connect_timeout=2,
-                    allow_reconnect=True, max_reconnect_attempts=-1,
-                    reconnect_time_wait=self.reconnect_wait,
+                    allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0,
+                    reconnect_to_server_handler=self._next_attempt,
                     ping_interval=int(self.ping_interval), max_outstanding_pings=3,
                     error_cb=self._on_error, disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected)
+                # From now on a lost connection is re-established by nats-py (read at
+                # disconnect time from the client's public `options`).
+                self.client.options["allow_reconnect"] = True
+                self.client.options["max_reconnect_attempts"] = -1
                 log.info("nats: connected to %s", redact_url(self.url))
                 return True
             except Exception as exc:  # nats-py raises several unrelated types here
+                delay = self.backoff(failures)
+                failures += 1
                 log.warning("nats: cannot connect to %s (%s); retrying in %.1f s",
                             redact_url(self.url), type(exc).__name__, delay)
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=delay)
                 except TimeoutError:
                     pass
-                delay = min(self.reconnect_wait_cap, delay * 2)
         return False
+
+    def backoff(self, failures: int) -> float:
+        """Seconds before the next attempt after `failures` failed ones (jittered)."""
+        delay: float = min(self.reconnect_wait_cap, self.reconnect_wait * 2.0 ** min(failures, 16))
+        return delay * (0.5 + random.random() / 2)
+
+    def _next_attempt(self, servers: list[Server], _info: dict[str, Any]
+                      ) -> tuple[Server | None, float]:
+        server = servers[0]
+        return server, self.backoff(server.reconnects)
 
     async def subscribe(self, subjects: Sequence[str], *, queue: str, handler: Handler,
                         pending_msgs_limit: int) -> None:
@@ -90,9 +109,12 @@ class EventSource:
                 await self.client.close()
 
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("nats: %s", type(exc).__name__)
+        log.warning("nats: %s (reconnecting with backoff)", type(exc).__name__)
 
     async def _on_disconnected(self) -> None:
+        if self.client is not None and (self.client.is_closed or self.client.is_draining):
+            log.info("nats: disconnected (closing)")
+            return
         self.disconnects += 1
         log.warning("nats: disconnected from %s; reconnecting", redact_url(self.url))
 
