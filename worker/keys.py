@@ -23,6 +23,13 @@ BEAT_LEADER = f"{PREFIX}:beat:leader"                  # the one active beat
 HEARTBEAT_WORKER = f"{PREFIX}:heartbeat:worker:{{hostname}}"
 HEARTBEAT_BEAT = f"{PREFIX}:heartbeat:beat"
 LAST_RECONCILE = f"{PREFIX}:last-reconcile:{{kind}}"
+HEARTBEAT_WORKERS = f"{PREFIX}:heartbeat:workers"  # zset hostname → last beat (to find the keys)
+METRICS = f"{PREFIX}:metrics:{{family}}"  # hash per metric family: label set → value
+# Singleton heartbeats /readyz requires fresh: check name → key. Add a process here (e.g. the
+# NATS events consumer) and it becomes a readiness check of that name.
+REQUIRED_HEARTBEATS = {"beat": HEARTBEAT_BEAT}
+# Celery queues (Redis lists, one per priority step) whose depth /metrics shows.
+QUEUES = ("reconcile", "bots", "logs")
 
 
 def inflight(kind: str, bot_id: str) -> str:
@@ -55,3 +62,7 @@ def last_reconcile(kind: str) -> str:
 
 def worker_heartbeat(hostname: str) -> str:
     return HEARTBEAT_WORKER.format(hostname=hostname)
+
+
+def metrics(family: str) -> str:
+    return METRICS.format(family=family)
