@@ -54,8 +54,9 @@ class LeaderScheduler(Scheduler):  # type: ignore[misc]
 
     def _hold_lease(self) -> bool:
         try:
-            if self.leading and self.redis.eval(_RENEW, 1, keys.BEAT_LEADER, self.identity,
-                                                LEADER_TTL):
+            # Renew whenever the lease is still ours — also after a Redis blip made us stand
+            # down for a tick (otherwise our own lease would lock us out for LEADER_TTL).
+            if self.redis.eval(_RENEW, 1, keys.BEAT_LEADER, self.identity, LEADER_TTL):
                 return True
             acquired = bool(self.redis.set(keys.BEAT_LEADER, self.identity, nx=True,
                                            ex=LEADER_TTL))
