@@ -7,9 +7,11 @@ A leader that stops cleanly gives the lease up at once.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
+import time
 import uuid
 from typing import Any
 
@@ -52,8 +54,9 @@ class LeaderScheduler(Scheduler):  # type: ignore[misc]
 
     def _hold_lease(self) -> bool:
         try:
-            if self.leading and self.redis.eval(_RENEW, 1, keys.BEAT_LEADER, self.identity,
-                                                LEADER_TTL):
+            # Renew whenever the lease is still ours — also after a Redis blip made us stand
+            # down for a tick (otherwise our own lease would lock us out for LEADER_TTL).
+            if self.redis.eval(_RENEW, 1, keys.BEAT_LEADER, self.identity, LEADER_TTL):
                 return True
             acquired = bool(self.redis.set(keys.BEAT_LEADER, self.identity, nx=True,
                                            ex=LEADER_TTL))
@@ -75,11 +78,15 @@ class LeaderScheduler(Scheduler):  # type: ignore[misc]
             log.warning("beat %s: lost the leader lease; standing by", self.identity)
         if not self.leading:
             return CHECK_EVERY
-        try:
-            self.redis.set(keys.HEARTBEAT_BEAT, self.identity, ex=LEADER_TTL)
+        settings = self.app.conf.the0_settings
+        try:  # the active beat's heartbeat, for /readyz (JSON: who, at, pid)
+            self.redis.set(keys.HEARTBEAT_BEAT, json.dumps(
+                {"who": self.identity, "at": time.time(), "pid": os.getpid()}),
+                px=int(settings.HEARTBEAT_TTL * 1000))
         except redis.RedisError:
             pass
-        return float(min(super().tick(*args, **kwargs), CHECK_EVERY))
+        return float(min(super().tick(*args, **kwargs), CHECK_EVERY,
+                         settings.HEARTBEAT_INTERVAL))
 
     def close(self) -> None:
         if self.leading:

@@ -1,15 +1,18 @@
 """`make up`: the whole system on the embedded real stack, in the foreground.
 
 Starts the stack (like `make stack-up`), then a Celery worker and beat running as the
-controller's restricted identity, seeds a few demo bots (code zips in S3), prints how to watch
-them, and stops everything on Ctrl-C.
+controller's restricted identity, the health/metrics api (uvicorn) and Flower (basic auth from
+FLOWER_BASIC_AUTH, generated when unset), seeds a few demo bots (code zips in S3), prints how
+to watch them and the api and Flower URLs, and stops everything on Ctrl-C.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from tools.stack.__main__ import ENV_FILE, STATE_DIR, cmd_down, cmd_up
 from tools.stack.paths import REPO_ROOT, binaries
+from tools.stack.process import free_port
 from tools.stack.supervisor import StackEnv
 
 DEMO_BOTS = [
@@ -37,6 +41,18 @@ def controller_env(stack: StackEnv) -> dict[str, str]:
     return {**os.environ, **stack.as_env(), "KUBECONFIG": stack.controller_kubeconfig,
             "KUBE_MODE": "kubeconfig", "NAMESPACE": os.environ.get("NAMESPACE", "the0"),
             "RECONCILE_INTERVAL": os.environ.get("RECONCILE_INTERVAL", "10s")}
+
+
+def _port(variable: str, default: int) -> int:
+    """The port in `variable`, else `default` when it is free, else any free port."""
+    if os.environ.get(variable):
+        return int(os.environ[variable])
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", default))
+            return default
+        except OSError:
+            return free_port()
 
 
 def seed_demo_bots(stack: StackEnv) -> None:
@@ -73,11 +89,20 @@ def main() -> int:
     logs.mkdir(exist_ok=True)
     celery = str(Path(sys.executable).with_name("celery"))
     children: list[subprocess.Popen[bytes]] = []
-    for name, argv in (("worker", [celery, "-A", "worker", "worker", "--loglevel=INFO"]),
-                       ("beat", [celery, "-A", "worker", "beat", "--loglevel=INFO"])):
+    api_port, flower_port = _port("API_PORT", 8000), _port("FLOWER_PORT", 5555)
+    flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"admin:{secrets.token_urlsafe(9)}"
+    uvicorn = str(Path(sys.executable).with_name("uvicorn"))
+    for name, argv, extra in (
+            ("worker", [celery, "-A", "worker", "worker", "--loglevel=INFO"], {}),
+            ("beat", [celery, "-A", "worker", "beat", "--loglevel=INFO"], {}),
+            ("api", [uvicorn, "--factory", "api.main:create_app", "--host", "127.0.0.1",
+                     "--port", str(api_port)], {}),
+            ("flower", [celery, "-A", "worker", "flower", "--address=127.0.0.1",
+                        f"--port={flower_port}"], {"FLOWER_BASIC_AUTH": flower_auth})):
         log = (logs / f"{name}.log").open("ab")
-        children.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         cwd=REPO_ROOT, start_new_session=True))
+        children.append(subprocess.Popen(argv, env={**env, **extra}, stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                                         start_new_session=True))
         print(f"started {name} (pid {children[-1].pid}), log: {logs / f'{name}.log'}")
     seed_demo_bots(stack)
     kubectl = binaries().kubectl
@@ -86,6 +111,9 @@ the0-k8s is running. Demo bots: {", ".join(b[0] for b in DEMO_BOTS)}.
   watch the pods:   {kubectl} --kubeconfig {stack.admin_kubeconfig} get pods -n the0 -w
   what a pass does: source {ENV_FILE} && KUBECONFIG=$THE0_CONTROLLER_KUBECONFIG \\
                     .venv/bin/python -m worker plan
+  api:              http://127.0.0.1:{api_port}/readyz  /status  /metrics  /healthz
+  flower:           http://127.0.0.1:{flower_port}/  (basic auth user:password {flower_auth})
+                    Flower's Prometheus metrics: http://127.0.0.1:{flower_port}/metrics
 Press Ctrl-C to stop everything.""", flush=True)
     stopping = False
 

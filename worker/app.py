@@ -48,5 +48,9 @@ def create_app(settings: Settings) -> Celery:
         timezone="UTC",
     )
     app.conf.the0_settings = settings
+    # One heartbeat per worker process, alive while its task consumer is (worker/bootstep.py).
+    from worker.bootstep import WorkerTelemetry
+
+    app.steps["consumer"].add(WorkerTelemetry)
     return app
 

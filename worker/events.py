@@ -34,6 +34,7 @@ from worker.adapters.nats import EventSource, redact_url
 from worker.core.bot import BotKind
 from worker.core.errors import TemporaryError
 from worker.core.events import QUEUE_GROUP, BotEvent, Rejected, parse_event, subjects
+from worker.core.metrics import EVENTS
 from worker.core.text import excerpt
 from worker.runtime import Runtime
 
@@ -60,7 +61,6 @@ class EventConsumer:
                                   reconnect_wait_cap=s.NATS_RECONNECT_WAIT_CAP,
                                   ping_interval=s.NATS_PING_INTERVAL)
         self.counts: Counter[str] = Counter()   # since start (reported in the heartbeat)
-        self._unflushed: Counter[str] = Counter()  # not yet added to the shared Redis counts
         self._slots = asyncio.Semaphore(s.EVENT_CONCURRENCY)
         self._bot_locks: dict[tuple[BotKind, str], tuple[asyncio.Lock, int]] = {}
         self._running: set[asyncio.Task[None]] = set()
@@ -168,28 +168,24 @@ class EventConsumer:
 
     def _count(self, outcome: str) -> None:
         self.counts[outcome] += 1
-        self._unflushed[outcome] += 1
+        self.rt.metrics.inc(EVENTS, outcome=outcome)  # flushed with the heartbeat
 
     async def _heartbeat_forever(self) -> None:
         while True:
             await self._beat()
-            await asyncio.sleep(self.settings.EVENTS_HEARTBEAT_INTERVAL)
+            await asyncio.sleep(self.settings.HEARTBEAT_INTERVAL)
 
     async def _beat(self) -> None:
         state = {"at": time.time(), "name": self.name, "connected": self.source.connected,
                  "stopping": self.stop.is_set(), "disconnects": self.source.disconnects,
                  "in_progress": len(self._running), "counts": dict(self.counts)}
-        unflushed, self._unflushed = self._unflushed, Counter()
+        increments = self.rt.metrics.drain()
         try:
-            await asyncio.to_thread(self._write_heartbeat, state, unflushed)
+            await asyncio.to_thread(self.rt.telemetry.events_consumer_beat, self.name, state,
+                                    ttl=self.settings.HEARTBEAT_TTL, increments=increments)
         except TemporaryError as exc:
-            self._unflushed.update(unflushed)
+            self.rt.metrics.restore(increments)  # counted again at the next beat
             log.warning("events: heartbeat not written: %s", exc)
-
-    def _write_heartbeat(self, state: dict[str, Any], unflushed: Counter[str]) -> None:
-        self.rt.redis.count_events(unflushed)
-        self.rt.redis.beat_events_consumer(self.name, state,
-                                           ttl=3 * self.settings.EVENTS_HEARTBEAT_INTERVAL)
 
 
 class _BotLock:

@@ -24,8 +24,16 @@ BEAT_LEADER = f"{PREFIX}:beat:leader"                  # the one active beat
 HEARTBEAT_WORKER = f"{PREFIX}:heartbeat:worker:{{hostname}}"
 HEARTBEAT_BEAT = f"{PREFIX}:heartbeat:beat"
 LAST_RECONCILE = f"{PREFIX}:last-reconcile:{{kind}}"
-HEARTBEAT_EVENTS = f"{PREFIX}:heartbeat:events:{{hostname}}"  # one per NATS consumer
-EVENT_COUNTS = f"{PREFIX}:events:counts"               # hash outcome → count (all consumers)
+HEARTBEAT_EVENTS_CONSUMER = f"{PREFIX}:heartbeat:events:{{hostname}}"  # one per consumer
+# Refreshed by every consumer while it is connected to NATS: alive ⇔ events are being received.
+HEARTBEAT_EVENTS = f"{PREFIX}:heartbeat:events"
+HEARTBEAT_WORKERS = f"{PREFIX}:heartbeat:workers"  # zset hostname → last beat (to find the keys)
+METRICS = f"{PREFIX}:metrics:{{family}}"  # hash per metric family: label set → value
+# Singleton heartbeats /readyz requires fresh: check name → key. Add a process here and it
+# becomes a readiness check of that name.
+REQUIRED_HEARTBEATS = {"beat": HEARTBEAT_BEAT, "events": HEARTBEAT_EVENTS}
+# Celery queues (Redis lists, one per priority step) whose depth /metrics shows.
+QUEUES = ("reconcile", "bots", "logs")
 
 
 def inflight(kind: str, bot_id: str) -> str:
@@ -65,4 +73,8 @@ def event_pending(kind: str, bot_id: str) -> str:
 
 
 def events_heartbeat(hostname: str) -> str:
-    return HEARTBEAT_EVENTS.format(hostname=hostname)
+    return HEARTBEAT_EVENTS_CONSUMER.format(hostname=hostname)
+
+
+def metrics(family: str) -> str:
+    return METRICS.format(family=family)

@@ -27,6 +27,7 @@ from worker import keys
 from worker.adapters.kube import Conflict
 from worker.adapters.redis import Held
 from worker.core.bot import Bot, BotId, BotKind
+from worker.core.census import census
 from worker.core.desired import DesiredState, desired_state
 from worker.core.errors import InvalidBot, PermanentError, TemporaryError
 from worker.core.naming import (
@@ -49,6 +50,7 @@ from worker.core.podspec import build_config_secret, build_pod
 from worker.core.podstatus import PodHealth
 from worker.core.status import fingerprint, observed_status
 from worker.runtime import Runtime
+from worker.telemetry import record_pass
 
 log = logging.getLogger("the0.live_bots")
 KIND = BotKind.LIVE
@@ -81,13 +83,15 @@ class PassReport:
     unidentifiable: int = 0
     guard_message: str = ""
     plan: Plan | None = None
+    bots: dict[str, int] = field(default_factory=dict)  # bots by state (worker.core.census)
 
     def summary(self) -> dict[str, Any]:
         return {"skipped": self.skipped, "duration_s": round(self.duration_s, 3),
                 "counts": self.counts, "enqueued": self.enqueued,
                 "already_in_flight": self.already_in_flight,
                 "status_writes": self.status_writes, "invalid": self.invalid,
-                "unidentifiable": self.unidentifiable, "guard": self.guard_message}
+                "unidentifiable": self.unidentifiable, "guard": self.guard_message,
+                "bots": self.bots}
 
 
 def _iso(epoch: float) -> str:
@@ -141,7 +145,12 @@ class LiveBotController:
             report = PassReport(plan=the_plan, counts=the_plan.counts(),
                                 invalid=len(observation.state.invalid),
                                 unidentifiable=observation.state.unidentifiable,
-                                guard_message=the_plan.guard_message)
+                                guard_message=the_plan.guard_message,
+                                bots=census(desired=observation.state.desired.keys(),
+                                            objects=observation.pods,
+                                            backoff=observation.backoff,
+                                            invalid=len(observation.state.invalid),
+                                            disabled=len(observation.state.disabled), now=now))
             if the_plan.guard_tripped:
                 log.error("%s", the_plan.guard_message)
             # 4. enqueue one task per bot action, skipping bots with an action in flight —
@@ -152,8 +161,8 @@ class LiveBotController:
             report.status_writes = self.record_statuses(observation, now=now)
             self.reset_recovered_backoff(observation, now=now)
         report.duration_s = time.monotonic() - started
-        self.rt.redis.record_reconcile(KIND.value, {"at": _iso(self.rt.clock()),
-                                                    "ok": True, **report.summary()})
+        record_pass(self.rt, KIND.value, ok=True, duration_s=report.duration_s,
+                    summary=report.summary())
         log.info("reconcile done: %s", report.summary())
         return report
 

@@ -18,8 +18,10 @@ from worker.adapters.kube import KubeClient, RequestObserver, api_client_for
 from worker.adapters.mongo import BotStore, collections_for
 from worker.adapters.redis import RedisState
 from worker.adapters.s3 import CodeStore
+from worker.adapters.telemetry import TelemetryStore
 from worker.core.bot import BotKind
 from worker.core.desired import parse_desired, parse_desired_schedule
+from worker.core.metrics import MetricBuffer
 from worker.settings import Settings
 from worker.snapshot import DesiredSnapshot, ParseMemo
 
@@ -33,7 +35,9 @@ class Runtime:
         self.settings = settings
         self.clock = clock
         self.jitter = jitter
-        self.kube_observer = kube_observer
+        # Metric increments of this process, flushed to Redis by the heartbeat / each pass.
+        self.metrics = MetricBuffer()
+        self.kube_observer = kube_observer or self.metrics.observe_kube_request
         self._lock = threading.RLock()  # store() builds the client inside its own build
         self._built: dict[str, Any] = {}
 
@@ -55,6 +59,10 @@ class Runtime:
     @property
     def redis(self) -> RedisState:
         return self._once("redis", lambda: RedisState.from_url(self.settings.REDIS_URL))
+
+    @property
+    def telemetry(self) -> TelemetryStore:
+        return self._once("telemetry", lambda: TelemetryStore(self.redis.client))
 
     @property
     def code(self) -> CodeStore:

@@ -23,6 +23,7 @@ from croniter import croniter
 from worker import keys
 from worker.adapters.kube import Conflict
 from worker.core.bot import Bot, BotId, BotKind
+from worker.core.census import census
 from worker.core.cronspec import build_cronjob, build_cronjob_secret
 from worker.core.desired import DesiredState, desired_state
 from worker.core.errors import InvalidBot, PermanentError, TemporaryError
@@ -40,6 +41,7 @@ from worker.core.planner import (
 from worker.core.status import fingerprint, observed_schedule_status
 from worker.live_bots import BotBusy, PassReport, _iso, record_outcome, write_changed_statuses
 from worker.runtime import Runtime
+from worker.telemetry import record_pass
 
 log = logging.getLogger("the0.schedules")
 REASON_REFRESH = "code URL re-signed"
@@ -151,7 +153,12 @@ class ScheduleController:
             report = PassReport(plan=the_plan, counts=the_plan.counts(),
                                 invalid=len(observation.state.invalid),
                                 unidentifiable=observation.state.unidentifiable,
-                                guard_message=the_plan.guard_message)
+                                guard_message=the_plan.guard_message,
+                                bots=census(desired=observation.state.desired.keys(),
+                                            objects=observation.objects,
+                                            backoff=observation.backoff,
+                                            invalid=len(observation.state.invalid),
+                                            disabled=len(observation.state.disabled), now=now))
             if the_plan.guard_tripped:
                 log.error("%s", the_plan.guard_message)
             by_id = {a.bot_id: a for a in the_plan.actions}
@@ -162,8 +169,8 @@ class ScheduleController:
             report.enqueued, report.already_in_flight = len(claimed), len(by_id) - len(claimed)
             report.status_writes = self.record_statuses(observation, now=now)
         report.duration_s = time.monotonic() - started
-        self.rt.redis.record_reconcile(KIND.value, {"at": _iso(self.rt.clock()), "ok": True,
-                                                    **report.summary()})
+        record_pass(self.rt, KIND.value, ok=True, duration_s=report.duration_s,
+                    summary=report.summary())
         return report
 
     def status_of(self, bot_id: BotId, observation: ScheduleObservation, *, now: float

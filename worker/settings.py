@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.core.bot import DEFAULT_IMAGES, Resources
@@ -165,8 +172,17 @@ class Settings(BaseSettings):
     EVENT_APPLY_DEADLINE: Duration = Field(
         _d("60s"), description="How long an event's Mongo write is retried while Mongo is "
                            "down before it is logged as lost (core NATS does not redeliver).")
-    EVENTS_HEARTBEAT_INTERVAL: Duration = Field(
-        _d("5s"), description="Consumer heartbeat period; the heartbeat lives 3 periods.")
+    # --- Health and metrics (heartbeats in Redis, read by the api) ---------------------------
+    HEARTBEAT_INTERVAL: Duration = Field(
+        _d("10s"), description="How often each worker process and the active beat refresh "
+                           "their heartbeat key in Redis.")
+    HEARTBEAT_TTL: Duration = Field(
+        _d("30s"), description="Lifetime of a heartbeat key: a process silent this long (killed, "
+                           "hung, cut off from Redis) is dead for /readyz. Must exceed "
+                           "HEARTBEAT_INTERVAL; 3 intervals tolerate a slow beat.")
+    METRICS_FLUSH_INTERVAL: Duration = Field(
+        _d("5s"), description="How often a worker flushes its buffered metric increments to "
+                          "Redis (one pipeline), so the api's /metrics sees every process.")
 
     @field_validator("RUNTIME_IMAGES", mode="before")
     @classmethod
@@ -177,6 +193,12 @@ class Settings(BaseSettings):
                 isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()):
             raise ValueError("must be a JSON object of runtime → image")
         return {**DEFAULT_IMAGES, **value}
+
+    @model_validator(mode="after")
+    def _heartbeat_outlives_its_interval(self) -> Settings:
+        if self.HEARTBEAT_TTL <= self.HEARTBEAT_INTERVAL:
+            raise ValueError("HEARTBEAT_TTL must be greater than HEARTBEAT_INTERVAL")
+        return self
 
     # --- Derived views for the pure core ----------------------------------------------------
     @cached_property
@@ -198,6 +220,42 @@ class Settings(BaseSettings):
         return PodTemplateSettings(namespace=self.NAMESPACE, image_map=self.RUNTIME_IMAGES,
                                    image_tag=self.RUNTIME_IMAGE_TAG, init_image=self.INIT_IMAGE,
                                    pull_policy=self.IMAGE_PULL_POLICY)
+
+
+class ApiSettings(BaseSettings):
+    """The api's configuration: it only reads Redis, so it needs none of the controller's
+    credentials. Shared names mean the same as in `Settings`."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    REDIS_URL: str = Field("redis://localhost:6379/0", description="Where heartbeats, last-pass "
+                                                                  "records and metrics are.")
+    RECONCILE_INTERVAL: Duration = Field(_d("30s"), description="Period of the full reconcile; "
+                                                            "/readyz wants a successful pass "
+                                                            "within READY_RECONCILE_INTERVALS of "
+                                                            "them.")
+    HEARTBEAT_TTL: Duration = Field(_d("30s"), description="A heartbeat older than this is "
+                                                       "stale (same value as the workers').")
+    READY_RECONCILE_INTERVALS: float = Field(
+        3.0, gt=0, description="/readyz fails when no pass of a kind succeeded within this many "
+                               "reconcile intervals.")
+    API_REDIS_TIMEOUT: Duration = Field(
+        _d("500ms"), description="Budget of one request's Redis reads (connect included): a "
+                             "dead or hung Redis gives 503 within this, never a hang.")
+
+
+def load_api_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> ApiSettings:
+    """The api's settings from the environment (or `env`); one message lists every problem."""
+    try:
+        if env is not None:
+            values: dict[str, Any] = {k: v for k, v in env.items()
+                                      if k in ApiSettings.model_fields}
+            return ApiSettings.model_validate({**values, **overrides})
+        return ApiSettings(**overrides)
+    except ValidationError as exc:
+        problems = [f"  - {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise SettingsError("invalid configuration, fix these settings:\n"
+                            + "\n".join(problems)) from None
 
 
 class SettingsError(SystemExit):

@@ -150,5 +150,6 @@ def census(admin_api: Any, restricted_namespace: str) -> Iterator[Callable[[], P
 def start_events(procs: Procs) -> Callable[..., Proc]:
     """The NATS consumer, `python -m worker events`, as its own process."""
     def start(name: str = "events", **env: str) -> Proc:
+        env = {"HEARTBEAT_INTERVAL": "1s", "HEARTBEAT_TTL": "3s", **env}
         return procs.start(name, [sys.executable, "-m", "worker", "events"], **env)
     return start

@@ -8,6 +8,7 @@ doubled reconcile cannot hide.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -103,4 +104,5 @@ def test_two_beats_only_one_fires_and_the_other_takes_over_within_90_s(
     after = fired_by(redis_client)[fired_at_kill:]
     assert set(after) == {follower.pid}, after
     assert set(fired_by(redis_client, None)) == {leader.pid, follower.pid}
-    assert redis_client.get(keys.HEARTBEAT_BEAT).decode().rsplit(":", 2)[1] == str(follower.pid)
+    beat = json.loads(redis_client.get(keys.HEARTBEAT_BEAT))
+    assert beat["who"].rsplit(":", 2)[1] == str(follower.pid)

@@ -14,9 +14,10 @@ import pytest
 from celery import Celery
 from kubernetes import client
 
+from tests.support.api import Served, start_api
 from tests.support.bots import bot_doc, schedule_doc, wait_for
 from tests.support.nats import publish
-from tests.support.procs import Proc
+from tests.support.procs import Proc, Procs
 from tests.support.procs_watch import PodCensus, pods_by_bot
 from tools.stack.supervisor import Stack, StackEnv
 from worker.core.naming import ANNOTATION_CONFIG_HASH, cronjob_name
@@ -52,7 +53,9 @@ def live_pods(core: Any, namespace: str, bot_id: str) -> list[Any]:
 
 
 def event_counts(redis_client: Any) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in redis_client.hgetall("the0:events:counts").items()}
+    """the0_events_total by outcome, as the consumers flushed it to Redis for /metrics."""
+    raw = redis_client.hgetall("the0:metrics:the0_events_total")
+    return {json.loads(k)[0]: int(float(v)) for k, v in raw.items()}
 
 
 def settled_counts(redis_client: Any, ready: Callable[[dict[str, int]], bool],
@@ -289,19 +292,30 @@ def test_poison_messages_are_counted_logged_without_secrets_and_never_stop_the_c
 
 
 # --------------------------------------------------------------------------- NATS failures
+def events_check(api: Served) -> dict[str, Any]:
+    body = api.get("/readyz").json()
+    return next(c for c in body["checks"] if c["name"] == "events")
+
+
 def test_nats_restarted_mid_run_and_down_at_start(
-        stack: Stack, start_worker: Start, start_beat: Start, start_events: Start,
-        stack_env: StackEnv, code: str, bots: Any, core: Any, restricted_namespace: str,
-        redis_client: Any) -> None:
+        stack: Stack, procs: Procs, start_worker: Start, start_beat: Start,
+        start_events: Start, stack_env: StackEnv, code: str, bots: Any, core: Any,
+        restricted_namespace: str, redis_client: Any) -> None:
+    api = start_api(procs, HEARTBEAT_TTL="3s")
     start_worker("w1")
     consumer = start_events()
     wait_subscribed(redis_client, [consumer])
+    wait_for(lambda: events_check(api)["ok"], "/readyz: events check passing", timeout=10)
     doc = bot_doc("n")
 
     with stack.stopped("nats"):
-        # Readiness input: the heartbeat says "not connected" while NATS is down.
+        # The consumer's heartbeat says "not connected", and /readyz fails `events`.
         wait_for(lambda: any(not b["connected"] for b in heartbeats(redis_client)),
                  "the heartbeat to report NATS disconnected", timeout=20, interval=0.2)
+        check = wait_for(lambda: (c := events_check(api)) and not c["ok"] and c,
+                         "/readyz to fail the events check", timeout=10, interval=0.2)
+        print(f"/readyz with NATS down: {check}")
+        assert api.get("/readyz").status_code == 503
         consumer.assert_alive()
         # The periodic reconcile still converges without NATS.
         beat = start_beat()
@@ -317,6 +331,8 @@ def test_nats_restarted_mid_run_and_down_at_start(
 
     wait_for(lambda: sum(1 for b in heartbeats(redis_client) if b["connected"]) == 2,
              "both consumers connected after NATS came back", timeout=40, interval=0.2)
+    wait_for(lambda: events_check(api)["ok"], "/readyz: events check passing again",
+             timeout=10)
     publish(stack_env.nats_url, [("the0.bot.created", {"id": "n", "config": doc["config"],
                                                         "custom": doc["custom"]})])
     wait_for(lambda: live_pods(core, restricted_namespace, "n"),

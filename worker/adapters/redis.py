@@ -97,25 +97,6 @@ class RedisState:
         with _temporary_on_redis_error():
             self.client.delete(keys.event_pending(kind, bot_id))
 
-    def count_events(self, counts: Mapping[str, int]) -> None:
-        if counts:
-            with _temporary_on_redis_error():
-                pipe = self.client.pipeline(transaction=False)
-                for outcome, count in counts.items():
-                    pipe.hincrby(keys.EVENT_COUNTS, outcome, count)
-                pipe.execute()
-
-    def event_counts(self) -> dict[str, int]:
-        with _temporary_on_redis_error():
-            raw = self.client.hgetall(keys.EVENT_COUNTS)
-        return {k.decode(): int(v) for k, v in raw.items()}
-
-    def beat_events_consumer(self, hostname: str, state: Mapping[str, Any], *,
-                             ttl: float) -> None:
-        with _temporary_on_redis_error():
-            self.client.set(keys.events_heartbeat(hostname), json.dumps(state),
-                            px=int(ttl * 1000))
-
     # --- mutual exclusion -------------------------------------------------------------------
     @contextmanager
     def hold(self, name: str, *, ttl: float) -> Iterator[Held | None]:

@@ -14,6 +14,7 @@ from typing import Any
 from celery import Task
 
 from worker.core.errors import TemporaryError
+from worker.core.metrics import TASK_RETRIES
 from worker.runtime import Runtime
 from worker.settings import Settings
 
@@ -54,4 +55,6 @@ class RuntimeTask(Task):  # type: ignore[misc]
         delay = retry_delay(self.request.retries, base=s.TASK_RETRY_BASE, cap=s.TASK_RETRY_CAP,
                             retry_after=exc.retry_after)
         log.info("%s: retry %d in %.1f s: %s", self.name, self.request.retries + 1, delay, exc)
+        if self.request.retries < s.TASK_MAX_RETRIES:
+            self.rt.metrics.inc(TASK_RETRIES, task=self.name)
         return self.retry(exc=exc, countdown=delay, max_retries=s.TASK_MAX_RETRIES)

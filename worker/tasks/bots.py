@@ -8,13 +8,15 @@ from celery import shared_task
 from worker.core.errors import TemporaryError
 from worker.live_bots import KIND, LiveBotController
 from worker.tasks.base import RuntimeTask
+from worker.telemetry import counted_action
 
 
 def converge(task: RuntimeTask, bot_id: str, intent: str, as_of: float | None,
              pod: str | None = None) -> str:
     release = True
     try:
-        return LiveBotController(task.rt).converge(bot_id, intent=intent, as_of=as_of, pod=pod)
+        return counted_action(task.rt.metrics, KIND.value, intent, lambda: LiveBotController(
+            task.rt).converge(bot_id, intent=intent, as_of=as_of, pod=pod))
     except TemporaryError as exc:
         if task.request.retries < task.settings.TASK_MAX_RETRIES:
             release = False  # still in flight: the retry is queued

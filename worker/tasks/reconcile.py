@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import shared_task
 
 from worker.core.errors import TemporaryError
 from worker.core.planner import Action
-from worker.live_bots import LiveBotController
+from worker.live_bots import KIND, LiveBotController
 from worker.tasks.base import RuntimeTask
+from worker.telemetry import record_failed_pass
 
 log = logging.getLogger("the0.tasks.reconcile")
 
@@ -27,12 +29,16 @@ def send_action(task: RuntimeTask, action: Action, as_of: float) -> None:
 
 @shared_task(name="reconcile.bots", base=RuntimeTask, bind=True, ignore_result=True)
 def reconcile_bots(self: RuntimeTask) -> dict[str, Any]:
+    started = time.monotonic()
     try:
         report = LiveBotController(self.rt).reconcile(
             enqueue=lambda action, as_of: send_action(self, action, as_of))
     except TemporaryError as exc:
         # A failed read ends the pass with no writes; the next tick tries again.
         log.error("reconcile failed, nothing written: %s", exc)
-        self.rt.redis.record_reconcile("live", {"ok": False, "error": str(exc)[:500]})
+        record_failed_pass(self.rt, KIND.value, exc, started)
+        raise
+    except Exception as exc:
+        record_failed_pass(self.rt, KIND.value, exc, started)
         raise
     return report.summary()

@@ -4,6 +4,7 @@ and `reconcile.schedule` (NATS events)."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import shared_task
@@ -12,6 +13,7 @@ from worker.core.errors import TemporaryError
 from worker.core.planner import Action
 from worker.schedules import KIND, ScheduleController
 from worker.tasks.base import RuntimeTask
+from worker.telemetry import counted_action, record_failed_pass
 
 log = logging.getLogger("the0.tasks.schedules")
 
@@ -27,12 +29,16 @@ def send_action(task: RuntimeTask, action: Action, as_of: float) -> None:
 
 @shared_task(name="reconcile.schedules", base=RuntimeTask, bind=True, ignore_result=True)
 def reconcile_schedules(self: RuntimeTask) -> dict[str, Any]:
+    started = time.monotonic()
     try:
         report = ScheduleController(self.rt).reconcile(
             enqueue=lambda action, as_of: send_action(self, action, as_of))
     except TemporaryError as exc:
         log.error("schedule reconcile failed, nothing written: %s", exc)
-        self.rt.redis.record_reconcile(KIND.value, {"ok": False, "error": str(exc)[:500]})
+        record_failed_pass(self.rt, KIND.value, exc, started)
+        raise
+    except Exception as exc:
+        record_failed_pass(self.rt, KIND.value, exc, started)
         raise
     return report.summary()
 
@@ -40,7 +46,8 @@ def reconcile_schedules(self: RuntimeTask) -> dict[str, Any]:
 def converge(task: RuntimeTask, bot_id: str, intent: str, as_of: float | None) -> str:
     release = True
     try:
-        return ScheduleController(task.rt).converge(bot_id, intent=intent, as_of=as_of)
+        return counted_action(task.rt.metrics, KIND.value, intent, lambda: ScheduleController(
+            task.rt).converge(bot_id, intent=intent, as_of=as_of))
     except TemporaryError as exc:
         if task.request.retries < task.settings.TASK_MAX_RETRIES:
             release = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.settings import SettingsError, load_settings, parse_duration
+from worker.settings import SettingsError, load_api_settings, load_settings, parse_duration
 
 REQUIRED = {"MONGO_URI": "mongodb://m/", "MINIO_ENDPOINT": "s3:9000",
             "MINIO_ACCESS_KEY": "AK", "MINIO_SECRET_KEY": "SK-VERY-SECRET"}
@@ -53,3 +53,23 @@ def test_flags_override_the_environment() -> None:
 
 def test_secrets_are_not_shown_in_the_settings_repr() -> None:
     assert "SK-VERY-SECRET" not in repr(load_settings(env=REQUIRED))
+
+
+def test_heartbeat_settings_and_their_rule() -> None:
+    settings = load_settings(env=REQUIRED)
+    assert (settings.HEARTBEAT_INTERVAL, settings.HEARTBEAT_TTL) == (10.0, 30.0)
+    assert settings.METRICS_FLUSH_INTERVAL == 5.0
+    with pytest.raises(SettingsError, match="HEARTBEAT_TTL must be greater"):
+        load_settings(env={**REQUIRED, "HEARTBEAT_INTERVAL": "30s", "HEARTBEAT_TTL": "30s"})
+
+
+def test_api_settings_need_only_redis() -> None:
+    settings = load_api_settings(env={})
+    assert settings.REDIS_URL == "redis://localhost:6379/0"
+    assert (settings.API_REDIS_TIMEOUT, settings.READY_RECONCILE_INTERVALS) == (0.5, 3.0)
+    tuned = load_api_settings(env={"RECONCILE_INTERVAL": "2s", "HEARTBEAT_TTL": "3s",
+                                   "API_REDIS_TIMEOUT": "250ms", "MONGO_URI": "ignored"})
+    assert (tuned.RECONCILE_INTERVAL, tuned.HEARTBEAT_TTL, tuned.API_REDIS_TIMEOUT) == (
+        2.0, 3.0, 0.25)
+    with pytest.raises(SettingsError, match="API_REDIS_TIMEOUT"):
+        load_api_settings(env={"API_REDIS_TIMEOUT": "soon"})

@@ -1,0 +1,171 @@
+"""Shared metrics: buffering, the Redis field encoding, decoding and Prometheus rendering."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from worker.core.metrics import (
+    ACTIONS,
+    KUBE_REQUESTS,
+    RECONCILE_DURATION,
+    RECONCILES,
+    SHARED,
+    Family,
+    MetricBuffer,
+    action_outcome,
+    bucket_of,
+    decode_counter,
+    decode_histogram,
+    field_of,
+)
+
+
+def to_hash(increments: dict[tuple[str, str], float], family: Family) -> dict[bytes, bytes]:
+    """What Redis holds after HINCRBY/HINCRBYFLOAT of these increments."""
+    return {fld.encode(): repr(amount).encode()
+            for (name, fld), amount in increments.items() if name == family.name}
+
+
+def test_names_follow_controller_runtime_conventions() -> None:
+    for family in SHARED:
+        assert family.name.startswith("the0_")
+        if family.kind == "counter":
+            assert family.name.endswith("_total"), family.name
+        else:
+            assert family.name.endswith("_seconds"), family.name
+        assert "bot_id" not in family.labels and "id" not in family.labels
+        assert "config" not in family.labels
+
+
+def test_counter_increments_accumulate_per_label_set() -> None:
+    buffer = MetricBuffer()
+    buffer.inc(RECONCILES, kind="live", result="ok")
+    buffer.inc(RECONCILES, kind="live", result="ok")
+    buffer.inc(RECONCILES, kind="scheduled", result="error")
+    drained = buffer.drain()
+    assert len(buffer) == 0
+    samples = decode_counter(RECONCILES, to_hash(drained, RECONCILES))
+    assert samples == [(("live", "ok"), 2.0), (("scheduled", "error"), 1.0)]
+
+
+def test_labels_must_match_the_family() -> None:
+    buffer = MetricBuffer()
+    with pytest.raises(ValueError, match="takes labels"):
+        buffer.inc(RECONCILES, kind="live")
+    with pytest.raises(ValueError, match="takes labels"):
+        buffer.inc(RECONCILES, kind="live", result="ok", bot_id="abc")
+
+
+def test_long_label_values_are_truncated() -> None:
+    fld = field_of(ACTIONS, {"kind": "live", "action": "x" * 500, "outcome": "done"})
+    assert len(fld) < 100
+
+
+@pytest.mark.parametrize(("value", "bucket"), [(0.0, "le:0.05"), (0.05, "le:0.05"),
+                                               (0.051, "le:0.1"), (119.0, "le:120.0"),
+                                               (121.0, "le:+Inf")])
+def test_bucket_of(value: float, bucket: str) -> None:
+    assert bucket_of(RECONCILE_DURATION, value) == bucket
+
+
+def test_histogram_decodes_to_cumulative_buckets() -> None:
+    buffer = MetricBuffer()
+    for value in (0.01, 0.3, 0.3, 7.0, 500.0):
+        buffer.observe(RECONCILE_DURATION, value, kind="live")
+    buffer.observe(RECONCILE_DURATION, -1.0, kind="scheduled")  # clamped to 0
+    [live, scheduled] = decode_histogram(RECONCILE_DURATION,
+                                         to_hash(buffer.drain(), RECONCILE_DURATION))
+    assert live.labels == ("live",)
+    buckets = dict(live.buckets)
+    assert buckets["0.05"] == 1 and buckets["0.25"] == 1 and buckets["0.5"] == 3
+    assert buckets["5.0"] == 3 and buckets["10.0"] == 4 and buckets["120.0"] == 4
+    assert buckets["+Inf"] == 5 and live.count == 5
+    assert live.sum == pytest.approx(507.61)
+    assert [c for _, c in live.buckets] == sorted(c for _, c in live.buckets)
+    assert scheduled.count == 1 and scheduled.sum == 0.0
+
+
+def test_drain_and_restore_lose_nothing() -> None:
+    buffer = MetricBuffer()
+    buffer.inc(RECONCILES, kind="live", result="ok")
+    pending = buffer.drain()
+    buffer.inc(RECONCILES, kind="live", result="ok")
+    buffer.restore(pending)  # the flush failed
+    assert decode_counter(RECONCILES, to_hash(buffer.drain(), RECONCILES)) == [
+        (("live", "ok"), 2.0)]
+
+
+def test_buffer_is_thread_safe() -> None:
+    buffer = MetricBuffer()
+
+    def hammer() -> None:
+        for _ in range(2000):
+            buffer.observe_kube_request("get", "pods", 200)
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert decode_counter(KUBE_REQUESTS, to_hash(buffer.drain(), KUBE_REQUESTS)) == [
+        (("get", "pods", "200"), 16000.0)]
+
+
+def test_kube_request_without_response_has_error_code() -> None:
+    buffer = MetricBuffer()
+    buffer.observe_kube_request("list", "pods", 0)
+    assert decode_counter(KUBE_REQUESTS, to_hash(buffer.drain(), KUBE_REQUESTS)) == [
+        (("list", "pods", "<error>"), 1.0)]
+
+
+def test_decoding_skips_fields_it_does_not_understand() -> None:
+    raw = {b'["live","ok"]': b"3", b"garbage": b"1", b'["only-one"]': b"1",
+           b'[1, 2]': b"1", b'["live","error"]': b"not a number"}
+    assert decode_counter(RECONCILES, raw) == [(("live", "error"), 0.0), (("live", "ok"), 3.0)]
+
+
+@pytest.mark.parametrize(("result", "outcome"), [
+    ("created", "done"), ("deleted", "done"), ("replaced", "done"), ("recreated", "done"),
+    ("updated", "done"), ("nothing", "noop"), ("backing off", "noop"),
+    ("waiting for a terminating pod", "noop"), ("failed: code_not_found", "failed")])
+def test_action_outcome(result: str, outcome: str) -> None:
+    assert action_outcome(result) == outcome
+
+
+def test_rendered_families_parse_with_prometheus_parser() -> None:
+    """The api renders these decoded samples; prometheus_client's parser must accept them."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+    buffer = MetricBuffer()
+    buffer.inc(RECONCILES, kind="live", result="ok")
+    buffer.observe(RECONCILE_DURATION, 0.2, kind="live")
+    drained = buffer.drain()
+
+    class Snapshot:
+        def collect(self):  # type: ignore[no-untyped-def]
+            counter = CounterMetricFamily(RECONCILES.name, RECONCILES.help,
+                                          labels=list(RECONCILES.labels))
+            for labels, value in decode_counter(RECONCILES, to_hash(drained, RECONCILES)):
+                counter.add_metric(list(labels), value)
+            yield counter
+            hist = HistogramMetricFamily(RECONCILE_DURATION.name, RECONCILE_DURATION.help,
+                                         labels=["kind"])
+            for sample in decode_histogram(RECONCILE_DURATION,
+                                           to_hash(drained, RECONCILE_DURATION)):
+                hist.add_metric(list(sample.labels), list(sample.buckets), sample.sum)
+            yield hist
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Snapshot())  # type: ignore[arg-type]
+    families = {f.name: f for f in
+                text_string_to_metric_families(generate_latest(registry).decode())}
+    assert families["the0_reconcile"].type == "counter"
+    [total] = [s for s in families["the0_reconcile"].samples if s.name.endswith("_total")]
+    assert total.labels == {"kind": "live", "result": "ok"} and total.value == 1.0
+    count = next(s for s in families["the0_reconcile_duration_seconds"].samples
+                 if s.name.endswith("_count"))
+    assert count.value == 1.0

@@ -1,0 +1,216 @@
+"""Readiness from plain values: every check, its boundaries, and the JSON a 503 carries."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from worker.core.readiness import (
+    CHECKS,
+    Check,
+    Heartbeat,
+    Observed,
+    Policy,
+    evaluate,
+    parse_heartbeat,
+    parse_record,
+)
+
+NOW = 1_800_000_000.0
+TTL = 30.0
+INTERVAL = 10.0
+POLICY = Policy(heartbeat_ttl=TTL, reconcile_interval=INTERVAL)
+ISO_EPOCH = datetime(2027, 1, 15, 8, 0, 0, tzinfo=UTC).timestamp()
+
+
+def beat(age: float, who: str = "w1@host") -> Heartbeat:
+    return Heartbeat(who=who, at=NOW - age)
+
+
+def ok_pass(age: float) -> dict[str, object]:
+    return {"at": NOW - age, "ok": True, "last_ok_at": NOW - age}
+
+
+def healthy(**changes: object) -> Observed:
+    values: dict[str, object] = {
+        "workers": {"w1@host": beat(1)},
+        "heartbeats": {"beat": beat(2, "beat-1")},
+        "reconciles": {"live": ok_pass(5), "scheduled": ok_pass(5)},
+    }
+    values.update(changes)
+    return Observed(**values)  # type: ignore[arg-type]
+
+
+def failing(observed: Observed, policy: Policy = POLICY) -> list[str]:
+    return evaluate(observed, policy, now=NOW).failing
+
+
+def test_all_fresh_is_ready() -> None:
+    readiness = evaluate(healthy(), POLICY, now=NOW)
+    assert readiness.ready
+    assert [c.name for c in readiness.checks] == [
+        "redis", "workers", "beat", "reconcile:live", "reconcile:scheduled"]
+    assert all(c.ok for c in readiness.checks)
+
+
+def test_redis_down_fails_every_check_with_the_reason() -> None:
+    readiness = evaluate(Observed(redis_error="no answer within 0.5 s"), POLICY, now=NOW)
+    assert not readiness.ready
+    assert readiness.failing == ["redis", "workers", "beat", "reconcile:live",
+                                 "reconcile:scheduled"]
+    redis = readiness.checks[0]
+    assert "no answer within 0.5 s" in redis.detail
+    assert all("redis unavailable" in c.detail for c in readiness.checks[1:])
+
+
+def test_no_worker_heartbeat_fails_workers_only() -> None:
+    assert failing(healthy(workers={})) == ["workers"]
+
+
+@pytest.mark.parametrize(("age", "ok"), [(0, True), (TTL - 0.01, True), (TTL, True),
+                                         (TTL + 0.01, False), (10 * TTL, False)])
+def test_worker_heartbeat_freshness_boundary(age: float, ok: bool) -> None:
+    assert (failing(healthy(workers={"w1@host": beat(age)})) == []) is ok
+
+
+def test_one_fresh_worker_among_stale_ones_is_enough() -> None:
+    observed = healthy(workers={"old@a": beat(100), "new@b": beat(1), "older@c": beat(500)})
+    readiness = evaluate(observed, POLICY, now=NOW)
+    assert readiness.ready
+    assert "new@b" in readiness.checks[1].detail and "old@a" not in readiness.checks[1].detail
+
+
+def test_stale_workers_are_counted_in_the_detail() -> None:
+    readiness = evaluate(healthy(workers={"a": beat(100), "b": beat(200)}), POLICY, now=NOW)
+    workers = next(c for c in readiness.checks if c.name == "workers")
+    assert not workers.ok and "2 stale" in workers.detail
+
+
+def test_heartbeat_without_time_counts_as_alive_while_its_key_exists() -> None:
+    assert failing(healthy(workers={"w": Heartbeat(who="w")},
+                           heartbeats={"beat": Heartbeat(who="beat")})) == []
+
+
+def test_missing_or_stale_beat_fails_beat() -> None:
+    assert failing(healthy(heartbeats={"beat": None})) == ["beat"]
+    assert failing(healthy(heartbeats={})) == ["beat"]
+    readiness = evaluate(healthy(heartbeats={"beat": beat(TTL + 5)}), POLICY, now=NOW)
+    assert readiness.failing == ["beat"]
+    assert "35.0 s ago" in readiness.checks[2].detail
+
+
+def test_extra_required_heartbeats_become_checks_of_their_name() -> None:
+    policy = Policy(heartbeat_ttl=TTL, reconcile_interval=INTERVAL,
+                    heartbeats=("beat", "events"))
+    assert failing(healthy(), policy) == ["events"]
+    assert failing(healthy(heartbeats={"beat": beat(1), "events": beat(1)}), policy) == []
+
+
+@pytest.mark.parametrize(("age", "ok"), [(0, True), (3 * INTERVAL, True),
+                                         (3 * INTERVAL + 0.1, False)])
+def test_reconcile_must_have_succeeded_within_three_intervals(age: float, ok: bool) -> None:
+    observed = healthy(reconciles={"live": ok_pass(age), "scheduled": ok_pass(1)})
+    assert (failing(observed) == []) is ok
+
+
+def test_reconcile_window_is_configurable() -> None:
+    policy = Policy(heartbeat_ttl=TTL, reconcile_interval=INTERVAL, reconcile_intervals=1)
+    assert failing(healthy(reconciles={"live": ok_pass(15), "scheduled": ok_pass(1)}),
+                   policy) == ["reconcile:live"]
+
+
+def test_no_pass_recorded_yet_fails_that_kind() -> None:
+    readiness = evaluate(healthy(reconciles={"live": ok_pass(1), "scheduled": None}), POLICY,
+                         now=NOW)
+    assert readiness.failing == ["reconcile:scheduled"]
+    assert "no reconcile pass recorded" in readiness.checks[-1].detail
+    assert failing(healthy(reconciles={"live": ok_pass(1)})) == ["reconcile:scheduled"]
+
+
+def test_one_failed_pass_after_a_recent_success_stays_ready_but_says_so() -> None:
+    record = {"at": NOW - 1, "ok": False, "last_ok_at": NOW - 12, "error": "mongo: timeout"}
+    readiness = evaluate(healthy(reconciles={"live": record, "scheduled": ok_pass(1)}),
+                         POLICY, now=NOW)
+    assert readiness.ready
+    live = readiness.checks[3]
+    assert "last pass failed: mongo: timeout" in live.detail
+
+
+def test_failed_passes_without_a_recent_success_fail() -> None:
+    record = {"at": NOW - 1, "ok": False, "last_ok_at": NOW - 100, "error": "mongo: timeout"}
+    readiness = evaluate(healthy(reconciles={"live": record, "scheduled": ok_pass(1)}),
+                         POLICY, now=NOW)
+    assert readiness.failing == ["reconcile:live"]
+    assert "mongo: timeout" in readiness.checks[3].detail
+    never = {"at": NOW - 1, "ok": False, "error": "boom"}
+    assert failing(healthy(reconciles={"live": never, "scheduled": ok_pass(1)})) == [
+        "reconcile:live"]
+
+
+def test_reconcile_time_may_be_rfc3339_text() -> None:
+    record = {"at": "2027-01-15T08:00:00.000000Z", "ok": True}
+    at = ISO_EPOCH
+    assert evaluate(Observed(workers={"w": Heartbeat(who="w", at=at)},
+                             heartbeats={"beat": Heartbeat(who="b", at=at)},
+                             reconciles={"live": record, "scheduled": record}),
+                    POLICY, now=at + 5).ready
+
+
+def test_a_record_with_an_unreadable_time_fails() -> None:
+    record = {"at": "yesterday", "ok": True}
+    assert failing(healthy(reconciles={"live": record, "scheduled": ok_pass(1)})) == [
+        "reconcile:live"]
+
+
+def test_failing_names_every_failing_check_and_json_round_trips() -> None:
+    observed = Observed(workers={}, heartbeats={"beat": None},
+                        reconciles={"live": None, "scheduled": ok_pass(1)})
+    body = evaluate(observed, POLICY, now=NOW).as_json()
+    assert body["ready"] is False
+    assert body["failing"] == ["workers", "beat", "reconcile:live"]
+    assert json.loads(json.dumps(body)) == body
+    assert {c["name"] for c in body["checks"]} >= set(body["failing"])
+
+
+def test_custom_check_list_is_evaluated_in_order() -> None:
+    def always_bad(observed: Observed, policy: Policy, now: float) -> list[Check]:
+        return [Check("custom", False, "nope")]
+
+    readiness = evaluate(healthy(), POLICY, now=NOW, checks=(*CHECKS, always_bad))
+    assert readiness.failing == ["custom"]
+
+
+def test_no_checks_is_not_ready() -> None:
+    assert not evaluate(healthy(), POLICY, now=NOW, checks=()).ready
+
+
+@pytest.mark.parametrize(("raw", "who", "at"), [
+    (None, None, None),
+    (b'{"who": "w1@h", "at": 12.5, "pid": 7}', "w1@h", 12.5),
+    ('{"hostname": "w2@h", "at": 3}', "w2@h", 3.0),
+    (b'{"identity": "h:1:abc", "at": "2027-01-15T08:00:00Z"}', "h:1:abc", ISO_EPOCH),
+    (b"h:123:abcd", "h:123:abcd", None),
+    (b"[1, 2]", "[1, 2]", None),
+    (b'{"who": "x", "at": true}', "x", None),
+])
+def test_parse_heartbeat(raw: bytes | str | None, who: str | None, at: float | None) -> None:
+    parsed = parse_heartbeat(raw)
+    if who is None:
+        assert parsed is None
+        return
+    assert parsed is not None and parsed.who == who
+    assert parsed.at == at
+
+
+def test_parse_record() -> None:
+    assert parse_record(None) is None
+    assert parse_record(b"not json") is None
+    assert parse_record(b"[1]") is None
+    assert parse_record(b'{"ok": true}') == {"ok": True}
+
+
+def test_heartbeat_age_is_never_negative() -> None:
+    assert Heartbeat(who="w", at=NOW + 5).age(NOW) == 0.0
+    assert Heartbeat(who="w").age(NOW) is None

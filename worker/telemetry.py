@@ -1,0 +1,183 @@
+"""What processes tell the api about themselves: the worker heartbeat, metric flushes, and the
+record of each reconcile pass.
+
+- `Heartbeat` (run by the Celery bootstep in `worker.bootstep`) refreshes ONE heartbeat per
+  worker process every HEARTBEAT_INTERVAL (TTL HEARTBEAT_TTL) and flushes buffered metrics
+  every METRICS_FLUSH_INTERVAL — in the same pipeline.
+- `record_pass` writes the last-pass record of a kind (time, duration, result, counts by action,
+  bots by state) together with the pass's metrics.
+- `counted_action` counts per-bot task outcomes in the process's buffer.
+
+Nothing here decides anything; the heartbeat thread never raises (Redis errors are logged and
+the increments kept for the next flush).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.core.errors import TemporaryError
+from worker.core.metrics import (
+    ACTIONS,
+    PLANNED_ACTIONS,
+    RECONCILE_DURATION,
+    RECONCILES,
+    MetricBuffer,
+    action_outcome,
+)
+from worker.runtime import Runtime
+
+log = logging.getLogger("the0.telemetry")
+ACTION_KINDS = ("create", "delete", "replace", "recreate")
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# ================================================================== passes and tasks
+def record_pass(rt: Runtime, kind: str, *, ok: bool, duration_s: float,
+                summary: Mapping[str, Any] | None = None, error: str = "") -> None:
+    """The last-pass record of `kind` and the pass's metrics (plus anything else buffered in
+    this process), in one Redis round trip. A failed pass keeps the previous success time
+    (`last_ok_at`) and bot counts, so /readyz tolerates one failed pass but not three
+    intervals without a success."""
+    now = rt.clock()
+    summary = dict(summary or {})
+    previous = {} if ok else (rt.telemetry.previous_record(kind) or {})
+    record: dict[str, Any] = {
+        "at": now, "at_iso": _iso(now), "ok": ok,
+        "last_ok_at": now if ok else previous.get("last_ok_at"),
+        **summary,
+        "duration_s": round(duration_s, 3),
+    }
+    if not ok:
+        record["error"] = error[:500]
+        if "bots" not in record and "bots" in previous:
+            record["bots"] = previous["bots"]
+    metrics = rt.metrics
+    metrics.inc(RECONCILES, kind=kind, result="ok" if ok else "error")
+    metrics.observe(RECONCILE_DURATION, duration_s, kind=kind)
+    counts = summary.get("counts") or {}
+    for action in ACTION_KINDS:
+        if counts.get(action):
+            metrics.inc(PLANNED_ACTIONS, float(counts[action]), kind=kind, action=action)
+    increments = metrics.drain()
+    try:
+        rt.telemetry.record_pass(kind, record, increments)
+    except TemporaryError:
+        metrics.restore(increments)
+        raise
+
+
+def record_failed_pass(rt: Runtime, kind: str, exc: BaseException, started: float) -> None:
+    """For a task whose pass raised: never lets a Redis error hide the original one."""
+    detail = str(exc) if isinstance(exc, TemporaryError) else type(exc).__name__
+    try:
+        record_pass(rt, kind, ok=False, duration_s=time.monotonic() - started,
+                    error=detail)
+    except TemporaryError as redis_error:
+        log.warning("cannot record the failed pass: %s", redis_error)
+
+
+def record_action(metrics: MetricBuffer, kind: str, action: str, outcome: str) -> None:
+    metrics.inc(ACTIONS, kind=kind, action=action, outcome=outcome)
+
+
+def counted_action(metrics: MetricBuffer, kind: str, action: str,
+                   run: Callable[[], str]) -> str:
+    """Runs a per-bot action and counts its outcome (done / noop / failed / retry / error)."""
+    try:
+        result = run()
+    except TemporaryError:
+        record_action(metrics, kind, action, "retry")
+        raise
+    except Exception:
+        record_action(metrics, kind, action, "error")
+        raise
+    record_action(metrics, kind, action, action_outcome(result))
+    return result
+
+
+# ================================================================== heartbeats
+def heartbeat_payload(who: str, *, now: float, started_at: float) -> dict[str, Any]:
+    return {"who": who, "at": now, "pid": os.getpid(), "host": socket.gethostname(),
+            "started_at": started_at}
+
+
+class Heartbeat:
+    """A daemon thread that refreshes a worker's heartbeat and flushes metrics."""
+
+    def __init__(self, rt: Runtime, hostname: str, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.rt = rt
+        self.hostname = hostname
+        self.clock = clock
+        self.started_at = clock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_warning = 0.0
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="the0-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, remove: bool = True) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        try:
+            self.rt.telemetry.flush(self.rt.metrics.drain())
+            if remove:
+                self.rt.telemetry.worker_gone(self.hostname)
+        except TemporaryError as exc:
+            log.warning("heartbeat: cannot say goodbye: %s", exc)
+
+    def beat(self) -> None:
+        s = self.rt.settings
+        now = self.clock()
+        increments = self.rt.metrics.drain()
+        try:
+            self.rt.telemetry.worker_beat(
+                self.hostname, heartbeat_payload(self.hostname, now=now,
+                                                 started_at=self.started_at),
+                ttl=s.HEARTBEAT_TTL, now=now, increments=increments)
+        except TemporaryError:
+            self.rt.metrics.restore(increments)
+            raise
+
+    def flush(self) -> None:
+        increments = self.rt.metrics.drain()
+        try:
+            self.rt.telemetry.flush(increments)
+        except TemporaryError:
+            self.rt.metrics.restore(increments)
+            raise
+
+    def _run(self) -> None:
+        s = self.rt.settings
+        next_beat = 0.0
+        step = min(s.HEARTBEAT_INTERVAL, s.METRICS_FLUSH_INTERVAL)
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() >= next_beat:
+                    self.beat()
+                    next_beat = time.monotonic() + s.HEARTBEAT_INTERVAL
+                else:
+                    self.flush()
+            except TemporaryError as exc:
+                if time.monotonic() - self._last_warning > 60:
+                    self._last_warning = time.monotonic()
+                    log.warning("heartbeat: %s", exc)
+            except Exception:  # never let the thread die: a dead thread is a false "dead"
+                log.exception("heartbeat failed")
+            self._stop.wait(step)
