@@ -7,6 +7,7 @@ Every server gets its own log file under the work directory; `ServerFailed` carr
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 import shlex
@@ -434,7 +435,7 @@ class Stack:
             if missing:
                 raise ServerFailed(f"k8s/ does not define {', '.join(missing)}")
             self._controller_rbac = [by_key[key] for key in CONTROLLER_RBAC]
-        objects = json.loads(json.dumps(self._controller_rbac))
+        objects: list[dict[str, Any]] = copy.deepcopy(self._controller_rbac)
         for obj in objects:
             obj["metadata"]["namespace"] = namespace
         return objects
