@@ -420,8 +420,14 @@ class Stack:
         """Every object of k8s/ as `kubectl apply -k k8s/` would send it (kustomize built into
         the pinned kubectl), as JSON."""
         rendered = self.kubectl("kustomize", str(KUSTOMIZE_BASE))
-        items: list[dict[str, Any]] = json.loads(self.kubectl(
-            "create", "--dry-run=client", "-o", "json", "-f", "-", input_text=rendered))["items"]
+        # One JSON document per object, one after another (not a List).
+        stream = self.kubectl("create", "--dry-run=client", "-o", "json", "-f", "-",
+                              input_text=rendered)
+        decoder, items, at = json.JSONDecoder(), [], 0
+        while stream[at:].strip():
+            at += len(stream[at:]) - len(stream[at:].lstrip())
+            item, at = decoder.raw_decode(stream, at)
+            items.append(item)
         return items
 
     def controller_rbac(self, namespace: str) -> list[dict[str, Any]]:

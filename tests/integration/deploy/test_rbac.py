@@ -122,11 +122,26 @@ def test_the_controller_identity_holds_exactly_the_shipped_role(
 @pytest.mark.parametrize(("verb", "resource"), [
     ("list", "secrets"), ("watch", "pods"), ("patch", "pods"), ("create", "configmaps"),
     ("delete", "jobs"), ("create", "jobs"), ("create", "rolebindings.rbac.authorization.k8s.io"),
-    ("list", "nodes"), ("create", "pods/exec"), ("get", "deployments.apps"),
+    ("list", "nodes"), ("create", "pods --subresource=exec"), ("get", "deployments.apps"),
+    ("patch", "pods --subresource=status"), ("get", "pods --subresource=attach"),
 ])
 def test_the_controller_identity_is_refused_everything_else(
         stack: Stack, namespace: str, verb: str, resource: str) -> None:
     assert stack.env is not None
-    answer = stack.kubectl("auth", "can-i", verb, resource, "-n", namespace,
+    # `pods/exec` would read as the pod named "exec": subresources go in --subresource.
+    answer = stack.kubectl("auth", "can-i", verb, *resource.split(), "-n", namespace,
                            kubeconfig=stack.env.controller_kubeconfig, check=False).strip()
     assert answer == "no", f"{verb} {resource}: {answer}"
+
+
+@pytest.mark.parametrize(("verb", "resource"), [
+    ("get", "pods --subresource=log"), ("delete", "pods"), ("update", "secrets"),
+    ("update", "cronjobs.batch"), ("list", "jobs.batch"),
+])
+def test_the_controller_identity_is_allowed_what_the_role_grants(
+        stack: Stack, namespace: str, verb: str, resource: str) -> None:
+    # The refusals above are not an authentication failure: the same question gets a yes.
+    assert stack.env is not None
+    answer = stack.kubectl("auth", "can-i", verb, *resource.split(), "-n", namespace,
+                           kubeconfig=stack.env.controller_kubeconfig, check=False).strip()
+    assert answer == "yes", f"{verb} {resource}: {answer}"
