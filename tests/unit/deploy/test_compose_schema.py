@@ -86,6 +86,10 @@ def test_the_controller_reads_the_kubeconfig_k3s_wrote() -> None:
     env = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
                if line and not line.startswith("#"))
     mount = next(v for v in services["worker"]["volumes"] if v.startswith("kubeconfig:"))
+    # Only the worker calls Kubernetes; the k3s admin kubeconfig stays out of the others.
+    assert all("volumes" not in services[name] for name in CONTROLLER - {"worker"})
+    assert services["worker"]["depends_on"]["kubeconfig"]["condition"] == (
+        "service_completed_successfully")
     assert env["KUBECONFIG"].startswith(mount.split(":")[1] + "/")
     assert "kubeconfig:/kube" in services["kubeconfig"]["volumes"]
     assert any(v.startswith("k3s-output:/output") for v in services["kubeconfig"]["volumes"])
