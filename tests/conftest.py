@@ -43,7 +43,7 @@ def test_id() -> str:
 
 @pytest.fixture
 def namespace(stack: Stack, test_id: str) -> Iterator[str]:
-    """A fresh namespace with the controller's Role (k8s/role.yaml) bound in it."""
+    """A fresh namespace with the controller's Role and RoleBinding from k8s/ applied in it."""
     name = f"t-{test_id}"
     stack.kubectl("create", "namespace", name)
     stack.grant_controller(name)

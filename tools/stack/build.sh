@@ -134,10 +134,24 @@ copy_kwok_stages() {
   mv "$out/stages.tmp" "$out/stages"; mv "$out/crds.tmp" "$out/crds"
 }
 
+# compose-config (tools/compose-config): `docker compose config`'s loader (compose-go) as a small
+# binary, so tests validate compose.yaml where the docker CLI has no compose plugin. Keyed by the
+# hash of its sources (its go.mod pins compose-go).
+build_compose_config() {
+  local src=$here/../compose-config
+  local key; key=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)
+  local out=$CACHE/bin/compose-config-$key
+  [ -x "$out/compose-config" ] && return 0
+  say "building compose-config ($key)"
+  mkdir -p "$out.tmp"
+  (cd "$src" && run_logged compose-config go build -trimpath -ldflags "-s -w" -o "$out.tmp/compose-config" .)
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
 # `build.sh` builds everything; `build.sh ferretdb kwok` only the named parts.
 started=$SECONDS
 parts=("$@")
-((${#parts[@]})) || parts=(debian etcd kwok ferretdb versitygw kubernetes)
+((${#parts[@]})) || parts=(debian etcd kwok ferretdb versitygw kubernetes compose-config)
 for part in "${parts[@]}"; do
   case $part in
     debian) ensure_debian_packages ;;
@@ -146,6 +160,7 @@ for part in "${parts[@]}"; do
     ferretdb) build_ferretdb ;;
     versitygw) build_go versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw versitygw ;;
     kubernetes) build_kubernetes ;;
+    compose-config) build_compose_config ;;
     *) echo "unknown part: $part" >&2; exit 2 ;;
   esac
 done

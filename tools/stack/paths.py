@@ -55,6 +55,17 @@ class Binaries:
         ]
 
 
+def compose_config() -> Path:
+    """tools/compose-config built by build.sh (`docker compose config`'s loader), keyed by the
+    hash of its sources like build.sh does."""
+    import hashlib
+
+    src = STACK_DIR.parent / "compose-config"
+    digest = hashlib.sha256(b"".join(
+        (src / name).read_bytes() for name in ("go.mod", "go.sum", "main.go"))).hexdigest()
+    return cache_dir() / "bin" / f"compose-config-{digest[:12]}" / "compose-config"
+
+
 def _which(name: str) -> Path:
     found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/usr/local/bin")
     return Path(found) if found else Path(f"/usr/bin/{name}")

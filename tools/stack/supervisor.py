@@ -7,6 +7,7 @@ Every server gets its own log file under the work directory; `ServerFailed` carr
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 import shlex
@@ -28,7 +29,9 @@ from tools.stack.process import Server, ServerFailed, free_port, log_tail
 # The controller's identity, as a ServiceAccount-like user whose rights come only from RBAC.
 CONTROLLER_USER = "system:serviceaccount:the0:the0-controller"
 CONTROLLER_GROUPS = "system:serviceaccounts,system:serviceaccounts:the0,system:authenticated"
-CONTROLLER_ROLE_FILE = REPO_ROOT / "k8s" / "role.yaml"
+# The shipped kustomize base: its Role and RoleBinding are the controller's only rights in tests.
+KUSTOMIZE_BASE = REPO_ROOT / "k8s"
+CONTROLLER_RBAC = (("Role", "the0-controller"), ("RoleBinding", "the0-controller"))
 S3_ACCESS_KEY = "the0-test-access"
 KWOK_NODES = 3
 KWOK_PODS_PER_NODE = 5000
@@ -172,6 +175,7 @@ class Stack:
         self.progress = progress
         self.servers: list[Server] = []
         self._probes: dict[str, Callable[[], bool]] = {}
+        self._controller_rbac: list[dict[str, Any]] | None = None
         self.env: StackEnv | None = None
 
     def __enter__(self) -> Stack:
@@ -412,22 +416,41 @@ class Stack:
             server.wait_ready(self._probes[name], timeout=60)
 
     # ------------------------------------------------------------------ RBAC
-    def grant_controller(self, namespace: str) -> None:
-        """Applies k8s/role.yaml in `namespace` and binds it to the controller identity."""
-        self.kubectl("apply", "-n", namespace, "-f", str(CONTROLLER_ROLE_FILE))
-        role_name = json.loads(self.kubectl("create", "--dry-run=client", "-o", "json", "-n",
-                                            namespace, "-f", str(CONTROLLER_ROLE_FILE))
-                               )["metadata"]["name"]
-        binding = {
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "the0-controller", "namespace": namespace},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                        "name": role_name},
-            "subjects": [{"kind": "ServiceAccount", "name": "the0-controller",
-                          "namespace": "the0"}],
-        }
-        self.kubectl("apply", "-f", "-", input_text=json.dumps(binding))
+    def kustomize_base(self) -> list[dict[str, Any]]:
+        """Every object of k8s/ as `kubectl apply -k k8s/` would send it (kustomize built into
+        the pinned kubectl), as JSON."""
+        rendered = self.kubectl("kustomize", str(KUSTOMIZE_BASE))
+        # One JSON document per object, one after another (not a List).
+        stream = self.kubectl("create", "--dry-run=client", "-o", "json", "-f", "-",
+                              input_text=rendered)
+        decoder, items, at = json.JSONDecoder(), [], 0
+        while stream[at:].strip():
+            at += len(stream[at:]) - len(stream[at:].lstrip())
+            item, at = decoder.raw_decode(stream, at)
+            items.append(item)
+        return items
 
+    def controller_rbac(self, namespace: str) -> list[dict[str, Any]]:
+        """The shipped Role and RoleBinding of the controller, moved to `namespace`. The
+        binding's subject stays the ServiceAccount the0/the0-controller: the identity the
+        controller's kubeconfig authenticates as."""
+        if self._controller_rbac is None:
+            by_key = {(o["kind"], o["metadata"]["name"]): o for o in self.kustomize_base()}
+            missing = [f"{kind}/{name}" for kind, name in CONTROLLER_RBAC
+                       if (kind, name) not in by_key]
+            if missing:
+                raise ServerFailed(f"k8s/ does not define {', '.join(missing)}")
+            self._controller_rbac = [by_key[key] for key in CONTROLLER_RBAC]
+        objects: list[dict[str, Any]] = copy.deepcopy(self._controller_rbac)
+        for obj in objects:
+            obj["metadata"]["namespace"] = namespace
+        return objects
+
+    def grant_controller(self, namespace: str) -> None:
+        """Applies k8s/'s Role and RoleBinding in `namespace`: the controller identity gets
+        exactly the rights the shipped manifests give it, nothing from anywhere else."""
+        self.kubectl("apply", "-f", "-", input_text=json.dumps(
+            {"apiVersion": "v1", "kind": "List", "items": self.controller_rbac(namespace)}))
 
 def pids_of(stack: Stack) -> list[dict[str, Any]]:
     return [{"name": s.name, "pid": s.pid, "argv0": str(s.argv[0])} for s in stack.servers]
