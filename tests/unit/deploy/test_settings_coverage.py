@@ -20,9 +20,6 @@ OTHER_PROGRAMS = {
     "MONGO_INITDB_ROOT_USERNAME", "MONGO_INITDB_ROOT_PASSWORD",   # the mongo image
     "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD",                     # the minio image
 }
-# Settings whose field is being added on another branch (the NATS events consumer); README's
-# configuration table documents them already. Remove a name once worker/settings.py has it.
-PENDING = {"NATS_URL"} - set(Settings.model_fields)
 REQUIRED = {name for name, field in Settings.model_fields.items() if field.is_required()}
 
 
@@ -38,7 +35,7 @@ def env_example() -> dict[str, str]:
 def test_configmap_and_secret_set_known_settings_and_every_required_one() -> None:
     config = documents("configmap.yaml")[0]["data"]
     secret = documents("secret.yaml")[0]["stringData"]
-    unknown = (set(config) | set(secret)) - set(Settings.model_fields) - OTHER_PROGRAMS - PENDING
+    unknown = (set(config) | set(secret)) - set(Settings.model_fields) - OTHER_PROGRAMS
     assert unknown == set()
     assert set(config) | set(secret) >= REQUIRED
     assert not set(config) & {"MONGO_URI", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"}, \
@@ -47,7 +44,7 @@ def test_configmap_and_secret_set_known_settings_and_every_required_one() -> Non
 
 def test_env_example_sets_known_settings_and_every_required_one() -> None:
     env = env_example()
-    assert set(env) - set(Settings.model_fields) - OTHER_PROGRAMS - PENDING == set()
+    assert set(env) - set(Settings.model_fields) - OTHER_PROGRAMS == set()
     assert set(env) >= REQUIRED
 
 
