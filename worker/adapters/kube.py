@@ -85,6 +85,7 @@ class KubeClient:
         self.batch = k8s.BatchV1Api(api_client)
         self.observer = observer
         self.list_requests = 0  # requests made by list_*; the benchmark reads it
+        self.log_requests = 0   # container-log reads
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, verb: str, resource: str, fn: Callable[..., Any], *args: Any,
@@ -188,6 +189,7 @@ class KubeClient:
         if since:
             query.append(("sinceTime", since))
         status = 0
+        self.log_requests += 1
         try:
             response = self.api_client.call_api(
                 "/api/v1/namespaces/{namespace}/pods/{name}/log", "GET",
