@@ -53,3 +53,11 @@ def test_flags_override_the_environment() -> None:
 
 def test_secrets_are_not_shown_in_the_settings_repr() -> None:
     assert "SK-VERY-SECRET" not in repr(load_settings(env=REQUIRED))
+
+
+def test_log_collection_defaults() -> None:
+    s = load_settings(env=REQUIRED)
+    assert s.LOG_INTERVAL == 30.0 and s.LOG_BUCKET == "bot-logs"
+    assert s.LOG_CHUNK_SIZE == 100 and s.LOG_READ_CONCURRENCY == 8
+    assert s.LOG_LOCK_TTL == 60.0 and s.LOG_CURSOR_TTL == 7 * 86400.0
+    assert load_settings(env={**REQUIRED, "LOG_INTERVAL": "10s"}).LOG_INTERVAL == 10.0
