@@ -200,6 +200,11 @@ for j = 4 + 2 * n, #ARGV do redis.call('HDEL', KEYS[2], ARGV[j]) end
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return 1
 """
+_LOG_ACQUIRE = """
+local token = redis.call('INCR', KEYS[2])
+if redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[1]) then return token end
+return false
+"""
 _LOG_RENEW = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -211,6 +216,7 @@ return 0
 # A chunk reports; the last chunk of a pass writes the summary the api reads.
 _LOG_CHUNK_DONE = """
 local done = redis.call('HINCRBY', KEYS[1], 'done', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('HINCRBY', KEYS[1], 'lines', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'errors', ARGV[2])
 local lag = tonumber(ARGV[3])
@@ -234,6 +240,7 @@ class LogState:
 
     def __init__(self, client: redis_lib.Redis) -> None:
         self.client = client
+        self._acquire = client.register_script(_LOG_ACQUIRE)
         self._commit = client.register_script(_LOG_COMMIT)
         self._renew = client.register_script(_LOG_RENEW)
         self._release = client.register_script(_LOG_RELEASE)
@@ -242,9 +249,9 @@ class LogState:
     def acquire(self, bot_id: str, *, ttl: float) -> str | None:
         """The bot's writer lock (non-blocking): its fencing token, or None when held."""
         with _temporary_on_redis_error():
-            token = f"{int(self.client.incr(keys.LOG_FENCE))}"
-            got = self.client.set(keys.log_lock(bot_id), token, nx=True, px=int(ttl * 1000))
-        return token if got else None
+            token = self._acquire(keys=[keys.log_lock(bot_id), keys.LOG_FENCE],
+                                  args=[int(ttl * 1000)])
+        return None if token is None else str(int(token))
 
     def renew(self, bot_id: str, token: str, *, ttl: float) -> bool:
         with _temporary_on_redis_error():
