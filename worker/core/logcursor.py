@@ -90,9 +90,9 @@ def to_record(ts: str, content: str) -> str:
             if "timestamp" in obj:
                 return text
             inner = text[1:-1].strip()
-            head = '{"timestamp":' + json.dumps(ts)
+            head = '{"timestamp":"' + ts + '"'  # canonical: digits, "-", ":", ".", "T", "Z"
             return head + ("," + text[1:] if inner else "}")
-    return '{"timestamp":' + json.dumps(ts) + ',"message":' + json.dumps(
+    return '{"timestamp":"' + ts + '","message":' + json.dumps(
         content.rstrip("\r"), ensure_ascii=False) + "}"
 
 
