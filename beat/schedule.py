@@ -13,7 +13,7 @@ from worker.settings import Settings
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     interval = settings.RECONCILE_INTERVAL
-    return {
+    schedule = {
         "reconcile-live-bots": {
             "task": "reconcile.bots",
             "schedule": interval,
@@ -25,3 +25,9 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "options": {"expires": interval},
         },
     }
+    schedule["collect-logs"] = {
+        "task": "logs.collect",
+        "schedule": settings.LOG_INTERVAL,
+        "options": {"expires": settings.LOG_INTERVAL},
+    }
+    return schedule

@@ -51,3 +51,15 @@ def test_the_celery_app_is_at_least_once() -> None:
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.task_ignore_result
     assert conf.beat_scheduler == "beat.scheduler:LeaderScheduler"
+
+
+def test_log_collection_tasks_run_on_the_logs_queue_every_log_interval() -> None:
+    settings = load_settings(env={**ENV, "LOG_INTERVAL": "20s"})
+    app = create_app(settings)
+    app.loader.import_default_modules()
+    for name in ("logs.collect", "logs.collect_chunk"):
+        assert name in app.tasks
+        assert app.amqp.router.route({}, name)["queue"].name == "logs"
+    entry = beat_schedule(settings)["collect-logs"]
+    assert entry["task"] == "logs.collect" and entry["schedule"] == 20.0
+    assert entry["options"]["expires"] == 20.0

@@ -16,7 +16,7 @@ def create_app(settings: Settings) -> Celery:
     from beat.schedule import beat_schedule
 
     app = Celery("the0-k8s", include=["worker.tasks.reconcile", "worker.tasks.bots",
-                                      "worker.tasks.schedules"])
+                                      "worker.tasks.schedules", "worker.tasks.logs"])
     app.conf.update(
         broker_url=settings.REDIS_URL,
         broker_connection_retry_on_startup=True,

@@ -78,3 +78,23 @@ def events_heartbeat(hostname: str) -> str:
 
 def metrics(family: str) -> str:
     return METRICS.format(family=family)
+
+
+# Log collection (issue 6).
+LOG_CURSORS = f"{PREFIX}:logs:cursor:{{bot_id}}"      # hash stream (pod uid/container) → position
+LOG_LOCK = f"{PREFIX}:logs:lock:{{bot_id}}"           # the one writer of a bot's log objects
+LOG_FENCE = f"{PREFIX}:logs:fence"                    # counter: every lock holder gets a new token
+LOG_PASS = f"{PREFIX}:logs:pass:{{pass_id}}"          # hash: chunks done, lines, errors of a pass
+LAST_LOGS = f"{PREFIX}:last-logs"                     # JSON summary of the last finished pass
+
+
+def log_cursors(bot_id: str) -> str:
+    return LOG_CURSORS.format(bot_id=bot_id)
+
+
+def log_lock(bot_id: str) -> str:
+    return LOG_LOCK.format(bot_id=bot_id)
+
+
+def log_pass(pass_id: str) -> str:
+    return LOG_PASS.format(pass_id=pass_id)

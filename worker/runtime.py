@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 from worker.adapters.kube import KubeClient, RequestObserver, api_client_for
 from worker.adapters.mongo import BotStore, collections_for
-from worker.adapters.redis import RedisState
-from worker.adapters.s3 import CodeStore
+from worker.adapters.redis import LogState, RedisState
+from worker.adapters.s3 import CodeStore, LogStore
 from worker.adapters.telemetry import TelemetryStore
 from worker.core.bot import BotKind
 from worker.core.desired import parse_desired, parse_desired_schedule
@@ -72,6 +72,24 @@ class Runtime:
             secret_key=s.MINIO_SECRET_KEY.get_secret_value(), bucket=s.MINIO_BUCKET,
             secure=s.MINIO_SECURE, region=s.MINIO_REGION,
             public_endpoint=s.MINIO_PUBLIC_ENDPOINT))
+
+    @property
+    def log_store(self) -> LogStore:
+        s = self.settings
+        return self._once("log-store", lambda: LogStore(
+            endpoint=s.MINIO_ENDPOINT, access_key=s.MINIO_ACCESS_KEY.get_secret_value(),
+            secret_key=s.MINIO_SECRET_KEY.get_secret_value(), bucket=s.LOG_BUCKET,
+            secure=s.MINIO_SECURE, region=s.MINIO_REGION,
+            pool_size=max(16, s.WORKER_CONCURRENCY * 2)))
+
+    @property
+    def log_state(self) -> LogState:
+        return self._once("log-state", lambda: LogState(self.redis.client))
+
+    def log_reads(self) -> threading.BoundedSemaphore:
+        """Process-wide bound on concurrent container-log reads."""
+        return self._once("log-reads", lambda: threading.BoundedSemaphore(
+            self.settings.LOG_READ_CONCURRENCY))
 
     def store(self, kind: BotKind) -> BotStore:
         s = self.settings

@@ -183,6 +183,35 @@ class Settings(BaseSettings):
     METRICS_FLUSH_INTERVAL: Duration = Field(
         _d("5s"), description="How often a worker flushes its buffered metric increments to "
                           "Redis (one pipeline), so the api's /metrics sees every process.")
+    # --- Log collection ---------------------------------------------------------------------
+    LOG_INTERVAL: Duration = Field(
+        _d("30s"), description="Period of log collection (s). A line reaches S3 within about "
+                           "one to two intervals.")
+    LOG_CHUNK_SIZE: int = Field(
+        100, ge=1, le=5000, description="Pods per collection task (a bot's pods are never "
+                                        "split); chunks run in parallel on the `logs` queue.")
+    LOG_READ_CONCURRENCY: int = Field(
+        8, ge=1, le=256, description="Log reads in flight per worker process: the API server "
+                                     "does not throttle log streams, so we do.")
+    LOG_READ_LIMIT: int = Field(
+        8 * 1024 * 1024, ge=64 * 1024,
+        description="Bytes read from one container log per pass (limitBytes); the rest "
+                    "follows next pass. Bounds a chunk's memory.")
+    LOG_BUCKET: str = Field("bot-logs", description="Bucket of the bots' NDJSON log objects "
+                                                    "(the platform's UI reads it).")
+    LOG_LOCK_TTL: Duration = Field(
+        _d("60s"), description="Time-to-live of a bot's log-writer lock, renewed between "
+                           "writes; a killed worker blocks that bot's logs at most this long.")
+    LOG_CURSOR_TTL: Duration = Field(
+        _d("7d"), description="A bot's cursors expire after this long without a collection "
+                          "touching them (all its pods long gone).")
+    LOG_STREAM_FORGET: Duration = Field(
+        _d("15m"), description="A gone pod's cursor is dropped once unchanged this long.")
+    LOG_UPLOAD_MAX_AGE: Duration = Field(
+        _d("1h"), description="Multipart uploads of log objects older than this (left by a "
+                          "killed worker) are aborted by the collection pass.")
+    LOG_SUMMARY_TTL: Duration = Field(
+        _d("10m"), description="Lifetime of the last-collection summary read by the api.")
 
     @field_validator("RUNTIME_IMAGES", mode="before")
     @classmethod

@@ -199,3 +199,122 @@ class RedisState:
         with _temporary_on_redis_error():
             raw = self.client.get(keys.last_reconcile(kind))
         return json.loads(raw) if raw else None
+
+
+# ============================================================================ log collection
+# The per-bot log lock carries a fencing token (a fresh number from a counter); cursor commits
+# are accepted only while the committer's token still holds the lock, so a worker that lost
+# its lock (paused past the TTL) can never move a cursor.
+_LOG_COMMIT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local n = tonumber(ARGV[3])
+for i = 0, n - 1 do redis.call('HSET', KEYS[2], ARGV[4 + 2 * i], ARGV[5 + 2 * i]) end
+for j = 4 + 2 * n, #ARGV do redis.call('HDEL', KEYS[2], ARGV[j]) end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+return 1
+"""
+_LOG_ACQUIRE = """
+local token = redis.call('INCR', KEYS[2])
+if redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[1]) then return token end
+return false
+"""
+_LOG_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+_LOG_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# A chunk reports; the last chunk of a pass writes the summary the api reads.
+_LOG_CHUNK_DONE = """
+local done = redis.call('HINCRBY', KEYS[1], 'done', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'lines', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'errors', ARGV[2])
+local lag = tonumber(ARGV[3])
+local seen = tonumber(redis.call('HGET', KEYS[1], 'lag') or '0')
+if lag > seen then redis.call('HSET', KEYS[1], 'lag', ARGV[3]) end
+local total = tonumber(redis.call('HGET', KEYS[1], 'total') or '-1')
+if done ~= total then return 0 end
+local t = redis.call('HMGET', KEYS[1], 'start', 'pods', 'lines', 'errors', 'lag')
+local now = tonumber(ARGV[4])
+local summary = cjson.encode({at = now, duration_s = now - tonumber(t[1]),
+  ok = tonumber(t[4]) == 0, pods = tonumber(t[2]), lines = tonumber(t[3]),
+  lag_s = tonumber(t[5] or '0'), errors = tonumber(t[4])})
+redis.call('SET', KEYS[2], summary, 'EX', ARGV[5])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+class LogState:
+    """Cursors, per-bot writer locks and pass summaries of the log collector."""
+
+    def __init__(self, client: redis_lib.Redis) -> None:
+        self.client = client
+        self._acquire = client.register_script(_LOG_ACQUIRE)
+        self._commit = client.register_script(_LOG_COMMIT)
+        self._renew = client.register_script(_LOG_RENEW)
+        self._release = client.register_script(_LOG_RELEASE)
+        self._chunk_done = client.register_script(_LOG_CHUNK_DONE)
+
+    def acquire(self, bot_id: str, *, ttl: float) -> str | None:
+        """The bot's writer lock (non-blocking): its fencing token, or None when held."""
+        with _temporary_on_redis_error():
+            token = self._acquire(keys=[keys.log_lock(bot_id), keys.LOG_FENCE],
+                                  args=[int(ttl * 1000)])
+        return None if token is None else str(int(token))
+
+    def renew(self, bot_id: str, token: str, *, ttl: float) -> bool:
+        with _temporary_on_redis_error():
+            return bool(self._renew(keys=[keys.log_lock(bot_id)], args=[token, int(ttl * 1000)]))
+
+    def release(self, bot_id: str, token: str) -> None:
+        with _temporary_on_redis_error():
+            self._release(keys=[keys.log_lock(bot_id)], args=[token])
+
+    def load_cursors(self, bot_id: str) -> dict[str, bytes]:
+        with _temporary_on_redis_error():
+            raw = self.client.hgetall(keys.log_cursors(bot_id))
+        return {k.decode(): v for k, v in raw.items()}
+
+    def commit(self, bot_id: str, token: str, updates: Mapping[str, str],
+               deletes: Sequence[str], *, ttl: float) -> bool:
+        """Stores cursor positions (and drops forgotten streams) if `token` still holds the
+        bot's lock; refreshes the cursors' time-to-live. False: the lock was lost, nothing
+        stored."""
+        args: list[Any] = [token, int(ttl * 1000), len(updates)]
+        for stream, value in updates.items():
+            args += [stream, value]
+        args += list(deletes)
+        with _temporary_on_redis_error():
+            return bool(self._commit(keys=[keys.log_lock(bot_id), keys.log_cursors(bot_id)],
+                                     args=args))
+
+    def start_pass(self, pass_id: str, *, chunks: int, pods: int, now: float,
+                   ttl: float) -> None:
+        with _temporary_on_redis_error():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(keys.log_pass(pass_id), mapping={"total": chunks, "pods": pods,
+                                                       "start": repr(now), "done": 0,
+                                                       "lines": 0, "errors": 0, "lag": 0})
+            pipe.expire(keys.log_pass(pass_id), int(ttl))
+            pipe.execute()
+
+    def chunk_done(self, pass_id: str, *, lines: int, errors: int, lag: float, now: float,
+                   ttl: float) -> bool:
+        """Counts one finished chunk; True when it was the pass's last (summary written)."""
+        with _temporary_on_redis_error():
+            return bool(self._chunk_done(keys=[keys.log_pass(pass_id), keys.LAST_LOGS],
+                                         args=[lines, errors, repr(round(lag, 3)), repr(now),
+                                               int(ttl)]))
+
+    def record_summary(self, summary: Mapping[str, Any], *, ttl: float) -> None:
+        with _temporary_on_redis_error():
+            self.client.set(keys.LAST_LOGS, json.dumps(summary), ex=int(ttl))
+
+    def last_summary(self) -> dict[str, Any] | None:
+        with _temporary_on_redis_error():
+            raw = self.client.get(keys.LAST_LOGS)
+        return json.loads(raw) if raw else None

@@ -1,4 +1,4 @@
-"""Object storage (MinIO API; versitygw in tests): code objects and presigned code URLs.
+"""Object storage (MinIO API; versitygw in tests): code objects, presigned code URLs, bot logs.
 
 Presigning is local signing with a fixed region, so it makes no request. Storage keys never
 leave this process: pods only ever get a short-lived URL for their one code object.
@@ -6,10 +6,17 @@ leave this process: pods only ever get a short-lived URL for their one code obje
 
 from __future__ import annotations
 
-from datetime import timedelta
+import base64
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import quote
 
 import urllib3
 from minio import Minio
+from minio.datatypes import Part
 from minio.error import S3Error
 
 from worker.core.errors import TemporaryError
@@ -45,3 +52,185 @@ class CodeStore:
         seconds = max(60, min(int(ttl_seconds), 7 * 24 * 3600))  # SigV4 allows up to 7 days
         return self.public.presigned_get_object(self.bucket, key,
                                                 expires=timedelta(seconds=seconds))
+
+
+# ============================================================================ bot logs
+# S3 has no append. An append is a conditional rewrite of the day object: small objects are
+# read and rewritten (If-Match on the ETag we saw, If-None-Match: * for a new one); objects of
+# at least `copy_threshold` bytes are rebuilt server-side by a multipart upload whose first
+# part(s) copy the existing object (UploadPartCopy, x-amz-copy-source-if-match) and whose last
+# part is the new bytes, completed with If-Match. Either way the client moves at most
+# `copy_threshold` + the new bytes, and a concurrent writer makes the write fail (412) instead
+# of being overwritten. The multipart upload is aborted on any failure; uploads left by a
+# killed worker are swept by `abort_stale_uploads`.
+
+MIN_PART = 5 * 1024 * 1024
+MAX_COPY_PART = 5 * 1024 * 1024 * 1024
+_HWM_HEADER = "x-amz-meta-the0-hwm"
+_NDJSON = "application/x-ndjson"
+
+
+class LogWriteConflict(TemporaryError):
+    """The day object changed since we looked at it (another writer): nothing was written."""
+
+
+@dataclass(frozen=True)
+class ObjectState:
+    etag: str
+    size: int
+    hwm: str | None  # our high-water-mark metadata, raw
+
+
+def _copy_ranges(size: int) -> list[tuple[int, int]]:
+    """Byte ranges (inclusive) of ≤ 5 GiB, each ≥ 5 MiB, covering an object of `size` ≥ 5 MiB."""
+    count = max(1, -(-size // MAX_COPY_PART))
+    step = -(-size // count)
+    return [(start, min(size, start + step) - 1) for start in range(0, size, step)]
+
+
+class LogStore:
+    """The `bot-logs` bucket: conditional appends to day objects, their metadata, cleanup."""
+
+    def __init__(self, *, endpoint: str, access_key: str, secret_key: str, bucket: str,
+                 secure: bool, region: str, copy_threshold: int = MIN_PART,
+                 pool_size: int = 32) -> None:
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=60), maxsize=pool_size,
+                                   retries=False)
+        self.bucket = bucket
+        self.copy_threshold = max(MIN_PART, copy_threshold)
+        self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key,
+                            secure=secure, region=region, http_client=http)
+        self.requests = 0  # S3 requests made (the benchmark reads it)
+
+    @contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        self.requests += 1
+        try:
+            yield
+        except S3Error as exc:
+            if exc.code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise LogWriteConflict(f"s3: {what}: object changed concurrently") from None
+            raise TemporaryError(f"s3: {what} failed: {exc.code}") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise TemporaryError(f"s3: {what} failed: {type(exc).__name__}") from None
+
+    def ensure_bucket(self) -> None:
+        with self._translated("make bucket"):
+            try:
+                self.client.make_bucket(self.bucket)
+            except S3Error as exc:
+                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
+
+    def head(self, key: str) -> ObjectState | None:
+        with self._translated("stat"):
+            try:
+                stat = self.client.stat_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in _MISSING:
+                    return None
+                raise
+        headers = stat.metadata or {}
+        hwm = next((str(v) for k, v in headers.items() if k.lower() == _HWM_HEADER), None)
+        return ObjectState(etag=str(stat.etag).strip('"'), size=int(stat.size or 0), hwm=hwm)
+
+    def read(self, key: str) -> bytes | None:
+        with self._translated("get"):
+            try:
+                response = self.client.get_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in _MISSING:
+                    return None
+                raise
+            try:
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+
+    def append(self, key: str, data: bytes, *, expected: ObjectState | None, hwm: str) -> None:
+        """Appends `data` to the object last seen as `expected` (None: it must not exist),
+        setting its high-water-mark metadata in the same write. LogWriteConflict when the
+        object is no longer what we saw."""
+        headers = {"Content-Type": _NDJSON, _HWM_HEADER: hwm}
+        if expected is None:
+            with self._translated("put"):
+                self.client._put_object(self.bucket, key, data,
+                                        headers={**headers, "If-None-Match": "*"})
+        elif expected.size < self.copy_threshold:
+            with self._translated("get"):
+                response = self.client.get_object(self.bucket, key,
+                                                  request_headers={"If-Match": expected.etag})
+                try:
+                    existing = bytes(response.read())
+                finally:
+                    response.close()
+                    response.release_conn()
+            with self._translated("put"):
+                self.client._put_object(self.bucket, key, existing + data,
+                                        headers={**headers, "If-Match": expected.etag})
+        else:
+            self._append_multipart(key, data, expected, headers)
+
+    def _append_multipart(self, key: str, data: bytes, expected: ObjectState,
+                          headers: dict[str, str]) -> None:
+        with self._translated("create multipart upload"):
+            upload_id = self.client._create_multipart_upload(self.bucket, key, dict(headers))
+        completed = False
+        try:
+            parts: list[Part] = []
+            source = quote(f"/{self.bucket}/{key}")
+            for number, (start, end) in enumerate(_copy_ranges(expected.size), start=1):
+                with self._translated("upload part copy"):
+                    etag, _ = self.client._upload_part_copy(self.bucket, key, upload_id, number, {
+                        "x-amz-copy-source": source,
+                        "x-amz-copy-source-if-match": expected.etag,
+                        "x-amz-copy-source-range": f"bytes={start}-{end}"})
+                parts.append(Part(number, str(etag).strip('"')))
+            with self._translated("upload part"):
+                etag = self.client._upload_part(self.bucket, key, data, None, upload_id,
+                                                len(parts) + 1)
+            parts.append(Part(len(parts) + 1, str(etag).strip('"')))
+            body = b"<CompleteMultipartUpload>" + b"".join(
+                f"<Part><PartNumber>{p.part_number}</PartNumber><ETag>\"{p.etag}\"</ETag>"
+                f"</Part>".encode() for p in parts) + b"</CompleteMultipartUpload>"
+            with self._translated("complete multipart upload"):
+                response = self.client._execute(
+                    "POST", self.bucket, key, body=body,
+                    headers={"Content-Type": "application/xml",
+                             "Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode(),
+                             "If-Match": expected.etag},
+                    query_params={"uploadId": upload_id})
+                if b"<Error>" in (response.data or b"")[:512]:
+                    raise TemporaryError("s3: complete multipart upload failed")
+            completed = True
+        finally:
+            if not completed:
+                self._abort(key, upload_id)
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            with self._translated("abort multipart upload"):
+                self.client._abort_multipart_upload(self.bucket, key, upload_id)
+        except TemporaryError:
+            pass  # swept later by abort_stale_uploads
+
+    def abort_stale_uploads(self, prefix: str, *, older_than: datetime, limit: int = 1000) -> int:
+        """Aborts multipart uploads under `prefix` started before `older_than` (left by a
+        killed worker). Returns how many were aborted."""
+        with self._translated("list multipart uploads"):
+            result = self.client._list_multipart_uploads(self.bucket, prefix=prefix,
+                                                         max_uploads=limit)
+        aborted = 0
+        for upload in result.uploads:
+            started = upload.initiated_time
+            if started is not None and started < older_than and upload.upload_id:
+                self._abort(upload.object_name, upload.upload_id)
+                aborted += 1
+        return aborted
+
+    def list_uploads(self, prefix: str) -> list[str]:
+        """Upload ids in progress under `prefix` (tests assert none is left behind)."""
+        with self._translated("list multipart uploads"):
+            result = self.client._list_multipart_uploads(self.bucket, prefix=prefix)
+        return [u.upload_id for u in result.uploads if u.upload_id]

@@ -26,7 +26,7 @@ WORKER_REGISTRY_RETENTION = 86400.0  # forget a worker's registry entry a day af
 PRIORITY_STEPS = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 UNACKED = "unacked"  # kombu's hash of delivered, not yet acknowledged messages
 
-LAST_LOGS: str = getattr(keys, "LAST_LOGS", "the0:last-logs")
+LAST_LOGS = keys.LAST_LOGS
 
 
 def _add_increments(pipe: Any, increments: Increments) -> None:

@@ -19,9 +19,9 @@ from tools.stack.supervisor import Stack
 KUBE_ADAPTER = REPO_ROOT / "worker" / "adapters" / "kube.py"
 Permission = tuple[str, str, str]  # (api group, resource[/subresource], verb)
 
-# Granted ahead of its use: log collection (another branch) reads the bot container's log.
-# Once kube.py makes the call, the test below asks for the entry to be removed from here.
-PENDING_USE: set[Permission] = {("", "pods/log", "get")}
+# Granted ahead of its use (none now). Once kube.py makes such a call, the test below asks
+# for the entry to be removed from here.
+PENDING_USE: set[Permission] = set()
 
 # Rules every authenticated user has (system:basic-user): self-reviews.
 SELF_REVIEW_GROUPS = {"authorization.k8s.io", "authentication.k8s.io"}

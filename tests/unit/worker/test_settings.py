@@ -73,3 +73,11 @@ def test_api_settings_need_only_redis() -> None:
         2.0, 3.0, 0.25)
     with pytest.raises(SettingsError, match="API_REDIS_TIMEOUT"):
         load_api_settings(env={"API_REDIS_TIMEOUT": "soon"})
+
+
+def test_log_collection_defaults() -> None:
+    s = load_settings(env=REQUIRED)
+    assert s.LOG_INTERVAL == 30.0 and s.LOG_BUCKET == "bot-logs"
+    assert s.LOG_CHUNK_SIZE == 100 and s.LOG_READ_CONCURRENCY == 8
+    assert s.LOG_LOCK_TTL == 60.0 and s.LOG_CURSOR_TTL == 7 * 86400.0
+    assert load_settings(env={**REQUIRED, "LOG_INTERVAL": "10s"}).LOG_INTERVAL == 10.0
