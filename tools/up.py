@@ -1,9 +1,10 @@
 """`make up`: the whole system on the embedded real stack, in the foreground.
 
-Starts the stack (like `make stack-up`), then a Celery worker and beat running as the
-controller's restricted identity, the health/metrics api (uvicorn) and Flower (basic auth from
-FLOWER_BASIC_AUTH, generated when unset), seeds a few demo bots (code zips in S3), prints how
-to watch them and the api and Flower URLs, and stops everything on Ctrl-C.
+Starts the stack (like `make stack-up`), then a Celery worker, beat and the NATS events
+consumer running as the controller's restricted identity, the health/metrics api (uvicorn)
+and Flower (basic auth from FLOWER_BASIC_AUTH, generated when unset), seeds a few demo bots
+(code zips in S3), prints how to watch them and the api and Flower URLs, and stops everything
+on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def main() -> int:
     for name, argv, extra in (
             ("worker", [celery, "-A", "worker", "worker", "--loglevel=INFO"], {}),
             ("beat", [celery, "-A", "worker", "beat", "--loglevel=INFO"], {}),
+            ("events", [sys.executable, "-m", "worker", "events"], {}),
             ("api", [uvicorn, "--factory", "api.main:create_app", "--host", "127.0.0.1",
                      "--port", str(api_port)], {}),
             ("flower", [celery, "-A", "worker", "flower", "--address=127.0.0.1",
@@ -111,6 +113,7 @@ the0-k8s is running. Demo bots: {", ".join(b[0] for b in DEMO_BOTS)}.
   watch the pods:   {kubectl} --kubeconfig {stack.admin_kubeconfig} get pods -n the0 -w
   what a pass does: source {ENV_FILE} && KUBECONFIG=$THE0_CONTROLLER_KUBECONFIG \\
                     .venv/bin/python -m worker plan
+  send an event:    the platform publishes on {stack.nats_url} (the0.bot.created|updated|deleted)
   api:              http://127.0.0.1:{api_port}/readyz  /status  /metrics  /healthz
   flower:           http://127.0.0.1:{flower_port}/  (basic auth user:password {flower_auth})
                     Flower's Prometheus metrics: http://127.0.0.1:{flower_port}/metrics

@@ -8,12 +8,11 @@ is `{id, config, custom}`, or the legacy wrapper `{type, entity_id, data: {...},
 `BotEvent`'s repr hides config and custom.
 """
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
-
-import orjson
 
 from worker.core.bot import BotKind
 from worker.core.text import excerpt
@@ -65,8 +64,8 @@ def parse_event(subject: str, payload: bytes, *, max_bytes: int) -> BotEvent | R
     if len(payload) > max_bytes:
         return Rejected("too_large", f"payload of {len(payload)} bytes exceeds {max_bytes}")
     try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError:
+        body = json.loads(payload)
+    except ValueError:  # not UTF-8 or not JSON
         return Rejected("not_json", f"payload of {len(payload)} bytes is not JSON")
     if not isinstance(body, dict):
         return Rejected("not_object", f"payload is a JSON {type(body).__name__}, not an object")

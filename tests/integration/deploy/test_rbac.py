@@ -38,10 +38,14 @@ def permission_of(api_class: type, method: str) -> Permission:
     source = inspect.getsource(getattr(api_class, f"{method}_with_http_info"))
     endpoint = _ENDPOINT.search(source)
     assert endpoint, f"{api_class.__name__}.{method}: no endpoint found"
-    path = _PATH.match(endpoint["path"])
-    assert path, f"{api_class.__name__}.{method}: not a namespaced path: {endpoint['path']}"
+    return permission_of_endpoint(endpoint["path"], endpoint["method"],
+                                  f"{api_class.__name__}.{method}")
+
+
+def permission_of_endpoint(raw_path: str, http: str, where: str) -> Permission:
+    path = _PATH.match(raw_path)
+    assert path, f"{where}: not a namespaced path: {raw_path}"
     resource = path["resource"] + (f"/{path['sub']}" if path["sub"] else "")
-    http = endpoint["method"]
     if http == "GET":
         verb = "get" if path["name"] else "list"
     elif http == "DELETE":
@@ -69,6 +73,13 @@ def used_by_kube_adapter() -> set[Permission]:
                 and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"
                 and node.value.attr in apis):
             used.add(permission_of(apis[node.value.attr], node.attr))
+        # A raw `self.api_client.call_api("<path>", "<METHOD>", …)` (e.g. the log read).
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "call_api" and len(node.args) >= 2
+                and all(isinstance(a, ast.Constant) and isinstance(a.value, str)
+                        for a in node.args[:2])):
+            raw_path, http = (a.value for a in node.args[:2])  # type: ignore[attr-defined]
+            used.add(permission_of_endpoint(raw_path, http, "kube.py call_api"))
         if isinstance(node, ast.keyword) and node.arg == "watch":
             raise AssertionError("kube.py watches: extend this derivation with `watch`")
     return used
