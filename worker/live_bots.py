@@ -49,6 +49,7 @@ from worker.core.planner import (
 from worker.core.podspec import build_config_secret, build_pod
 from worker.core.podstatus import PodHealth
 from worker.core.status import fingerprint, observed_status
+from worker.log_collector import LogCollector
 from worker.runtime import Runtime
 from worker.telemetry import record_pass
 
@@ -344,6 +345,9 @@ class LiveBotController:
             time.sleep(min(wait, 1.0))
 
     def _delete(self, pod: ObservedPod) -> None:
+        if self.settings.LOG_COLLECT_ON_DELETE:
+            # The pod's log goes with it: ship the lines written since the last log pass.
+            LogCollector(self.rt).collect_before_delete(pod.name)
         self.rt.kube.delete_pod(pod.name, uid=pod.uid or None)
         # The pod owns its secret, so GC would remove it; deleting now frees the name at once.
         self.rt.kube.delete_secret(secret_name(pod.name))

@@ -156,6 +156,22 @@ class LogCollector:
                 log.warning("recording the log pass failed: %s", exc)
         return result
 
+    def collect_before_delete(self, pod_name: str) -> BotResult | None:
+        """Ships what a pod wrote since the last pass, just before the controller deletes it
+        (its log goes with it). Best effort and never raises: stopping a bot must not wait
+        on its logs. None when there was nothing to read or the read failed."""
+        try:
+            raw = self.rt.kube.get_pod(pod_name)
+            pod = lc.log_pod(raw) if raw is not None else None
+            if pod is None:
+                return None
+            self.rt.log_store.ensure_bucket_once()  # no log pass may have run yet
+            return self.collect_bot(pod.bot_id, [pod])
+        except (TemporaryError, PermanentError) as exc:
+            log.warning("final log read of pod %s before its deletion failed: %s",
+                        pod_name, exc)
+            return None
+
     # ------------------------------------------------------------------ one bot
     def collect_bot(self, bot_id: str, pods: Sequence[lc.LogPod]) -> BotResult:
         s = self.settings

@@ -210,6 +210,9 @@ class Settings(BaseSettings):
     LOG_UPLOAD_MAX_AGE: Duration = Field(
         _d("1h"), description="Multipart uploads of log objects older than this (left by a "
                           "killed worker) are aborted by the collection pass.")
+    LOG_COLLECT_ON_DELETE: bool = Field(
+        True, description="Before deleting or replacing a bot pod, ship the log lines it wrote "
+                          "since the last pass (its log is deleted with it). Best effort.")
     LOG_SUMMARY_TTL: Duration = Field(
         _d("10m"), description="Lifetime of the last-collection summary read by the api.")
 

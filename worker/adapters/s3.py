@@ -101,6 +101,7 @@ class LogStore:
         self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key,
                             secure=secure, region=region, http_client=http)
         self.requests = 0  # S3 requests made (the benchmark reads it)
+        self.bucket_ready = False  # seen to exist by this process
 
     @contextmanager
     def _translated(self, what: str) -> Iterator[None]:
@@ -121,6 +122,12 @@ class LogStore:
             except S3Error as exc:
                 if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise
+        self.bucket_ready = True
+
+    def ensure_bucket_once(self) -> None:
+        """ensure_bucket, skipped once this process has seen the bucket exist."""
+        if not self.bucket_ready:
+            self.ensure_bucket()
 
     def head(self, key: str) -> ObjectState | None:
         with self._translated("stat"):

@@ -222,3 +222,26 @@ def test_pods_of_other_controllers_are_not_collected(
     stranger.write("not ours")
     run_pass(make_collector())
     assert shipped(s3, log_bucket, key_of("kappa1")) == []
+
+
+def test_a_pod_the_controller_deletes_gets_its_last_lines_shipped_first(
+        log_env: dict[str, str], make_pod: MakePod, s3: Any, log_bucket: str,
+        admin_api: Any, restricted_namespace: str) -> None:
+    """No log pass runs at all: the delete path itself ships what the pod wrote."""
+    from kubernetes import client
+
+    from worker.live_bots import LiveBotController
+    from worker.runtime import Runtime
+    from worker.settings import load_settings
+
+    pod = make_pod("stopped1")
+    pod.wait_running()
+    sent = pod.write("bought 1 BTC", "placing stop order", "last words")
+    controller = LiveBotController(Runtime(load_settings(env=log_env)))
+    # Its document is gone (the per-test database is empty): the plan deletes the pod.
+    assert controller.converge("stopped1", intent="delete") == "deleted"
+    assert messages(shipped(s3, log_bucket, key_of("stopped1"))) == sent
+    core = client.CoreV1Api(admin_api)
+    names = [p.metadata.name for p in core.list_namespaced_pod(restricted_namespace).items
+             if p.metadata.deletion_timestamp is None]
+    assert pod.name not in names
