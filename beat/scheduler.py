@@ -47,7 +47,7 @@ class LeaderScheduler(Scheduler):  # type: ignore[misc]
     @property
     def redis(self) -> redis.Redis:
         if self._redis is None:
-            settings = self.app.conf.the0_settings
+            settings = self.app.the0_settings
             self._redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=3,
                                                socket_connect_timeout=3)
         return self._redis
@@ -78,7 +78,7 @@ class LeaderScheduler(Scheduler):  # type: ignore[misc]
             log.warning("beat %s: lost the leader lease; standing by", self.identity)
         if not self.leading:
             return CHECK_EVERY
-        settings = self.app.conf.the0_settings
+        settings = self.app.the0_settings
         try:  # the active beat's heartbeat, for /readyz (JSON: who, at, pid)
             self.redis.set(keys.HEARTBEAT_BEAT, json.dumps(
                 {"who": self.identity, "at": time.time(), "pid": os.getpid()}),

@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/event_latency.py --bots 10000 --events 200
 
-Starts its own stack, seeds N bots, runs a real `celery -A worker worker`, `celery -A worker
-beat` and `python -m worker events`, waits until all N pods are Running, then publishes
+Starts its own stack, seeds N bots, runs a real `celery -A worker worker -Q reconcile,bots`
+(log collection has its own benchmark, bench/log_throughput.py, and its own workers in a
+deployment), `celery -A worker beat` and `python -m worker events`, waits until all N pods are Running, then publishes
 `--events` platform events on NATS at `--rate` per second — a mix of creates (new bots),
 config updates (existing bots) and deletes — and watches the pods (as admin) to time, per
 event, publish → the desired pod state observed in Kubernetes:
@@ -111,7 +112,8 @@ def main() -> int:
         core = client.CoreV1Api(config.new_client_from_config(stack.env.admin_kubeconfig))
         logs = workdir / "logs"
         celery = str(Path(sys.executable).with_name("celery"))
-        argvs = {"worker": [celery, "-A", "worker", "worker", "--loglevel=INFO"],
+        argvs = {"worker": [celery, "-A", "worker", "worker", "--loglevel=INFO",
+                                  "-Q", "reconcile,bots"],
                  "beat": [celery, "-A", "worker", "beat", "--loglevel=WARNING"],
                  **{f"events-{i}": [sys.executable, "-m", "worker", "events"]
                     for i in range(args.consumers)}}

@@ -3,7 +3,8 @@
     .venv/bin/python bench/reconcile_scale.py --bots 10000
 
 Starts its own stack, seeds N bots (one shared code zip), runs a real `celery -A worker
-worker` (and beat), and measures:
+worker -Q reconcile,bots` (log collection has its own benchmark and workers) and beat, and
+measures:
   cold_start_s       first reconcile → all N pods Running
   creates_per_s      N / cold_start_s
   noop_pass_s        one full pass over the converged world (in-process, same code as the task)
@@ -158,7 +159,8 @@ def main() -> int:
 
         celery = str(Path(sys.executable).with_name("celery"))
         logs = workdir / "logs"
-        worker = subprocess.Popen([celery, "-A", "worker", "worker", "--loglevel=INFO"],
+        worker = subprocess.Popen([celery, "-A", "worker", "worker", "--loglevel=INFO",
+                                  "-Q", "reconcile,bots"],
                                   env=env, stdout=(logs / "worker.log").open("wb"),
                                   stderr=subprocess.STDOUT)
         beat = subprocess.Popen([celery, "-A", "worker", "beat", "--loglevel=WARNING"],

@@ -47,7 +47,9 @@ def create_app(settings: Settings) -> Celery:
         beat_max_loop_interval=5,
         timezone="UTC",
     )
-    app.conf.the0_settings = settings
+    # An attribute, not `app.conf`: Celery sends its conf to anyone who asks (`inspect conf`,
+    # Flower), masking only keys that look secret, and REDIS_URL may hold a password.
+    app.the0_settings = settings
     # One heartbeat per worker process, alive while its task consumer is (worker/bootstep.py).
     from worker.bootstep import WorkerTelemetry
 

@@ -30,7 +30,7 @@ class WorkerTelemetry(bootsteps.StartStopStep):  # type: ignore[misc]
     def start(self, parent: Any) -> None:
         from worker.tasks.base import process_runtime
 
-        rt = process_runtime(parent.app.conf.the0_settings)
+        rt = process_runtime(parent.app.the0_settings)
         self.heartbeat = Heartbeat(rt, str(parent.hostname))
         self.heartbeat.start()
         log.info("heartbeat started for %s", parent.hostname)

@@ -26,20 +26,22 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from celery import Celery
 
 from worker.adapters.nats import EventSource, redact_url
 from worker.core.bot import BotKind
 from worker.core.errors import TemporaryError
-from worker.core.events import QUEUE_GROUP, BotEvent, Rejected, parse_event, subjects
+from worker.core.events import QUEUE_GROUP, BotEvent, Rejected, parse_event, subscriptions
 from worker.core.metrics import EVENTS
 from worker.core.text import excerpt
 from worker.runtime import Runtime
 
 log = logging.getLogger("the0.events")
 
+T = TypeVar("T")
 RECONCILE_TASK = {BotKind.LIVE: "reconcile.bot", BotKind.SCHEDULED: "reconcile.schedule"}
 
 
@@ -59,7 +61,14 @@ class EventConsumer:
         self.source = EventSource(s.NATS_URL.get_secret_value(), name=self.name,
                                   reconnect_wait=s.NATS_RECONNECT_WAIT,
                                   reconnect_wait_cap=s.NATS_RECONNECT_WAIT_CAP,
-                                  ping_interval=s.NATS_PING_INTERVAL)
+                                  ping_interval=s.NATS_PING_INTERVAL,
+                                  on_dropped=lambda: self._count("failed:dropped"),
+                                  on_closed=self._connection_closed)
+        # Mongo writes and task sends wait on servers: their own threads, so a hung Mongo
+        # can neither starve the heartbeat (default pool) nor cap EVENT_CONCURRENCY.
+        self._io = ThreadPoolExecutor(max_workers=s.EVENT_CONCURRENCY,
+                                      thread_name_prefix="events-io")
+        self.failed = False  # the NATS connection closed for good: exit non-zero
         self.counts: Counter[str] = Counter()   # since start (reported in the heartbeat)
         self._slots = asyncio.Semaphore(s.EVENT_CONCURRENCY)
         self._bot_locks: dict[tuple[BotKind, str], tuple[asyncio.Lock, int]] = {}
@@ -71,20 +80,32 @@ class EventConsumer:
         heartbeat = asyncio.create_task(self._heartbeat_forever())
         try:
             if await self.source.connect(self.stop):
-                await self.source.subscribe(subjects(), queue=QUEUE_GROUP,
+                s = self.settings
+                await self.source.subscribe(subscriptions(), queue=QUEUE_GROUP,
                                             handler=self.on_message,
-                                            pending_msgs_limit=self.settings.EVENT_PENDING_LIMIT)
-                log.info("events: %s subscribed to %d subjects (queue group %r) on %s",
-                         self.name, len(subjects()), QUEUE_GROUP,
-                         redact_url(self.settings.NATS_URL.get_secret_value()))
+                                            pending_msgs_limit=s.EVENT_PENDING_LIMIT,
+                                            pending_bytes_limit=s.EVENT_PENDING_BYTES)
+                log.info("events: %s subscribed to %s (queue group %r) on %s", self.name,
+                         ", ".join(subscriptions()), QUEUE_GROUP,
+                         redact_url(s.NATS_URL.get_secret_value()))
                 await self.stop.wait()
         finally:
             await self.source.close()
             if self._running:
                 await asyncio.wait(self._running, timeout=self.settings.EVENT_APPLY_DEADLINE)
+            self._io.shutdown(wait=False, cancel_futures=True)
             heartbeat.cancel()
             await self._beat()  # last counts; state "stopped"
             log.info("events: %s stopped (%s)", self.name, dict(self.counts))
+
+    def _connection_closed(self) -> None:
+        if not self.stop.is_set():
+            log.error("events: %s lost NATS for good; exiting so it is restarted", self.name)
+            self.failed = True
+            self.stop.set()
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     async def on_message(self, subject: str, payload: bytes) -> None:
         """Called by NATS for each message, in order. Waiting for a slot here is the
@@ -113,14 +134,14 @@ class EventConsumer:
         async with self._bot_lock(event.kind, event.bot_id):
             if not await self._apply(event):
                 return
-            await asyncio.to_thread(self.trigger, event)
+            await self._in_thread(self.trigger, event)
 
     async def _apply(self, event: BotEvent) -> bool:
         deadline = time.monotonic() + self.settings.EVENT_APPLY_DEADLINE
         delay = 0.2
         while True:
             try:
-                outcome = await asyncio.to_thread(self.rt.store(event.kind).apply_event, event)
+                outcome = await self._in_thread(self.rt.store(event.kind).apply_event, event)
                 log.info("events: %s %s %r: %s", event.kind.value, event.op.value,
                          excerpt(event.bot_id, limit=64), outcome)
                 self._count(f"applied:{event.op.value}")
@@ -213,12 +234,12 @@ class _BotLock:
 def run_consumer(rt: Runtime, celery: Celery) -> int:
     """Runs until SIGTERM / SIGINT, then drains: delivered messages are finished first."""
 
-    async def main() -> None:
+    async def main() -> bool:
         consumer = EventConsumer(rt, celery)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, consumer.stop.set)
         await consumer.run()
+        return consumer.failed
 
-    asyncio.run(main())
-    return 0
+    return 1 if asyncio.run(main()) else 0

@@ -347,7 +347,9 @@ class LiveBotController:
     def _delete(self, pod: ObservedPod) -> None:
         if self.settings.LOG_COLLECT_ON_DELETE:
             # The pod's log goes with it: ship the lines written since the last log pass.
+            self._renew_lock()
             LogCollector(self.rt).collect_before_delete(pod.name)
+            self._renew_lock()
         self.rt.kube.delete_pod(pod.name, uid=pod.uid or None)
         # The pod owns its secret, so GC would remove it; deleting now frees the name at once.
         self.rt.kube.delete_secret(secret_name(pod.name))

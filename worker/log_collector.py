@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from worker.adapters.kube import NotFound
+from worker.adapters.kube import BadRequest, NotFound
 from worker.adapters.s3 import ObjectState
 from worker.core import logcursor as lc
 from worker.core import naming
@@ -171,6 +171,10 @@ class LogCollector:
             log.warning("final log read of pod %s before its deletion failed: %s",
                         pod_name, exc)
             return None
+        except Exception as exc:  # whatever breaks here, the bot must still be stopped
+            log.warning("final log read of pod %s before its deletion failed: %s",
+                        pod_name, type(exc).__name__)
+            return None
 
     # ------------------------------------------------------------------ one bot
     def collect_bot(self, bot_id: str, pods: Sequence[lc.LogPod]) -> BotResult:
@@ -267,12 +271,22 @@ class LogCollector:
                         since=step.start.since, limit_bytes=self.settings.LOG_READ_LIMIT)
             except NotFound:
                 break  # the pod is gone: nothing more can be read from it
-            except PermanentError as exc:
-                # This instance's log is gone (e.g. no previous container any more): only its
-                # crash line can still be written.
+            except BadRequest as exc:
+                if not (step.instance.previous or step.instance.terminated is not None):
+                    # A running instance is never given up: try again next pass.
+                    result.errors += 1
+                    log.warning("reading log of %s refused: %s", pod.name, exc)
+                    break
+                # This finished instance's log is gone (e.g. no previous container any more):
+                # only its crash line can still be written.
                 log.info("log of %s (%s) unavailable: %s", pod.name, step.instance.key, exc)
                 lc.give_up(batch, step, bot_id=pod.bot_id, pod=pod.name, observed_at=observed)
                 continue
+            except PermanentError as exc:
+                # 401/403 (an RBAC or token change) and the like: an error, not a lost log.
+                result.errors += 1
+                log.warning("reading log of %s refused: %s", pod.name, exc)
+                break
             except TemporaryError as exc:
                 result.errors += 1
                 log.warning("reading log of %s failed: %s", pod.name, exc)

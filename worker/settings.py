@@ -169,6 +169,11 @@ class Settings(BaseSettings):
                                          "documents are a few KiB; NATS allows 1 MiB.")
     EVENT_PENDING_LIMIT: int = Field(
         65536, ge=1, description="Messages buffered per subject while handlers are busy.")
+    EVENT_PENDING_BYTES: int = Field(
+        32 * 1024 * 1024, ge=1024 * 1024,
+        description="Bytes buffered per subscription (2) while handlers are busy; beyond it "
+                    "NATS drops messages (counted as failed:dropped). Keep twice this under the "
+                    "consumer's memory limit.")
     EVENT_APPLY_DEADLINE: Duration = Field(
         _d("60s"), description="How long an event's Mongo write is retried while Mongo is "
                            "down before it is logged as lost (core NATS does not redeliver).")

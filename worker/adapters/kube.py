@@ -35,6 +35,10 @@ class NotFound(PermanentError):
     """The object does not exist (often the desired outcome of a delete)."""
 
 
+class BadRequest(PermanentError):
+    """400: e.g. a log of a container instance the node no longer has."""
+
+
 class Conflict(TemporaryError):
     """409: the object exists already / was changed concurrently."""
 
@@ -115,6 +119,8 @@ class KubeClient:
             return Conflict(message)
         if exc.status == 429 or (exc.status or 0) >= 500 or exc.status == 0:
             return TemporaryError(message, retry_after=_retry_after(exc))
+        if exc.status == 400:
+            return BadRequest(message)
         return PermanentError(message)
 
     def _list_all(self, resource: str, fn: Callable[..., Any], *,

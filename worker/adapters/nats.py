@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import nats
 from nats.aio.client import Client, Server
 from nats.aio.msg import Msg
+from nats.errors import SlowConsumerError
 
 log = logging.getLogger("the0.adapters.nats")
 Handler = Callable[[str, bytes], Awaitable[None]]
@@ -33,8 +34,12 @@ def redact_url(url: str) -> str:
 
 class EventSource:
     def __init__(self, url: str, *, name: str, reconnect_wait: float,
-                 reconnect_wait_cap: float, ping_interval: float) -> None:
+                 reconnect_wait_cap: float, ping_interval: float,
+                 on_dropped: Callable[[], None] = lambda: None,
+                 on_closed: Callable[[], None] = lambda: None) -> None:
         self.url = url
+        self.on_dropped = on_dropped  # messages dropped by the client (slow consumer)
+        self.on_closed = on_closed    # the connection is closed for good
         self.name = name
         self.reconnect_wait = reconnect_wait
         self.reconnect_wait_cap = reconnect_wait_cap
@@ -57,9 +62,9 @@ class EventSource:
                     servers=[self.url], name=self.name, connect_timeout=2,
                     allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0,
                     reconnect_to_server_handler=self._next_attempt,
-                    ping_interval=int(self.ping_interval), max_outstanding_pings=3,
+                    ping_interval=max(1, round(self.ping_interval)), max_outstanding_pings=3,
                     error_cb=self._on_error, disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected)
+                    reconnected_cb=self._on_reconnected, closed_cb=self._on_closed)
                 # From now on a lost connection is re-established by nats-py (read at
                 # disconnect time from the client's public `options`).
                 self.client.options["allow_reconnect"] = True
@@ -88,7 +93,7 @@ class EventSource:
         return server, self.backoff(server.reconnects)
 
     async def subscribe(self, subjects: Sequence[str], *, queue: str, handler: Handler,
-                        pending_msgs_limit: int) -> None:
+                        pending_msgs_limit: int, pending_bytes_limit: int) -> None:
         assert self.client is not None, "connect() first"
 
         async def deliver(msg: Msg) -> None:
@@ -96,7 +101,8 @@ class EventSource:
 
         for subject in subjects:
             await self.client.subscribe(subject, queue=queue, cb=deliver,
-                                        pending_msgs_limit=pending_msgs_limit)
+                                        pending_msgs_limit=pending_msgs_limit,
+                                        pending_bytes_limit=pending_bytes_limit)
         await self.client.flush(timeout=5)
 
     async def close(self) -> None:
@@ -109,7 +115,17 @@ class EventSource:
                 await self.client.close()
 
     async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, SlowConsumerError):
+            # The pending buffer was full: NATS core drops the message (no redelivery).
+            log.error("nats: slow consumer, a message on %s was DROPPED", exc.subject)
+            self.on_dropped()
+            return
         log.warning("nats: %s (reconnecting with backoff)", type(exc).__name__)
+
+    async def _on_closed(self) -> None:
+        if self.client is not None and not self.client.is_draining:
+            log.error("nats: connection closed for good")
+        self.on_closed()
 
     async def _on_disconnected(self) -> None:
         if self.client is not None and (self.client.is_closed or self.client.is_draining):

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import urllib3
 from minio import Minio
 from minio.datatypes import Part
-from minio.error import S3Error
+from minio.error import MinioException, S3Error
 
 from worker.core.errors import TemporaryError
 
@@ -112,7 +112,8 @@ class LogStore:
             if exc.code in ("PreconditionFailed", "ConditionalRequestConflict"):
                 raise LogWriteConflict(f"s3: {what}: object changed concurrently") from None
             raise TemporaryError(f"s3: {what} failed: {exc.code}") from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+        except (urllib3.exceptions.HTTPError, OSError, MinioException) as exc:
+            # MinioException: e.g. a 5xx with an empty or non-XML body (a proxy in between).
             raise TemporaryError(f"s3: {what} failed: {type(exc).__name__}") from None
 
     def ensure_bucket(self) -> None:

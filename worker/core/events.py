@@ -32,8 +32,16 @@ class EventOp(StrEnum):
 
 
 def subjects() -> list[str]:
-    """Every subject the consumer subscribes to."""
+    """Every subject the platform publishes on."""
     return [f"{prefix}{op.value}" for prefix in SUBJECT_PREFIXES for op in EventOp]
+
+
+def subscriptions() -> list[str]:
+    """What the consumer subscribes to: ONE wildcard per kind, so all of a bot's events come
+    through one ordered delivery queue (six subscriptions would each have their own, and a
+    `deleted` could overtake the `updated` sent before it). Unknown operations matched by the
+    wildcard are rejected by `parse_event`."""
+    return [f"{prefix}*" for prefix in SUBJECT_PREFIXES]
 
 
 @dataclass(frozen=True)

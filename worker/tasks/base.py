@@ -43,7 +43,7 @@ class RuntimeTask(Task):  # type: ignore[misc]
 
     @property
     def settings(self) -> Settings:
-        settings: Settings = self.app.conf.the0_settings
+        settings: Settings = self.app.the0_settings
         return settings
 
     @property

@@ -54,8 +54,8 @@ def recreate(self: RuntimeTask, bot_id: str, reason: str = "",
 def reconcile_bot(self: RuntimeTask, bot_id: str) -> str:
     """One bot, now (sent by the NATS consumer after it wrote the event to Mongo)."""
     # Cleared before the read: an event written after this point queues a new task.
-    self.rt.redis.clear_event_pending(KIND.value, bot_id)
     try:
+        self.rt.redis.clear_event_pending(KIND.value, bot_id)
         return LiveBotController(self.rt).converge(bot_id, intent="event", read_one=True)
     except TemporaryError as exc:
         raise self.retry_later(exc) from None

@@ -75,8 +75,8 @@ def delete(self: RuntimeTask, bot_id: str, reason: str = "", as_of: float | None
 @shared_task(name="reconcile.schedule", base=RuntimeTask, bind=True, ignore_result=True)
 def reconcile_schedule(self: RuntimeTask, bot_id: str) -> str:
     """One schedule, now (sent by the NATS consumer after it wrote the event to Mongo)."""
-    self.rt.redis.clear_event_pending(KIND.value, bot_id)
     try:
+        self.rt.redis.clear_event_pending(KIND.value, bot_id)
         return ScheduleController(self.rt).converge(bot_id, intent="event", read_one=True)
     except TemporaryError as exc:
         raise self.retry_later(exc) from None

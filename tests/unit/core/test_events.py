@@ -108,3 +108,14 @@ def test_reasons_never_quote_the_payload(body: object) -> None:
     rejected = parse("the0.bot.created", body)
     assert isinstance(rejected, Rejected)
     assert SECRET not in rejected.detail and SECRET not in repr(rejected)
+
+
+def test_one_wildcard_subscription_per_kind_keeps_a_bots_events_in_one_queue() -> None:
+    from worker.core.events import subscriptions
+
+    assert subscriptions() == ["the0.bot.*", "the0.bot-schedule.*"]
+    # Every subject the platform uses is matched by exactly one of them.
+    for subject in subjects():
+        matches = [s for s in subscriptions() if subject.startswith(s[:-1])
+                   and "." not in subject[len(s) - 1:]]
+        assert len(matches) == 1, subject

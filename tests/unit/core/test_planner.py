@@ -386,11 +386,13 @@ def test_nothing_is_ever_created_beside_an_existing_pod(seed: int) -> None:
 
 def test_ten_thousand_bots_are_planned_quickly() -> None:
     want, pods, backoff = _random_world(7, 10_000)
-    started = time.perf_counter()
+    # CPU time of this process, not wall time: a busy machine (CI, the stack) must not fail it,
+    # while a quadratic planner (~10^8 steps) still would.
+    started = time.process_time()
     result = make_plan(want, pods, backoff=backoff, max_delete_fraction=0.1, max_delete_min=50)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert result.actions or result.blocked_deletions
-    assert elapsed < 0.5, f"planning 10,000 bots took {elapsed:.3f} s"
+    assert elapsed < 1.0, f"planning 10,000 bots took {elapsed:.3f} s of CPU"
 
 
 def test_a_converged_world_of_ten_thousand_bots_plans_nothing() -> None:

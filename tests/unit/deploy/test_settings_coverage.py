@@ -74,3 +74,12 @@ def test_only_the_worker_holds_a_kubernetes_token_and_beat_never_runs_twice() ->
             "the0-controller" if name == "worker.yaml" else "the0-k8s"), name
     beat = documents("beat.yaml")[0]["spec"]
     assert beat["replicas"] == 1 and beat["strategy"] == {"type": "Recreate"}
+
+
+def test_one_events_consumer_keeps_each_bots_events_in_order() -> None:
+    """Queue-group members get a bot's events in no particular order between them: one
+    consumer, replaced (not rolled) so two never overlap."""
+    events = documents("events.yaml")
+    assert [d["kind"] for d in events] == ["Deployment"]  # no PDB that would block drains
+    spec = events[0]["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
