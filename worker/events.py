@@ -141,7 +141,7 @@ class EventConsumer:
         delay = 0.2
         while True:
             try:
-                outcome = await self._in_thread(self.rt.store(event.kind).apply_event, event)
+                outcome = await self._in_thread(self.apply, event)
                 log.info("events: %s %s %r: %s", event.kind.value, event.op.value,
                          excerpt(event.bot_id, limit=64), outcome)
                 self._count(f"applied:{event.op.value}")
@@ -156,6 +156,22 @@ class EventConsumer:
                 log.warning("events: Mongo write failed (%s); retrying in %.1f s", exc, delay)
                 await self._sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def apply(self, event: BotEvent) -> str:
+        """The Mongo effect, found by `_id` through the passes' index when it can be (FerretDB
+        scans the collection for a filter on `id`), and the index kept up to date."""
+        kind = event.kind.value
+        try:
+            hint = self.rt.redis.get_object_id(kind, event.bot_id)
+        except TemporaryError:
+            hint = None  # slower, not wrong
+        outcome, object_id = self.rt.store(event.kind).apply_event(event, object_id=hint)
+        if object_id != hint:
+            try:
+                self.rt.redis.set_object_id(kind, event.bot_id, object_id)
+            except TemporaryError:
+                pass  # the next pass rebuilds the index
+        return outcome
 
     def trigger(self, event: BotEvent) -> None:
         """Queues the single-bot reconcile, once per burst. If Redis cannot say whether one is

@@ -14,6 +14,7 @@ BACKOFF = f"{PREFIX}:backoff:{{kind}}"                 # hash bot_id → {"failu
 STATUS_FINGERPRINTS = f"{PREFIX}:status-fp:{{kind}}"   # hash bot_id → fingerprint of stored status
 LAST_ERRORS = f"{PREFIX}:last-error:{{kind}}"          # hash bot_id → last task error (no secrets)
 EVENT_PENDING = f"{PREFIX}:event-pending:{{kind}}:{{bot_id}}"  # an event's reconcile is queued
+OBJECT_IDS = f"{PREFIX}:object-ids:{{kind}}"  # hash bot id → its document's _id (a lookup hint)
 
 # Whole-system coordination.
 RECONCILE_LOCK = f"{PREFIX}:reconcile:lock:{{kind}}"   # one reconcile pass at a time
@@ -98,3 +99,7 @@ def log_lock(bot_id: str) -> str:
 
 def log_pass(pass_id: str) -> str:
     return LOG_PASS.format(pass_id=pass_id)
+
+
+def object_ids(kind: str) -> str:
+    return OBJECT_IDS.format(kind=kind)

@@ -103,6 +103,7 @@ class LiveBotController:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.settings = rt.settings
+        self.object_ids: dict[str, str] = {}  # id → _id, from the last full read
         self._local = threading.local()  # the bot lock this thread holds in converge()
 
     # ================================================================== the whole pass
@@ -113,7 +114,9 @@ class LiveBotController:
         read_started_at = self.rt.clock()
         with ThreadPoolExecutor(max_workers=1) as pool:
             pods_future = pool.submit(self.rt.kube.list_pods, POD_SELECTOR, keep=observed_pod)
-            docs = self.rt.store(KIND).load_all()
+            object_ids: dict[str, str] = {}
+            docs = self.rt.store(KIND).load_all(object_ids)
+            self.object_ids = object_ids  # the pass publishes it (observe itself writes nothing)
             pods: list[ObservedPod] = pods_future.result()
         self.rt.snapshot(KIND).offer(docs, read_started_at=read_started_at)
         state = desired_state(docs, kind=KIND, template=s.pod_template,
@@ -141,6 +144,8 @@ class LiveBotController:
                 log.info("reconcile skipped: the previous pass is still running")
                 return PassReport(skipped=True)
             observation = self.observe()
+            # The id → _id index of one-bot reads (events): refreshed from this full read.
+            self.rt.redis.sync_object_ids(KIND.value, self.object_ids)
             now = self.rt.clock()
             the_plan = self.plan(observation, now=now)
             report = PassReport(plan=the_plan, counts=the_plan.counts(),
@@ -246,8 +251,9 @@ class LiveBotController:
         LIST: the API server answers a GET in O(1) but filters every pod for a LIST, which made
         a 10,000-bot cold start quadratic. Extra pods under other names are found by the full
         pass, which names them to the task."""
-        docs = (self.rt.store(KIND).load_one(bot_id) if read_one
-                else self.rt.snapshot(KIND).docs_for(bot_id, not_before=as_of))
+        docs = (self.rt.store(KIND).load_one(
+                    bot_id, object_id=self.rt.redis.get_object_id(KIND.value, bot_id))
+                if read_one else self.rt.snapshot(KIND).docs_for(bot_id, not_before=as_of))
         raw_pods = [raw for raw in map(self.rt.kube.get_pod, pod_names) if raw is not None]
         pods = [p for p in map(observed_pod, raw_pods) if p is not None and p.bot_id == bot_id]
         s = self.settings

@@ -75,6 +75,7 @@ class ScheduleController:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.settings = rt.settings
+        self.object_ids: dict[str, str] = {}  # id → _id, from the last full read
 
     # ================================================================== the whole pass
     def observe(self, *, with_jobs: bool = True) -> ScheduleObservation:
@@ -82,7 +83,9 @@ class ScheduleController:
         with ThreadPoolExecutor(max_workers=2) as pool:
             cronjobs_future = pool.submit(self.rt.kube.list_cronjobs, SELECTOR)
             jobs_future = pool.submit(self.rt.kube.list_jobs, SELECTOR) if with_jobs else None
-            docs = self.rt.store(KIND).load_all()
+            object_ids: dict[str, str] = {}
+            docs = self.rt.store(KIND).load_all(object_ids)
+            self.object_ids = object_ids  # the pass publishes it (observe itself writes nothing)
             raw_cronjobs = cronjobs_future.result()
             raw_jobs = jobs_future.result() if jobs_future else []
         self.rt.snapshot(KIND).offer(docs, read_started_at=read_started_at)
@@ -148,6 +151,8 @@ class ScheduleController:
             if held is None:
                 return PassReport(skipped=True)
             observation = self.observe()
+            # The id → _id index of one-bot reads (events): refreshed from this full read.
+            self.rt.redis.sync_object_ids(KIND.value, self.object_ids)
             now = self.rt.clock()
             the_plan = self.plan_with_refresh(observation, now=now)
             report = PassReport(plan=the_plan, counts=the_plan.counts(),
@@ -214,8 +219,9 @@ class ScheduleController:
             if held is None:
                 raise BotBusy("another task is acting on this schedule")
             as_of = self.rt.clock() if as_of is None else as_of
-            docs = (self.rt.store(KIND).load_one(bot_id) if read_one
-                    else self.rt.snapshot(KIND).docs_for(bot_id, not_before=as_of))
+            docs = (self.rt.store(KIND).load_one(
+                        bot_id, object_id=self.rt.redis.get_object_id(KIND.value, bot_id))
+                    if read_one else self.rt.snapshot(KIND).docs_for(bot_id, not_before=as_of))
             raw = self.rt.kube.get_cronjob(cronjob_name(bot_id))
             backoff = self.rt.redis.get_backoff(KIND.value, bot_id)
             observation = self._observation(docs, [raw] if raw else [], [],

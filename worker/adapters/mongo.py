@@ -14,6 +14,7 @@ from typing import Any
 
 import pymongo
 import pymongo.errors
+from bson import ObjectId
 
 from worker.core.bot import BotKind
 from worker.core.errors import ReadFailed, TemporaryError
@@ -21,6 +22,11 @@ from worker.core.events import BotEvent, EventOp
 
 Doc = dict[str, Any]
 _DUPLICATE_KEY = 11000
+
+
+def _oid(text: str) -> Any:
+    """An `_id` from the index: an ObjectId when it spells one (the usual case), else as is."""
+    return ObjectId(text) if ObjectId.is_valid(text) else text
 
 # Exactly the fields the spec generators and the enabled check need.
 BOT_PROJECTION: Mapping[str, Any] = {
@@ -66,44 +72,82 @@ class BotStore:
                                    connectTimeoutMS=millis, appname="the0-k8s")
 
     # --- desired state (read-only) ----------------------------------------------------------
-    def load_all(self) -> list[Doc]:
-        """Every document (enabled or not), projected; ReadFailed if the read is incomplete."""
+    def load_all(self, object_ids: dict[str, str] | None = None) -> list[Doc]:
+        """Every document (enabled or not), projected; ReadFailed if the read is incomplete.
+        `object_ids`, when given, is filled with id → `_id` (hex) of every id held by exactly
+        one document (an id on several documents maps to "")."""
+        projection = dict(BOT_PROJECTION, _id=object_ids is not None)
         try:
-            return list(self.desired.find({}, BOT_PROJECTION, batch_size=2000))
+            docs = list(self.desired.find({}, projection, batch_size=2000))
         except pymongo.errors.PyMongoError as exc:
             raise ReadFailed(f"mongo: reading {self.desired.full_name} failed: "
                              f"{type(exc).__name__}") from None
+        if object_ids is not None:
+            for doc in docs:
+                oid, bot_id = doc.pop("_id", None), doc.get("id")
+                if isinstance(bot_id, str) and oid is not None:
+                    object_ids[bot_id] = "" if bot_id in object_ids else str(oid)
+        return docs
 
-    def load_one(self, bot_id: str) -> list[Doc]:
-        """Every document with this id, projected (a filter on `id`, not `_id`: MongoDB uses
-        the platform's index; FerretDB scans, ~0.2 s at 10,000 documents — still far cheaper
-        than a full read for one bot)."""
+    def load_one(self, bot_id: str, *, object_id: str | None = None) -> list[Doc]:
+        """Every document with this id, projected. With `object_id` (its `_id`, from the
+        index the passes keep) one lookup by `_id`; without it, or when that document is gone,
+        a filter on `id` — MongoDB uses the platform's index, FerretDB scans the collection
+        (~0.5 s at 10,000 documents against ~0.06 s by `_id`, measured)."""
         try:
+            if object_id:
+                found = self.desired.find_one({"_id": _oid(object_id)}, BOT_PROJECTION)
+                if found is not None and found.get("id") == bot_id:
+                    return [found]
             return list(self.desired.find({"id": bot_id}, BOT_PROJECTION))
         except pymongo.errors.PyMongoError as exc:
             raise ReadFailed(f"mongo: reading one bot from {self.desired.full_name} failed: "
                              f"{type(exc).__name__}") from None
 
     # --- platform events (the one writer of desired state) -------------------------------
-    def apply_event(self, event: BotEvent) -> str:
+    def apply_event(self, event: BotEvent, *, object_id: str | None = None
+                    ) -> tuple[str, str | None]:
         """The event's effect on the platform's collection, exactly as the platform's own
         runtime does it: created inserts unless a document with that id exists; updated sets
         config and custom (inserting when missing); deleted removes the document(s).
-        Idempotent, so a redelivered message is harmless. Returns what happened."""
+        Idempotent, so a redelivered message is harmless.
+
+        `object_id` (the document's `_id` from the passes' index) lets FerretDB find the
+        document by `_id` instead of scanning for `id`; when it no longer matches, the filter
+        on `id` decides. Returns (what happened, the `_id` the id now has or None)."""
         selector = {"id": event.bot_id}
+        # `_id` alone: FerretDB pushes down only a filter that is exactly `_id` equality (with
+        # `id` beside it, it scans). The hint is checked to name THIS bot's document first,
+        # so a stale or wrong index can cost a scan, never touch another bot's document.
+        by_oid: Doc | None = None
         try:
+            if object_id:
+                found = self.desired.find_one({"_id": _oid(object_id)}, {"id": True})
+                if found is not None and found.get("id") == event.bot_id:
+                    by_oid = {"_id": found["_id"]}
             if event.op is EventOp.DELETED:
+                if by_oid is not None and self.desired.delete_one(by_oid).deleted_count:
+                    return "deleted", None
                 deleted = self.desired.delete_many(selector).deleted_count
-                return "deleted" if deleted else "already absent"
+                return ("deleted" if deleted else "already absent"), None
             fields: Doc = {"config": dict(event.config or {})}
             if event.custom is not None:
                 fields["custom"] = dict(event.custom)
             if event.op is EventOp.CREATED:
+                if by_oid is not None:
+                    return "already present", object_id
                 result = self.desired.update_one(
                     selector, {"$setOnInsert": {"id": event.bot_id, **fields}}, upsert=True)
-                return "inserted" if result.upserted_id is not None else "already present"
+                if result.upserted_id is not None:
+                    return "inserted", str(result.upserted_id)
+                return "already present", None
+            if by_oid is not None and self.desired.update_one(
+                    by_oid, {"$set": fields}).matched_count:
+                return "updated", object_id
             result = self.desired.update_one(selector, {"$set": fields}, upsert=True)
-            return "inserted" if result.upserted_id is not None else "updated"
+            if result.upserted_id is not None:
+                return "inserted", str(result.upserted_id)
+            return "updated", None
         except pymongo.errors.PyMongoError as exc:
             raise TemporaryError(f"mongo: applying {event.op.value} to "
                                  f"{self.desired.full_name} failed: {type(exc).__name__}"

@@ -5,6 +5,7 @@ Every key name comes from `worker.keys`. Redis errors become `TemporaryError`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -61,6 +62,7 @@ class RedisState:
     def __init__(self, client: redis_lib.Redis) -> None:
         self.client = client
         self._take_token = client.register_script(_TAKE_TOKEN)
+        self._object_ids_digest: dict[str, str] = {}  # kind → what this process last wrote
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 5.0) -> RedisState:
@@ -96,6 +98,34 @@ class RedisState:
     def clear_event_pending(self, kind: str, bot_id: str) -> None:
         with _temporary_on_redis_error():
             self.client.delete(keys.event_pending(kind, bot_id))
+
+    # --- id → _id of the platform's documents: lets one-bot reads skip FerretDB's scan ------
+    def sync_object_ids(self, kind: str, object_ids: Mapping[str, str]) -> None:
+        """Replaces the index with what a full read found — only when it changed since this
+        process last wrote it (it changes when bots are added or removed)."""
+        digest = hashlib.sha256(json.dumps(sorted(object_ids.items())).encode()).hexdigest()
+        if self._object_ids_digest.get(kind) == digest:
+            return
+        with _temporary_on_redis_error():
+            pipe = self.client.pipeline(transaction=True)  # readers never see it half-built
+            pipe.delete(keys.object_ids(kind))
+            items = [(k, v) for k, v in object_ids.items() if v]
+            for start in range(0, len(items), 5000):
+                pipe.hset(keys.object_ids(kind), mapping=dict(items[start:start + 5000]))
+            pipe.execute()
+        self._object_ids_digest[kind] = digest
+
+    def get_object_id(self, kind: str, bot_id: str) -> str | None:
+        with _temporary_on_redis_error():
+            raw = self.client.hget(keys.object_ids(kind), bot_id)
+        return raw.decode() if raw else None
+
+    def set_object_id(self, kind: str, bot_id: str, object_id: str | None) -> None:
+        with _temporary_on_redis_error():
+            if object_id:
+                self.client.hset(keys.object_ids(kind), bot_id, object_id)
+            else:
+                self.client.hdel(keys.object_ids(kind), bot_id)
 
     # --- mutual exclusion -------------------------------------------------------------------
     @contextmanager
