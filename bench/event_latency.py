@@ -4,10 +4,10 @@
 
 Starts its own stack, seeds N bots, runs a real `celery -A worker worker -Q reconcile,bots`
 (log collection has its own benchmark, bench/log_throughput.py, and its own workers in a
-deployment), `celery -A worker beat` and `python -m worker events`, waits until all N pods are Running, then publishes
-`--events` platform events on NATS at `--rate` per second — a mix of creates (new bots),
-config updates (existing bots) and deletes — and watches the pods (as admin) to time, per
-event, publish → the desired pod state observed in Kubernetes:
+deployment), `celery -A worker beat` and `python -m worker events`, waits until all N pods are
+Running, then publishes `--events` platform events on NATS at `--rate` per second — a mix of
+creates (new bots), config updates (existing bots) and deletes — and watches the pods (as
+admin) to time, per event, publish → the desired pod state observed in Kubernetes:
   create   a pod for the new bot exists (not terminating)
   replace  a pod with a config hash other than the old one exists (not terminating)
   delete   the bot's pod is gone (DELETED)

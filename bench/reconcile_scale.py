@@ -7,7 +7,9 @@ worker -Q reconcile,bots` (log collection has its own benchmark and workers) and
 measures:
   cold_start_s       first reconcile → all N pods Running
   creates_per_s      N / cold_start_s
-  noop_pass_s        one full pass over the converged world (in-process, same code as the task)
+  noop_pass_s        one full pass over the converged world (in-process, same code as the task),
+                     reusing the last read of Mongo (no event wrote since: the steady state)
+  noop_pass_full_read_s  the same pass when it must read every bot document again
   noop_writes        Kubernetes writes + Mongo status writes + tasks enqueued by that pass
   noop_list_requests Kubernetes list requests of that pass
   replace_100_s      100 bots' config changed → all 100 replaced and Running
@@ -229,6 +231,17 @@ def main() -> int:
                 if report.status_writes == 0 or time.monotonic() - started > 3600:
                     break
             noop_writes = counted["writes"] + report.status_writes + len(queued)
+            # The same pass when it must read every document again (an event wrote one since
+            # the last read, or DESIRED_FULL_READ_INTERVAL passed).
+            rt.redis.bump_desired_generation("live")
+            queued.clear()
+            t0 = time.monotonic()
+            full_report = controller.reconcile(
+                enqueue=lambda action, _as_of: queued.append(action))
+            noop_full_read_s = time.monotonic() - t0
+            for action in queued:
+                rt.redis.release_inflight("live", action.bot_id)
+            noop_writes += full_report.status_writes + len(queued)
             if args.profile:
                 import cProfile
                 import pstats
@@ -249,7 +262,7 @@ def main() -> int:
             t0 = time.monotonic()
             print(f"  no-op pass: {noop_pass_s:.3f} s, {noop_writes} writes, "
                   f"{noop_list_requests} list requests", flush=True)
-            schedule_pass_s, schedule_writes = 0.0, 0
+            schedule_pass_s, schedule_writes, schedule_full_read_s = 0.0, 0, 0.0
             if args.schedules:
                 schedules = ScheduleController(rt)
                 while True:
@@ -265,6 +278,13 @@ def main() -> int:
                         break
                     time.sleep(0.5)
                 schedule_writes = counted["writes"] + sreport.status_writes + len(queued)
+                rt.redis.bump_desired_generation("scheduled")
+                queued.clear()
+                t0 = time.monotonic()
+                schedules.reconcile(enqueue=lambda action, _as_of: queued.append(action))
+                schedule_full_read_s = time.monotonic() - t0
+                for action in queued:
+                    rt.redis.release_inflight("scheduled", action.bot_id)
                 print(f"  no-op schedule pass: {schedule_pass_s:.3f} s, {schedule_writes} "
                       "writes", flush=True)
             create_app(settings).send_task("reconcile.bots")
@@ -294,6 +314,7 @@ def main() -> int:
         "cold_start_s": round(cold_start_s, 1),
         "creates_per_s": round(n / cold_start_s, 1),
         "noop_pass_s": round(noop_pass_s, 3),
+        "noop_pass_full_read_s": round(noop_full_read_s, 3),
         "noop_writes": noop_writes,
         "noop_list_requests": noop_list_requests,
         f"replace_{args.replace}_s": round(replace_s, 1),
@@ -303,6 +324,8 @@ def main() -> int:
     if args.schedules:
         result.update({"schedules": args.schedules,
                        "noop_pass_with_schedules_s": round(noop_pass_s + schedule_pass_s, 3),
+                       "noop_pass_with_schedules_full_read_s": round(
+                           noop_full_read_s + schedule_full_read_s, 3),
                        "noop_schedule_writes": schedule_writes})
     width = max(map(len, result))
     print("\n" + "\n".join(f"{key:<{width}}  {value}" for key, value in result.items()))

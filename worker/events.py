@@ -166,6 +166,12 @@ class EventConsumer:
         except TemporaryError:
             hint = None  # slower, not wrong
         outcome, object_id = self.rt.store(event.kind).apply_event(event, object_id=hint)
+        if outcome in ("inserted", "updated", "deleted"):
+            try:  # passes that kept the last full read must read again
+                self.rt.redis.bump_desired_generation(kind)
+            except TemporaryError as exc:
+                log.warning("events: generation not bumped (%s); passes see this write within "
+                            "DESIRED_FULL_READ_INTERVAL", exc)
         if object_id != hint:
             try:
                 self.rt.redis.set_object_id(kind, event.bot_id, object_id)

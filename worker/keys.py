@@ -15,6 +15,7 @@ STATUS_FINGERPRINTS = f"{PREFIX}:status-fp:{{kind}}"   # hash bot_id → fingerp
 LAST_ERRORS = f"{PREFIX}:last-error:{{kind}}"          # hash bot_id → last task error (no secrets)
 EVENT_PENDING = f"{PREFIX}:event-pending:{{kind}}:{{bot_id}}"  # an event's reconcile is queued
 OBJECT_IDS = f"{PREFIX}:object-ids:{{kind}}"  # hash bot id → its document's _id (a lookup hint)
+DESIRED_GENERATION = f"{PREFIX}:desired-generation:{{kind}}"  # bumped by every event write
 
 # Whole-system coordination.
 RECONCILE_LOCK = f"{PREFIX}:reconcile:lock:{{kind}}"   # one reconcile pass at a time
@@ -103,3 +104,7 @@ def log_pass(pass_id: str) -> str:
 
 def object_ids(kind: str) -> str:
     return OBJECT_IDS.format(kind=kind)
+
+
+def desired_generation(kind: str) -> str:
+    return DESIRED_GENERATION.format(kind=kind)

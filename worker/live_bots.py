@@ -51,6 +51,7 @@ from worker.core.podstatus import PodHealth
 from worker.core.status import fingerprint, observed_status
 from worker.log_collector import LogCollector
 from worker.runtime import Runtime
+from worker.snapshot import read_desired
 from worker.telemetry import record_pass
 
 log = logging.getLogger("the0.live_bots")
@@ -103,7 +104,8 @@ class LiveBotController:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.settings = rt.settings
-        self.object_ids: dict[str, str] = {}  # id → _id, from the last full read
+        self.object_ids: dict[str, str] | None = None  # id → _id, when observe read Mongo
+        self.desired_read_at = 0.0  # when the desired documents observe used were read
         self._local = threading.local()  # the bot lock this thread holds in converge()
 
     # ================================================================== the whole pass
@@ -111,19 +113,18 @@ class LiveBotController:
         """1. load desired (Mongo)  2. observe actual (Kubernetes)  — reads only, both at once
         (each waits on another server)."""
         s = self.settings
-        read_started_at = self.rt.clock()
         with ThreadPoolExecutor(max_workers=1) as pool:
             pods_future = pool.submit(self.rt.kube.list_pods, POD_SELECTOR, keep=observed_pod)
-            object_ids: dict[str, str] = {}
-            docs = self.rt.store(KIND).load_all(object_ids)
-            self.object_ids = object_ids  # the pass publishes it (observe itself writes nothing)
+            docs = self.read_desired()
             pods: list[ObservedPod] = pods_future.result()
-        self.rt.snapshot(KIND).offer(docs, read_started_at=read_started_at)
         state = desired_state(docs, kind=KIND, template=s.pod_template,
                               default_resources=s.default_resources,
                               parse=self.rt.parse_memo(KIND))
         self.rt.parse_memo(KIND).retain({str(doc.get("id")) for doc in docs})
         return Observation(state=state, pods=pods, backoff=self.rt.redis.load_backoff(KIND))
+
+    def read_desired(self) -> list[dict[str, Any]]:
+        return read_desired(self, KIND)
 
     def plan(self, observation: Observation, *, now: float) -> Plan:
         """3. plan (pure)."""
@@ -137,15 +138,16 @@ class LiveBotController:
         """One full pass; at most one at a time across all workers. `enqueue(action, as_of)`
         sends the per-bot task; `as_of` (epoch s) is when this pass's reads started."""
         started = time.monotonic()
-        as_of = self.rt.clock()
         lock_ttl = max(60.0, 4 * self.settings.RECONCILE_INTERVAL)
         with self.rt.redis.hold(keys.reconcile_lock(KIND.value), ttl=lock_ttl) as held:
             if held is None:
                 log.info("reconcile skipped: the previous pass is still running")
                 return PassReport(skipped=True)
             observation = self.observe()
-            # The id → _id index of one-bot reads (events): refreshed from this full read.
-            self.rt.redis.sync_object_ids(KIND.value, self.object_ids)
+            as_of = self.desired_read_at  # tasks act on data no older than what was planned
+            if self.object_ids is not None:
+                # The id → _id index of one-bot reads (events): refreshed from this full read.
+                self.rt.redis.sync_object_ids(KIND.value, self.object_ids)
             now = self.rt.clock()
             the_plan = self.plan(observation, now=now)
             report = PassReport(plan=the_plan, counts=the_plan.counts(),

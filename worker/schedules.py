@@ -41,6 +41,7 @@ from worker.core.planner import (
 from worker.core.status import fingerprint, observed_schedule_status
 from worker.live_bots import BotBusy, PassReport, _iso, record_outcome, write_changed_statuses
 from worker.runtime import Runtime
+from worker.snapshot import read_desired
 from worker.telemetry import record_pass
 
 log = logging.getLogger("the0.schedules")
@@ -75,20 +76,17 @@ class ScheduleController:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.settings = rt.settings
-        self.object_ids: dict[str, str] = {}  # id → _id, from the last full read
+        self.object_ids: dict[str, str] | None = None  # id → _id, when observe read Mongo
+        self.desired_read_at = 0.0  # when the desired documents observe used were read
 
     # ================================================================== the whole pass
     def observe(self, *, with_jobs: bool = True) -> ScheduleObservation:
-        read_started_at = self.rt.clock()
         with ThreadPoolExecutor(max_workers=2) as pool:
             cronjobs_future = pool.submit(self.rt.kube.list_cronjobs, SELECTOR)
             jobs_future = pool.submit(self.rt.kube.list_jobs, SELECTOR) if with_jobs else None
-            object_ids: dict[str, str] = {}
-            docs = self.rt.store(KIND).load_all(object_ids)
-            self.object_ids = object_ids  # the pass publishes it (observe itself writes nothing)
+            docs = read_desired(self, KIND)
             raw_cronjobs = cronjobs_future.result()
             raw_jobs = jobs_future.result() if jobs_future else []
-        self.rt.snapshot(KIND).offer(docs, read_started_at=read_started_at)
         return self._observation(docs, raw_cronjobs, raw_jobs,
                                  self.rt.redis.load_backoff(KIND.value))
 
@@ -145,14 +143,15 @@ class ScheduleController:
 
     def reconcile(self, *, enqueue: Callable[[Action, float], None]) -> PassReport:
         started = time.monotonic()
-        as_of = self.rt.clock()
         lock_ttl = max(60.0, 4 * self.settings.RECONCILE_INTERVAL)
         with self.rt.redis.hold(keys.reconcile_lock(KIND.value), ttl=lock_ttl) as held:
             if held is None:
                 return PassReport(skipped=True)
             observation = self.observe()
-            # The id → _id index of one-bot reads (events): refreshed from this full read.
-            self.rt.redis.sync_object_ids(KIND.value, self.object_ids)
+            as_of = self.desired_read_at  # tasks act on data no older than what was planned
+            if self.object_ids is not None:
+                # The id → _id index of one-bot reads (events): refreshed from this full read.
+                self.rt.redis.sync_object_ids(KIND.value, self.object_ids)
             now = self.rt.clock()
             the_plan = self.plan_with_refresh(observation, now=now)
             report = PassReport(plan=the_plan, counts=the_plan.counts(),

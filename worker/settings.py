@@ -143,6 +143,11 @@ class Settings(BaseSettings):
     INFLIGHT_TTL: Duration = Field(
         _d("3m"), description="Lifetime of a per-bot dedup key if its task never finishes "
                           "(worker killed): after it the next reconcile re-plans the bot.")
+    DESIRED_FULL_READ_INTERVAL: Duration = Field(
+        _d("5m"), description="A pass re-reads every bot document from Mongo when the events "
+                          "consumer wrote one since the last read, and at least this often "
+                          "(writes made around the consumer are seen within it). 0 = every "
+                          "pass. The last read is kept per worker process.")
     STATUS_WRITES_PER_PASS: int = Field(
         1000, ge=1, description="Status documents a pass writes at most (errors first); the "
                                 "rest follow in the next passes. Keeps a pass short.")

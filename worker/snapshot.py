@@ -6,18 +6,27 @@ no earlier than T" (T = when the pass that planned it started, or when its event
 snapshot is reused while it is at least that fresh, otherwise ONE full read is made and shared
 by every thread waiting for it. A task therefore never acts on state older than the decision
 that spawned it.
+
+The pass itself may reuse the last full read (`reusable`) while the desired-state generation
+is unchanged and the read is younger than DESIRED_FULL_READ_INTERVAL: the generation (a Redis
+counter) is bumped by the NATS consumer after every write it makes, and the consumer is the
+platform's only writer of these collections. FerretDB needs ~2 s to read 10,000 documents;
+the interval bounds how late a write made around the consumer is seen.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from worker.core.bot import Bot
+from worker.core.bot import Bot, BotKind
 from worker.core.planner import DesiredBot
+
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
 
 Doc = dict[str, Any]
 
@@ -60,15 +69,30 @@ class DesiredSnapshot:
         self._load_all = load_all
         self._clock = clock
         self._lock = threading.Lock()
+        self._docs: list[Doc] = []
         self._by_id: dict[str, list[Doc]] = {}
         self._read_started_at = float("-inf")
+        self._generation: int | None = None  # the desired-state generation it was read at
         self.full_reads = 0
 
-    def offer(self, docs: Sequence[Doc], *, read_started_at: float) -> None:
-        """A full read made elsewhere in this process (the reconcile pass) refreshes us too."""
+    def offer(self, docs: Sequence[Doc], *, read_started_at: float,
+              generation: int | None = None) -> None:
+        """A full read made elsewhere in this process (the reconcile pass) refreshes us too.
+        `generation`: the desired-state generation read (in Redis) BEFORE the documents."""
         with self._lock:
             if read_started_at > self._read_started_at:
                 self._store(docs, read_started_at)
+                self._generation = generation
+
+    def reusable(self, *, generation: int, now: float, max_age: float
+                 ) -> tuple[list[Doc], float] | None:
+        """The last full read and when it started, if nothing was written through events
+        since (same generation) and it is at most `max_age` old; else None (read again)."""
+        with self._lock:
+            if (self._generation is None or self._generation != generation
+                    or now - self._read_started_at > max_age):
+                return None
+            return self._docs, self._read_started_at
 
     def docs_for(self, bot_id: str, *, not_before: float) -> list[Doc]:
         """Every document with this id, read no earlier than `not_before` (epoch seconds)."""
@@ -76,6 +100,7 @@ class DesiredSnapshot:
             if self._read_started_at < not_before:
                 started = self._clock()
                 self._store(self._load_all(), started)
+                self._generation = None  # not tagged: the pass will not reuse it
                 self.full_reads += 1
             return list(self._by_id.get(bot_id, []))
 
@@ -85,5 +110,35 @@ class DesiredSnapshot:
             raw_id = doc.get("id")
             if isinstance(raw_id, str):
                 by_id.setdefault(raw_id, []).append(doc)
+        self._docs = list(docs)
         self._by_id = by_id
         self._read_started_at = read_started_at
+
+
+class DesiredReader(Protocol):
+    """What `read_desired` needs of a controller (live bots or schedules)."""
+
+    rt: Runtime
+    object_ids: dict[str, str] | None
+    desired_read_at: float
+
+
+def read_desired(controller: DesiredReader, kind: BotKind) -> list[Doc]:
+    """A pass's desired documents: the process's last full read when still valid (see the
+    module docstring), else a full read — which also yields the id → _id index, left in
+    `controller.object_ids` for the pass to publish (None when nothing was read)."""
+    rt = controller.rt
+    snapshot = rt.snapshot(kind)
+    generation = rt.redis.desired_generation(kind.value)  # BEFORE the documents
+    now = rt.clock()
+    reused = snapshot.reusable(generation=generation, now=now,
+                               max_age=rt.settings.DESIRED_FULL_READ_INTERVAL)
+    if reused is not None:
+        docs, controller.desired_read_at = reused
+        controller.object_ids = None
+        return docs
+    object_ids: dict[str, str] = {}
+    docs = rt.store(kind).load_all(object_ids)
+    snapshot.offer(docs, read_started_at=now, generation=generation)
+    controller.object_ids, controller.desired_read_at = object_ids, now
+    return docs

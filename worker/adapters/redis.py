@@ -115,6 +115,16 @@ class RedisState:
             pipe.execute()
         self._object_ids_digest[kind] = digest
 
+    def desired_generation(self, kind: str) -> int:
+        """Changes whenever the events consumer wrote a desired-state document of this kind."""
+        with _temporary_on_redis_error():
+            raw = self.client.get(keys.desired_generation(kind))
+        return int(raw) if raw else 0
+
+    def bump_desired_generation(self, kind: str) -> None:
+        with _temporary_on_redis_error():
+            self.client.incr(keys.desired_generation(kind))
+
     def get_object_id(self, kind: str, bot_id: str) -> str | None:
         with _temporary_on_redis_error():
             raw = self.client.hget(keys.object_ids(kind), bot_id)
