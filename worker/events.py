@@ -160,12 +160,18 @@ class EventConsumer:
     def apply(self, event: BotEvent) -> str:
         """The Mongo effect, found by `_id` through the passes' index when it can be (FerretDB
         scans the collection for a filter on `id`), and the index kept up to date."""
-        kind = event.kind.value
+        kind, s = event.kind.value, self.settings
         try:
-            hint = self.rt.redis.get_object_id(kind, event.bot_id)
+            known, hint, synced_at = self.rt.redis.lookup_object_id(kind, event.bot_id)
         except TemporaryError:
-            hint = None  # slower, not wrong
-        outcome, object_id = self.rt.store(event.kind).apply_event(event, object_id=hint)
+            known, hint, synced_at = False, None, float("-inf")  # slower, not wrong
+        # The index is complete as of its last rebuild plus our own writes since: an id it
+        # does not know, while recent, has no document (only a write made around us within
+        # that window could make this wrong, and the pass then reports a duplicate id).
+        fresh = self.rt.clock() - synced_at <= (s.DESIRED_FULL_READ_INTERVAL
+                                                + 2 * s.RECONCILE_INTERVAL)
+        outcome, object_id = self.rt.store(event.kind).apply_event(
+            event, object_id=hint, known_absent=fresh and not known)
         if outcome in ("inserted", "updated", "deleted"):
             try:  # passes that kept the last full read must read again
                 self.rt.redis.bump_desired_generation(kind)
@@ -174,7 +180,8 @@ class EventConsumer:
                             "DESIRED_FULL_READ_INTERVAL", exc)
         if object_id != hint:
             try:
-                self.rt.redis.set_object_id(kind, event.bot_id, object_id)
+                self.rt.redis.set_object_id(kind, event.bot_id, object_id,
+                                            now=self.rt.clock())
             except TemporaryError:
                 pass  # the next pass rebuilds the index
         return outcome

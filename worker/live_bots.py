@@ -147,7 +147,9 @@ class LiveBotController:
             as_of = self.desired_read_at  # tasks act on data no older than what was planned
             if self.object_ids is not None:
                 # The id → _id index of one-bot reads (events): refreshed from this full read.
-                self.rt.redis.sync_object_ids(KIND.value, self.object_ids)
+                self.rt.redis.sync_object_ids(KIND.value, self.object_ids,
+                                              read_started_at=self.desired_read_at,
+                                              now=self.rt.clock())
             now = self.rt.clock()
             the_plan = self.plan(observation, now=now)
             report = PassReport(plan=the_plan, counts=the_plan.counts(),

@@ -105,8 +105,8 @@ class BotStore:
                              f"{type(exc).__name__}") from None
 
     # --- platform events (the one writer of desired state) -------------------------------
-    def apply_event(self, event: BotEvent, *, object_id: str | None = None
-                    ) -> tuple[str, str | None]:
+    def apply_event(self, event: BotEvent, *, object_id: str | None = None,
+                    known_absent: bool = False) -> tuple[str, str | None]:
         """The event's effect on the platform's collection, exactly as the platform's own
         runtime does it: created inserts unless a document with that id exists; updated sets
         config and custom (inserting when missing); deleted removes the document(s).
@@ -114,7 +114,9 @@ class BotStore:
 
         `object_id` (the document's `_id` from the passes' index) lets FerretDB find the
         document by `_id` instead of scanning for `id`; when it no longer matches, the filter
-        on `id` decides. Returns (what happened, the `_id` the id now has or None)."""
+        on `id` decides. `known_absent`: the caller knows no document has this id (its
+        index), so a `created` inserts without first scanning for one. Returns (what
+        happened, the `_id` the id now has or None)."""
         selector = {"id": event.bot_id}
         # `_id` alone: FerretDB pushes down only a filter that is exactly `_id` equality (with
         # `id` beside it, it scans). The hint is checked to name THIS bot's document first,
@@ -136,6 +138,9 @@ class BotStore:
             if event.op is EventOp.CREATED:
                 if by_oid is not None:
                     return "already present", object_id
+                if known_absent:
+                    inserted = self.desired.insert_one({"id": event.bot_id, **fields})
+                    return "inserted", str(inserted.inserted_id)
                 result = self.desired.update_one(
                     selector, {"$setOnInsert": {"id": event.bot_id, **fields}}, upsert=True)
                 if result.upserted_id is not None:

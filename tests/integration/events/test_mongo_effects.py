@@ -80,3 +80,14 @@ def test_the_full_read_reports_each_ids_object_id(store: BotStore) -> None:
     loaded = store.load_all(found)
     assert found == {"a": a_oid, "dup": ""}  # an id on two documents has no hint
     assert all("_id" not in doc for doc in loaded)
+
+
+def test_created_for_an_id_the_index_knows_is_absent_inserts_without_a_scan(
+        store: BotStore) -> None:
+    outcome, oid = store.apply_event(event(EventOp.CREATED, "n", v=1), known_absent=True)
+    assert outcome == "inserted" and oid
+    assert docs(store, "n") == [{"id": "n", "config": {"v": 1}, "custom": {"version": "1"}}]
+    # With its _id known, a repeated created is found present (no second document).
+    assert store.apply_event(event(EventOp.CREATED, "n", v=2), object_id=oid)[0] == \
+        "already present"
+    assert len(docs(store, "n")) == 1

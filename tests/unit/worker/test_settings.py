@@ -81,3 +81,11 @@ def test_log_collection_defaults() -> None:
     assert s.LOG_CHUNK_SIZE == 100 and s.LOG_READ_CONCURRENCY == 8
     assert s.LOG_LOCK_TTL == 60.0 and s.LOG_CURSOR_TTL == 7 * 86400.0
     assert load_settings(env={**REQUIRED, "LOG_INTERVAL": "10s"}).LOG_INTERVAL == 10.0
+
+
+def test_the_desired_full_read_interval_may_be_zero_but_not_negative() -> None:
+    assert load_settings(env=REQUIRED).DESIRED_FULL_READ_INTERVAL == 300.0
+    assert load_settings(env={**REQUIRED, "DESIRED_FULL_READ_INTERVAL": "0s"}
+                         ).DESIRED_FULL_READ_INTERVAL == 0.0
+    with pytest.raises(SettingsError, match="DESIRED_FULL_READ_INTERVAL"):
+        load_settings(env={**REQUIRED, "DESIRED_FULL_READ_INTERVAL": "-5s"})
