@@ -38,6 +38,7 @@ from worker.core.events import QUEUE_GROUP, BotEvent, Rejected, parse_event, sub
 from worker.core.metrics import EVENTS
 from worker.core.text import excerpt
 from worker.runtime import Runtime
+from worker.snapshot import index_is_fresh
 
 log = logging.getLogger("the0.events")
 
@@ -165,11 +166,9 @@ class EventConsumer:
             known, hint, synced_at = self.rt.redis.lookup_object_id(kind, event.bot_id)
         except TemporaryError:
             known, hint, synced_at = False, None, float("-inf")  # slower, not wrong
-        # The index is complete as of its last rebuild plus our own writes since: an id it
-        # does not know, while recent, has no document (only a write made around us within
-        # that window could make this wrong, and the pass then reports a duplicate id).
-        fresh = self.rt.clock() - synced_at <= (s.DESIRED_FULL_READ_INTERVAL
-                                                + 2 * s.RECONCILE_INTERVAL)
+        # An id a fresh index does not know has no document (a write made around us within
+        # that window could make this wrong; the pass then reports a duplicate id).
+        fresh = index_is_fresh(s, synced_at=synced_at, now=self.rt.clock())
         outcome, object_id = self.rt.store(event.kind).apply_event(
             event, object_id=hint, known_absent=fresh and not known)
         if outcome in ("inserted", "updated", "deleted"):

@@ -51,7 +51,7 @@ from worker.core.podstatus import PodHealth
 from worker.core.status import fingerprint, observed_status
 from worker.log_collector import LogCollector
 from worker.runtime import Runtime
-from worker.snapshot import read_desired
+from worker.snapshot import read_desired, read_one_bot
 from worker.telemetry import record_pass
 
 log = logging.getLogger("the0.live_bots")
@@ -255,9 +255,8 @@ class LiveBotController:
         LIST: the API server answers a GET in O(1) but filters every pod for a LIST, which made
         a 10,000-bot cold start quadratic. Extra pods under other names are found by the full
         pass, which names them to the task."""
-        docs = (self.rt.store(KIND).load_one(
-                    bot_id, object_id=self.rt.redis.get_object_id(KIND.value, bot_id))
-                if read_one else self.rt.snapshot(KIND).docs_for(bot_id, not_before=as_of))
+        docs = (read_one_bot(self.rt, KIND, bot_id) if read_one
+                else self.rt.snapshot(KIND).docs_for(bot_id, not_before=as_of))
         raw_pods = [raw for raw in map(self.rt.kube.get_pod, pod_names) if raw is not None]
         pods = [p for p in map(observed_pod, raw_pods) if p is not None and p.bot_id == bot_id]
         s = self.settings

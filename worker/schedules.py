@@ -41,7 +41,7 @@ from worker.core.planner import (
 from worker.core.status import fingerprint, observed_schedule_status
 from worker.live_bots import BotBusy, PassReport, _iso, record_outcome, write_changed_statuses
 from worker.runtime import Runtime
-from worker.snapshot import read_desired
+from worker.snapshot import read_desired, read_one_bot
 from worker.telemetry import record_pass
 
 log = logging.getLogger("the0.schedules")
@@ -220,9 +220,8 @@ class ScheduleController:
             if held is None:
                 raise BotBusy("another task is acting on this schedule")
             as_of = self.rt.clock() if as_of is None else as_of
-            docs = (self.rt.store(KIND).load_one(
-                        bot_id, object_id=self.rt.redis.get_object_id(KIND.value, bot_id))
-                    if read_one else self.rt.snapshot(KIND).docs_for(bot_id, not_before=as_of))
+            docs = (read_one_bot(self.rt, KIND, bot_id) if read_one
+                    else self.rt.snapshot(KIND).docs_for(bot_id, not_before=as_of))
             raw = self.rt.kube.get_cronjob(cronjob_name(bot_id))
             backoff = self.rt.redis.get_backoff(KIND.value, bot_id)
             observation = self._observation(docs, [raw] if raw else [], [],

@@ -27,6 +27,7 @@ from worker.core.planner import DesiredBot
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
+    from worker.settings import Settings
 
 Doc = dict[str, Any]
 
@@ -142,3 +143,22 @@ def read_desired(controller: DesiredReader, kind: BotKind) -> list[Doc]:
     snapshot.offer(docs, read_started_at=now, generation=generation)
     controller.object_ids, controller.desired_read_at = object_ids, now
     return docs
+
+
+def read_one_bot(rt: Runtime, kind: BotKind, bot_id: str) -> list[Doc]:
+    """One bot's documents, now, for an event's reconcile: by `_id` through the id → _id
+    index when it names a document; none at all when a fresh index does not know the id
+    (the consumer removed it after deleting the document — this spares FerretDB's scan for
+    every `deleted` event); else a filter on `id`."""
+    known, object_id, synced_at = rt.redis.lookup_object_id(kind.value, bot_id)
+    if not known and index_is_fresh(rt.settings, synced_at=synced_at, now=rt.clock()):
+        return []
+    return rt.store(kind).load_one(bot_id, object_id=object_id)
+
+
+def index_is_fresh(settings: Settings, *, synced_at: float, now: float) -> bool:
+    """The id → _id index is complete as of its last rebuild (every full read, at least every
+    DESIRED_FULL_READ_INTERVAL) plus the consumer's writes since: within this window, an id it
+    does not know has no document (only a write made around the consumer could say otherwise,
+    and the next full read corrects it)."""
+    return now - synced_at <= settings.DESIRED_FULL_READ_INTERVAL + 2 * settings.RECONCILE_INTERVAL

@@ -157,11 +157,6 @@ class RedisState:
         with _temporary_on_redis_error():
             self.client.incr(keys.desired_generation(kind))
 
-    def get_object_id(self, kind: str, bot_id: str) -> str | None:
-        with _temporary_on_redis_error():
-            raw = self.client.hget(keys.object_ids(kind), bot_id)
-        return raw.decode() if raw else None
-
     def set_object_id(self, kind: str, bot_id: str, object_id: str | None, *,
                       now: float) -> None:
         """The consumer's write: the id now has this `_id` (None: no document any more)."""

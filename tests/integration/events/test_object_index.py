@@ -39,3 +39,27 @@ def test_a_full_read_rebuilds_the_index_around_the_consumers_newer_writes(
     state.sync_object_ids("live", {"b": "ob", "dup": ""}, read_started_at=time.time() + 10,
                           now=time.time() + 11)
     assert index(redis_client) == {"b": "ob", "dup": ""}
+
+
+def test_an_event_reconcile_skips_the_scan_only_while_the_index_is_fresh(
+        settings_env: dict[str, str], redis_client: Any, mongo: Any,
+        db_names: dict[str, str]) -> None:
+    from worker.core.bot import BotKind
+    from worker.runtime import Runtime
+    from worker.settings import load_settings
+    from worker.snapshot import read_one_bot
+
+    rt = Runtime(load_settings(env={**settings_env, "DESIRED_FULL_READ_INTERVAL": "10s",
+                                    "RECONCILE_INTERVAL": "2s"}))
+    mongo[db_names["bot_runner"]]["bots"].insert_one({"id": "out-of-band", "config": {}})
+    scans: list[str] = []
+    store = rt.store(BotKind.LIVE)
+    original = store.load_one
+    store.load_one = lambda bot_id, **kw: scans.append(bot_id) or original(bot_id, **kw)  # type: ignore[method-assign]
+    rt.redis.sync_object_ids("live", {}, read_started_at=time.time(), now=time.time())
+    # Fresh index, id unknown: no document, no read (the consumer deleted it).
+    assert read_one_bot(rt, BotKind.LIVE, "out-of-band") == [] and scans == []
+    # An index older than DESIRED_FULL_READ_INTERVAL + 2 intervals is not trusted: read.
+    rt.redis.sync_object_ids("live", {}, read_started_at=time.time() - 20, now=time.time() - 20)
+    assert [d["id"] for d in read_one_bot(rt, BotKind.LIVE, "out-of-band")] == ["out-of-band"]
+    assert scans == ["out-of-band"]
