@@ -5,9 +5,10 @@
 Starts its own stack, seeds N bots, runs a real `celery -A worker worker -Q reconcile,bots`
 (log collection has its own benchmark, bench/log_throughput.py, and its own workers in a
 deployment), `celery -A worker beat` and `python -m worker events`, waits until all N pods are
-Running, then publishes `--events` platform events on NATS at `--rate` per second — a mix of
-creates (new bots), config updates (existing bots) and deletes — and watches the pods (as
-admin) to time, per event, publish → the desired pod state observed in Kubernetes:
+Running and a pass wrote no status (steady state), then publishes `--events` platform events
+on NATS at `--rate` per second — a mix of creates (new bots), config updates (existing bots)
+and deletes — and watches the pods (as admin) to time, per event, publish → the desired pod
+state observed in Kubernetes:
   create   a pod for the new bot exists (not terminating)
   replace  a pod with a config hash other than the old one exists (not terminating)
   delete   the bot's pod is gone (DELETED)
@@ -32,6 +33,7 @@ from typing import Any
 
 import nats
 import orjson
+import redis
 from kubernetes import client, config, watch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -134,7 +136,19 @@ def main() -> int:
                       f"{time.monotonic() - started:.0f} s", flush=True)
                 time.sleep(10)
             print(f"  {n} pods Running after {time.monotonic() - started:.0f} s", flush=True)
-            time.sleep(5)
+            # Steady state: the cold start's backlog of status documents (written at most
+            # STATUS_WRITES_PER_PASS per pass) keeps FerretDB busy for minutes; wait for a
+            # pass that wrote none.
+            status_r = redis.Redis.from_url(stack.env.redis_url)
+            while True:
+                raw = status_r.get("the0:last-reconcile:live")
+                record = json.loads(raw) if raw else {}
+                if record.get("ok") and record.get("status_writes") == 0:
+                    break
+                print(f"  waiting for status writes to settle (last pass wrote "
+                      f"{record.get('status_writes')})", flush=True)
+                time.sleep(10)
+            print(f"  steady after {time.monotonic() - started:.0f} s", flush=True)
 
             # The event mix: 40 % creates, 40 % config updates, 20 % deletes (distinct bots).
             existing = rng.sample(sorted(states), k=min(n, args.events))
