@@ -121,7 +121,10 @@ class LogStore:
             try:
                 self.client.make_bucket(self.bucket)
             except S3Error as exc:
-                if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                # Two creators racing may get an InternalError (versitygw) rather than
+                # "already exists": what matters is that the bucket is there now.
+                if (exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")
+                        and not self.client.bucket_exists(self.bucket)):
                     raise
         self.bucket_ready = True
 
