@@ -259,6 +259,9 @@ def main() -> int:
             before = pod_states(core)
             bots = pymongo.MongoClient(stack.env.mongo_uri)["bot_runner"]["bots"]
             bots.update_many({"id": {"$in": changed}}, {"$set": {"config.symbol": "ETH/USDT"}})
+            # As the events consumer does after its writes: passes must re-read Mongo (without
+            # it the workers keep their last read for DESIRED_FULL_READ_INTERVAL).
+            rt.redis.bump_desired_generation("live")
             t0 = time.monotonic()
             print(f"  no-op pass: {noop_pass_s:.3f} s, {noop_writes} writes, "
                   f"{noop_list_requests} list requests", flush=True)
