@@ -105,6 +105,17 @@ def bucket(s3: Any, test_id: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def log_bucket(s3: Any, test_id: str) -> Iterator[str]:
+    """Stands in for `bot-logs`; created by the collector itself, emptied afterwards."""
+    name = f"t-{test_id}-logs"
+    yield name
+    if s3.bucket_exists(name):
+        for obj in s3.list_objects(name, recursive=True):
+            s3.remove_object(name, obj.object_name)
+        s3.remove_bucket(name)
+
+
+@pytest.fixture
 def redis_client(stack_env: StackEnv) -> Iterator[Any]:
     import redis
 

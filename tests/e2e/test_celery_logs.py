@@ -7,7 +7,6 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,6 @@ from tests.support.procs import Procs
 from worker.core import logcursor as lc
 
 CELERY = str(Path(sys.executable).with_name("celery"))
-
-
-@pytest.fixture
-def log_bucket(s3: Any, test_id: str) -> Iterator[str]:
-    name = f"t-{test_id}-logs"
-    yield name
-    if s3.bucket_exists(name):
-        for obj in s3.list_objects(name, recursive=True):
-            s3.remove_object(name, obj.object_name)
-        s3.remove_bucket(name)
 
 
 @pytest.mark.slow

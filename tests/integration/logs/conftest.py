@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +12,6 @@ from tests.support.botlogs import LoggedPod
 from worker.log_collector import LogCollector
 from worker.runtime import Runtime
 from worker.settings import load_settings
-
-
-@pytest.fixture
-def log_bucket(s3: Any, test_id: str) -> Iterator[str]:
-    """Stands in for `bot-logs`; created by the collector itself, emptied afterwards."""
-    name = f"t-{test_id}-logs"
-    yield name
-    if s3.bucket_exists(name):
-        for obj in s3.list_objects(name, recursive=True):
-            s3.remove_object(name, obj.object_name)
-        s3.remove_bucket(name)
 
 
 @pytest.fixture
