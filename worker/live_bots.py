@@ -114,7 +114,7 @@ class LiveBotController:
         (each waits on another server)."""
         s = self.settings
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pods_future = pool.submit(self.rt.kube.list_pods, POD_SELECTOR, keep=observed_pod)
+            pods_future = pool.submit(self.rt.read_objects, "pods", POD_SELECTOR, observed_pod)
             docs = self.read_desired()
             pods: list[ObservedPod] = pods_future.result()
         state = desired_state(docs, kind=KIND, template=s.pod_template,

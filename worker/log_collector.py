@@ -103,7 +103,7 @@ class LogCollector:
 
     # ------------------------------------------------------------------ the pass
     def list_pods(self) -> list[lc.LogPod]:
-        pods: list[lc.LogPod] = self.rt.kube.list_pods(POD_SELECTOR, keep=lc.log_pod)
+        pods: list[lc.LogPod] = self.rt.read_objects("pods", POD_SELECTOR, lc.log_pod)
         return pods
 
     def collect(self, *, send: Callable[[str, list[dict[str, Any]]], None]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from worker.adapters.kube import KubeClient, RequestObserver, api_client_for
+from worker.adapters.kube import Json, KubeClient, RequestObserver, api_client_for
 from worker.adapters.mongo import BotStore, collections_for
 from worker.adapters.redis import LogState, RedisState
 from worker.adapters.s3 import CodeStore, LogStore
@@ -22,10 +22,13 @@ from worker.adapters.telemetry import TelemetryStore
 from worker.core.bot import BotKind
 from worker.core.desired import parse_desired, parse_desired_schedule
 from worker.core.metrics import MetricBuffer
+from worker.informer import Informer
 from worker.settings import Settings
 from worker.snapshot import DesiredSnapshot, ParseMemo
 
 T = TypeVar("T")
+# A watch ends on the server after 5 to 10 min (spread, as client-go does) and is resumed.
+WATCH_TIMEOUT_S = 300
 
 
 class Runtime:
@@ -119,3 +122,37 @@ class Runtime:
     def snapshot(self, kind: BotKind) -> DesiredSnapshot:
         return self._once(f"snapshot:{kind.value}", lambda: DesiredSnapshot(
             self.store(kind).load_all, self.clock))
+
+    def read_objects(self, resource: str, selector: str, keep: Callable[[Json], T | None]
+                     ) -> list[T]:
+        """Our `resource` objects ("pods", "cronjobs", "jobs") matching `selector`, as `keep`
+        makes them: from this process's watched cache (KUBE_WATCH, see worker/informer.py),
+        else by a full list. Either raises ReadFailed rather than answer partly."""
+        kube = self.kube
+        lists = {"pods": kube.list_pods_versioned, "cronjobs": kube.list_cronjobs_versioned,
+                 "jobs": kube.list_jobs_versioned}
+        if not self.settings.KUBE_WATCH:
+            items: list[T] = lists[resource](selector, keep=keep)[0]
+            return items
+        watches = {"pods": kube.watch_pods, "cronjobs": kube.watch_cronjobs,
+                   "jobs": kube.watch_jobs}
+
+        def build() -> Informer[T]:
+            def watch(version: str, on_open: Callable[[Any], None]) -> Any:
+                timeout = int(WATCH_TIMEOUT_S * (1 + self.jitter()))
+                return watches[resource](selector, resource_version=version, timeout_s=timeout,
+                                         on_open=on_open)
+
+            return Informer(resource, list_all=partial(lists[resource], selector), watch=watch,
+                            keep=keep, max_age=self.settings.KUBE_CACHE_RELIST_INTERVAL)
+
+        # One cache per (resource, selector, keep): the log collector keeps other fields.
+        informer = self._once(f"informer:{resource}:{selector}:{keep.__module__}."
+                              f"{keep.__qualname__}", build)
+        return informer.read(min_version=kube.written_version(resource))
+
+    def informers(self) -> list[Informer[Any]]:
+        """The watched caches this process has built so far (metrics, tests)."""
+        with self._lock:
+            return [value for name, value in self._built.items()
+                    if name.startswith("informer:")]

@@ -62,14 +62,47 @@ class ScheduleObservation:
     backoff: dict[BotId, Backoff]
 
 
+# (schedule, time zone) → (computed at, next firing, its RFC 3339 text). croniter takes ~0.5 ms,
+# and every pass asks for every schedule: 1 s of a 2,000-schedule pass before this memo.
+_NEXT_RUNS: dict[tuple[str, str], tuple[float, float, str]] = {}
+_NEXT_RUNS_LIMIT = 100_000
+
+
 def next_run_time(schedule: str, timezone: str, *, now: float) -> str | None:
-    """Next firing time (UTC, RFC 3339) of a normalized schedule in its time zone."""
+    """Next firing time (UTC, RFC 3339) of a normalized schedule in its time zone. Memoized:
+    the next firing after any moment in [computed at, next firing) is that same firing."""
+    key = (schedule, timezone)
+    cached = _NEXT_RUNS.get(key)
+    if cached is not None and cached[0] <= now < cached[1]:
+        return cached[2]
     try:
         start = datetime.fromtimestamp(now, ZoneInfo(timezone or "UTC"))
         following = croniter(schedule, start).get_next(datetime)
     except (ValueError, KeyError):
         return None
-    return str(following.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    text = str(following.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    if len(_NEXT_RUNS) >= _NEXT_RUNS_LIMIT:
+        _NEXT_RUNS.clear()
+    _NEXT_RUNS[key] = (now, following.timestamp(), text)
+    return text
+
+
+def slim_cronjob(raw: dict[str, Any]) -> dict[str, Any]:
+    """What a pass reads of a CronJob (metadata, schedule, time zone, status): the cache keeps
+    2,000 of them, so their job template (a whole pod spec) and managedFields stay out."""
+    spec = raw.get("spec") or {}
+    return {"metadata": _slim_metadata(raw),
+            "spec": {k: spec[k] for k in ("schedule", "timeZone", "suspend") if k in spec},
+            "status": raw.get("status") or {}}
+
+
+def slim_job(raw: dict[str, Any]) -> dict[str, Any]:
+    """What a pass reads of a Job: its owner (metadata) and its outcome (status)."""
+    return {"metadata": _slim_metadata(raw), "status": raw.get("status") or {}}
+
+
+def _slim_metadata(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in (raw.get("metadata") or {}).items() if k != "managedFields"}
 
 
 class ScheduleController:
@@ -82,8 +115,10 @@ class ScheduleController:
     # ================================================================== the whole pass
     def observe(self, *, with_jobs: bool = True) -> ScheduleObservation:
         with ThreadPoolExecutor(max_workers=2) as pool:
-            cronjobs_future = pool.submit(self.rt.kube.list_cronjobs, SELECTOR)
-            jobs_future = pool.submit(self.rt.kube.list_jobs, SELECTOR) if with_jobs else None
+            cronjobs_future = pool.submit(self.rt.read_objects, "cronjobs", SELECTOR,
+                                          slim_cronjob)
+            jobs_future = (pool.submit(self.rt.read_objects, "jobs", SELECTOR, slim_job)
+                           if with_jobs else None)
             docs = read_desired(self, KIND)
             raw_cronjobs = cronjobs_future.result()
             raw_jobs = jobs_future.result() if jobs_future else []

@@ -77,6 +77,15 @@ class Settings(BaseSettings):
         1000, ge=50, le=5000,
         description="Items per list page. 1000 keeps a 10,000-pod read to ~10 requests.")
     KUBE_TIMEOUT: Duration = Field(30.0, description="Per-request timeout to the API server (s).")
+    KUBE_WATCH: bool = Field(
+        True, description="Passes read pods, CronJobs and Jobs from a watched in-process cache "
+                          "(one list, then a watch) instead of listing them every pass: a "
+                          "10,000-pod list is ~110 MB of JSON. false = list every pass (then the "
+                          "Role needs no `watch`).")
+    KUBE_CACHE_RELIST_INTERVAL: Duration = Field(
+        _d("15m"), description="The watched cache lists again in the background about this "
+                               "often, a safety net; a failed watch makes the next pass list "
+                               "at once anyway.")
 
     # --- Desired state: MongoDB -------------------------------------------------------------
     MONGO_URI: SecretStr = Field(description="MongoDB URI (required; may hold a password).")

@@ -8,8 +8,8 @@ import zipfile
 from collections.abc import Callable
 from typing import Any
 
-from worker.core.planner import Action
-from worker.live_bots import KIND, LiveBotController, PassReport
+from worker.core.planner import Action, ObservedPod, observed_pod
+from worker.live_bots import KIND, POD_SELECTOR, LiveBotController, PassReport
 
 CODE_KEY = "bots/demo/v1.zip"
 
@@ -63,6 +63,15 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0,
             return result
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def cache_sees(controller: LiveBotController, check: Callable[[dict[str, ObservedPod]], Any],
+               what: str) -> None:
+    """Waits until the controller's watched pod cache shows a change made by someone else
+    (the admin API here): passes read that cache, which follows the watch milliseconds
+    behind. The controller's own writes need no wait (read-your-writes)."""
+    wait_for(lambda: check({p.name: p for p in controller.rt.read_objects(
+        "pods", POD_SELECTOR, observed_pod)}), f"the pod cache to show {what}", timeout=10)
 
 
 def schedule_doc(bot_id: str, schedule: str = "0 3 * * *", *, timezone: str | None = None,

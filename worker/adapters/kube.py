@@ -2,7 +2,8 @@
 
 Lists are paginated and parsed with orjson straight from the response bytes, so a 10,000-pod
 read costs a handful of requests and no per-object model construction. A failed or expired
-page raises `ReadFailed`: the caller must not act on a partial list. Errors are translated:
+page raises `ReadFailed`: the caller must not act on a partial list. Watches stream the same
+raw JSON, one event per line (worker/informer.py keeps a cache from them). Errors are translated:
 404 → NotFound, 409 → Conflict, 429/5xx/network → TemporaryError (with Retry-After),
 other 4xx → PermanentError.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -41,6 +43,24 @@ class BadRequest(PermanentError):
 
 class Conflict(TemporaryError):
     """409: the object exists already / was changed concurrently."""
+
+
+class Expired(TemporaryError):
+    """410 on a watch: the resourceVersion it started from is no longer kept. List again."""
+
+
+# One watch event: ("ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK", the object as JSON).
+WatchEvent = tuple[str, Json]
+
+
+def resource_version(obj: Json) -> int:
+    """An object's (or a list's) resourceVersion as an integer, 0 when absent. Kubernetes calls
+    it opaque, but every etcd-backed server gives the store revision, and comparing them is
+    what client-go's own integer mutation cache does; we only use it to wait for our writes."""
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def api_client_for(*, mode: str, kubeconfig: str | None, timeout: float) -> k8s.ApiClient:
@@ -90,6 +110,11 @@ class KubeClient:
         self.observer = observer
         self.list_requests = 0  # requests made by list_*; the benchmark reads it
         self.log_requests = 0   # container-log reads
+        self.watch_requests = 0
+        # resource → the highest resourceVersion a write of this process returned, so a cache
+        # can wait until its watch has delivered our own writes (read-your-writes).
+        self._written: dict[str, int] = {}
+        self._written_lock = threading.Lock()
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, verb: str, resource: str, fn: Callable[..., Any], *args: Any,
@@ -125,9 +150,15 @@ class KubeClient:
 
     def _list_all(self, resource: str, fn: Callable[..., Any], *,
                   keep: Callable[[Json], T | None] | None = None, **kwargs: Any) -> list[Any]:
-        """Every page of a list, or ReadFailed. A 410 (expired continue token) is a failed read.
-        `keep` turns each raw item into what the caller needs (None drops it) page by page, so
-        10,000 raw pods never sit in memory at once."""
+        return self._list_versioned(resource, fn, keep=keep, **kwargs)[0]
+
+    def _list_versioned(self, resource: str, fn: Callable[..., Any], *,
+                        keep: Callable[[Json], T | None] | None = None, **kwargs: Any
+                        ) -> tuple[list[Any], str]:
+        """Every page of a list and the resourceVersion it was read at (every page of one
+        list is served from the same snapshot), or ReadFailed. A 410 (expired continue token)
+        is a failed read. `keep` turns each raw item into what the caller needs (None drops
+        it) page by page, so 10,000 raw pods never sit in memory at once."""
         items: list[Any] = []
         token: str | None = None
         while True:
@@ -139,6 +170,7 @@ class KubeClient:
                 raise ReadFailed(f"listing {resource} failed after {len(items)} items: {exc}"
                                  ) from None
             token = (page.get("metadata") or {}).get("continue")
+            version = str((page.get("metadata") or {}).get("resourceVersion") or "")
             raw = page.get("items") or []
             if keep is None:
                 items.extend(raw)
@@ -146,13 +178,79 @@ class KubeClient:
                 items.extend(kept for kept in map(keep, raw) if kept is not None)
             del page, raw
             if not token:
-                return items
+                return items, version
+
+    def _watch(self, resource: str, fn: Callable[..., Any], *, resource_version: str,
+               timeout_s: int, on_open: Callable[[Any], None] | None = None,
+               **kwargs: Any) -> Iterator[WatchEvent]:
+        """The changes after `resource_version`, one (type, object) per event, with bookmarks,
+        until the server ends the watch (after ~timeout_s: a normal end; watch again from the
+        last version seen). 410 → Expired; any other failure → TemporaryError. `on_open`
+        receives the open response, so another thread can close it to stop the watch."""
+        self.watch_requests += 1
+        status = 0
+        try:
+            response = fn(self.namespace, watch=True, resource_version=resource_version,
+                          allow_watch_bookmarks=True, timeout_seconds=timeout_s,
+                          _preload_content=False,
+                          # A silent connection is dead once the server's own end is overdue.
+                          _request_timeout=(self.timeout, timeout_s + 30), **kwargs)
+            status = int(response.status)
+        except ApiException as exc:
+            status = int(exc.status or 0)
+            raise (Expired(f"kubernetes watch {resource}: {_api_error_message(exc)}")
+                   if exc.status == 410 else self._translate(exc)) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise TemporaryError(f"kubernetes watch {resource}: {type(exc).__name__}") from None
+        finally:
+            if self.observer is not None:
+                self.observer("watch", resource, status)
+        if on_open is not None:
+            on_open(response)
+        try:
+            pending = b""
+            for chunk in response.stream(1 << 16, decode_content=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield _watch_event(resource, line)
+            if pending.strip():
+                yield _watch_event(resource, pending)
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            # ValueError: urllib3 reading a response another thread closed (stop()).
+            raise TemporaryError(f"kubernetes watch {resource}: {type(exc).__name__}") from None
+        finally:
+            response.release_conn()
+
+    def _wrote(self, resource: str, obj: Json) -> None:
+        version = resource_version(obj)
+        with self._written_lock:
+            if version > self._written.get(resource, 0):
+                self._written[resource] = version
+
+    def written_version(self, resource: str) -> int:
+        """The highest resourceVersion this process's writes of `resource` returned (0: none)."""
+        with self._written_lock:
+            return self._written.get(resource, 0)
 
     # ------------------------------------------------------------------ pods
     def list_pods(self, label_selector: str, *, keep: Callable[[Json], T | None] | None = None
                   ) -> list[Any]:
         return self._list_all("pods", self.core.list_namespaced_pod, keep=keep,
                               label_selector=label_selector)
+
+    def list_pods_versioned(self, label_selector: str, *,
+                            keep: Callable[[Json], T | None] | None = None
+                            ) -> tuple[list[Any], str]:
+        return self._list_versioned("pods", self.core.list_namespaced_pod, keep=keep,
+                                    label_selector=label_selector)
+
+    def watch_pods(self, label_selector: str, *, resource_version: str, timeout_s: int,
+                   on_open: Callable[[Any], None] | None = None) -> Iterator[WatchEvent]:
+        return self._watch("pods", self.core.list_namespaced_pod,
+                           resource_version=resource_version, timeout_s=timeout_s,
+                           on_open=on_open, label_selector=label_selector)
 
     def get_pod(self, name: str) -> Json | None:
         try:
@@ -165,6 +263,7 @@ class KubeClient:
     def create_pod(self, body: Json) -> Json:
         result: Json = self._call("create", "pods", self.core.create_namespaced_pod,
                                   self.namespace, body)
+        self._wrote("pods", result)
         return result
 
     def delete_pod(self, name: str, *, uid: str | None = None) -> bool:
@@ -174,8 +273,8 @@ class KubeClient:
         if uid:
             options["preconditions"] = {"uid": uid}
         try:
-            self._call("delete", "pods", self.core.delete_namespaced_pod, name, self.namespace,
-                       body=options)
+            self._wrote("pods", self._call("delete", "pods", self.core.delete_namespaced_pod,
+                                           name, self.namespace, body=options))
             return True
         except NotFound:
             return False
@@ -272,6 +371,18 @@ class KubeClient:
         return self._list_all("cronjobs", self.batch.list_namespaced_cron_job,
                               label_selector=label_selector)
 
+    def list_cronjobs_versioned(self, label_selector: str, *,
+                                keep: Callable[[Json], T | None] | None = None
+                                ) -> tuple[list[Any], str]:
+        return self._list_versioned("cronjobs", self.batch.list_namespaced_cron_job, keep=keep,
+                                    label_selector=label_selector)
+
+    def watch_cronjobs(self, label_selector: str, *, resource_version: str, timeout_s: int,
+                       on_open: Callable[[Any], None] | None = None) -> Iterator[WatchEvent]:
+        return self._watch("cronjobs", self.batch.list_namespaced_cron_job,
+                           resource_version=resource_version, timeout_s=timeout_s,
+                           on_open=on_open, label_selector=label_selector)
+
     def get_cronjob(self, name: str) -> Json | None:
         try:
             result: Json = self._call("get", "cronjobs", self.batch.read_namespaced_cron_job,
@@ -283,6 +394,7 @@ class KubeClient:
     def create_cronjob(self, body: Json) -> Json:
         result: Json = self._call("create", "cronjobs", self.batch.create_namespaced_cron_job,
                                   self.namespace, body)
+        self._wrote("cronjobs", result)
         return result
 
     def replace_cronjob(self, body: Json) -> Json:
@@ -290,6 +402,7 @@ class KubeClient:
         metadata.resourceVersion: a concurrent change gives 409 and the task retries."""
         result: Json = self._call("update", "cronjobs", self.batch.replace_namespaced_cron_job,
                                   body["metadata"]["name"], self.namespace, body)
+        self._wrote("cronjobs", result)
         return result
 
     def delete_cronjob(self, name: str, *, uid: str | None = None) -> bool:
@@ -299,8 +412,9 @@ class KubeClient:
         if uid:
             options["preconditions"] = {"uid": uid}
         try:
-            self._call("delete", "cronjobs", self.batch.delete_namespaced_cron_job, name,
-                       self.namespace, body=options)
+            self._wrote("cronjobs", self._call("delete", "cronjobs",
+                                               self.batch.delete_namespaced_cron_job, name,
+                                               self.namespace, body=options))
             return True
         except (NotFound, Conflict):
             return False
@@ -317,6 +431,28 @@ class KubeClient:
     def list_jobs(self, label_selector: str) -> list[Json]:
         return self._list_all("jobs", self.batch.list_namespaced_job,
                               label_selector=label_selector)
+
+    def list_jobs_versioned(self, label_selector: str, *,
+                            keep: Callable[[Json], T | None] | None = None
+                            ) -> tuple[list[Any], str]:
+        return self._list_versioned("jobs", self.batch.list_namespaced_job, keep=keep,
+                                    label_selector=label_selector)
+
+    def watch_jobs(self, label_selector: str, *, resource_version: str, timeout_s: int,
+                   on_open: Callable[[Any], None] | None = None) -> Iterator[WatchEvent]:
+        return self._watch("jobs", self.batch.list_namespaced_job,
+                           resource_version=resource_version, timeout_s=timeout_s,
+                           on_open=on_open, label_selector=label_selector)
+
+
+def _watch_event(resource: str, line: bytes) -> WatchEvent:
+    """One line of a watch stream → (type, object); an ERROR event raises (410 → Expired)."""
+    event = orjson.loads(line)
+    kind, obj = str(event.get("type") or ""), event.get("object") or {}
+    if kind == "ERROR":
+        message = f"kubernetes watch {resource}: {obj.get('code')} {obj.get('message', '')}"[:400]
+        raise Expired(message) if obj.get("code") == 410 else TemporaryError(message)
+    return kind, obj
 
 
 @contextmanager

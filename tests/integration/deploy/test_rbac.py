@@ -57,7 +57,8 @@ def permission_of_endpoint(raw_path: str, http: str, where: str) -> Permission:
 
 def used_by_kube_adapter() -> set[Permission]:
     """Every client method kube.py refers to (`self.core.<method>`, `self.batch.<method>`),
-    mapped to its permission; `watch=True` anywhere would add `watch`."""
+    mapped to its permission; a list method handed to `self._watch(…)` (the one place that
+    passes `watch=True`) also needs `watch`."""
     tree = ast.parse(KUBE_ADAPTER.read_text())
     apis: dict[str, type] = {}
     for node in ast.walk(tree):  # self.core = k8s.CoreV1Api(api_client)
@@ -80,8 +81,21 @@ def used_by_kube_adapter() -> set[Permission]:
                         for a in node.args[:2])):
             raw_path, http = (a.value for a in node.args[:2])  # type: ignore[attr-defined]
             used.add(permission_of_endpoint(raw_path, http, "kube.py call_api"))
-        if isinstance(node, ast.keyword) and node.arg == "watch":
-            raise AssertionError("kube.py watches: extend this derivation with `watch`")
+        # self._watch("pods", self.core.list_namespaced_pod, …): list → watch.
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "_watch" and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Attribute)
+                and isinstance(node.args[1].value, ast.Attribute)
+                and node.args[1].value.attr in apis):
+            group, resource, verb = permission_of(apis[node.args[1].value.attr],
+                                                  node.args[1].attr)
+            assert verb == "list", f"_watch of a non-list method: {node.args[1].attr}"
+            used.add((group, resource, "watch"))
+    for function in ast.walk(tree):  # `watch=` anywhere but in _watch escapes the rule above
+        if isinstance(function, ast.FunctionDef) and function.name != "_watch":
+            for node in ast.walk(function):
+                if isinstance(node, ast.keyword) and node.arg == "watch":
+                    raise AssertionError(f"{function.name} passes watch=: route it via _watch")
     return used
 
 
@@ -131,7 +145,7 @@ def test_the_controller_identity_holds_exactly_the_shipped_role(
 
 
 @pytest.mark.parametrize(("verb", "resource"), [
-    ("list", "secrets"), ("watch", "pods"), ("patch", "pods"), ("create", "configmaps"),
+    ("list", "secrets"), ("watch", "secrets"), ("patch", "pods"), ("create", "configmaps"),
     ("delete", "jobs"), ("create", "jobs"), ("create", "rolebindings.rbac.authorization.k8s.io"),
     ("list", "nodes"), ("create", "pods --subresource=exec"), ("get", "deployments.apps"),
     ("patch", "pods --subresource=status"), ("get", "pods --subresource=attach"),
@@ -147,7 +161,8 @@ def test_the_controller_identity_is_refused_everything_else(
 
 @pytest.mark.parametrize(("verb", "resource"), [
     ("get", "pods --subresource=log"), ("delete", "pods"), ("update", "secrets"),
-    ("update", "cronjobs.batch"), ("list", "jobs.batch"),
+    ("update", "cronjobs.batch"), ("list", "jobs.batch"), ("watch", "pods"),
+    ("watch", "cronjobs.batch"), ("watch", "jobs.batch"),
 ])
 def test_the_controller_identity_is_allowed_what_the_role_grants(
         stack: Stack, namespace: str, verb: str, resource: str) -> None:

@@ -10,10 +10,11 @@ from typing import Any
 
 from kubernetes import client, watch
 
-from tests.support.bots import bot_doc, run_pass, wait_for
+from tests.support.bots import bot_doc, cache_sees, run_pass, wait_for
 from tools.stack.supervisor import Stack
 from worker.core.errors import ReadFailed
 from worker.core.naming import ANNOTATION_BOT_ID, ANNOTATION_CONFIG_HASH, pod_name
+from worker.core.podstatus import PodHealth
 from worker.live_bots import LiveBotController
 
 SELECTOR = "managed-by=the0-bot-controller"
@@ -175,13 +176,18 @@ def test_a_broken_pod_is_recreated_then_backs_off(
                                                          "message": "back-off 5m0s"}}}]}})
         return str(pod.metadata.uid)
 
+    def broken(pods: dict[str, Any]) -> bool:
+        return pods["bot-crashy"].assessment.health is PodHealth.BROKEN
+
     first_uid = crash_loop()
+    cache_sees(controller, broken, "the crash loop")
     _, outcomes = run_pass(controller)
     assert outcomes == ["recreated"]
     second = wait_for(lambda: (p := core.read_namespaced_pod("bot-crashy", restricted_namespace))
                       .status.phase == "Running" and p, "recreated pod Running")
     assert second.metadata.uid != first_uid
     crash_loop()
+    cache_sees(controller, broken, "the second crash loop")
     report, outcomes = run_pass(controller)
     assert outcomes == [] and report.counts["backing_off"] == 1  # within the 2 s base backoff
     wait_for(lambda: run_pass(controller)[1] == ["recreated"], "recreate after backoff",
@@ -195,12 +201,15 @@ def test_a_terminating_pod_is_waited_for_not_duplicated(
     core.patch_namespaced_pod("bot-slow", restricted_namespace,
                               {"metadata": {"finalizers": ["test.the0.dev/hold"]}})
     core.delete_namespaced_pod("bot-slow", restricted_namespace)
+    cache_sees(controller, lambda pods: pods["bot-slow"].assessment.health
+               is PodHealth.TERMINATING, "the pod terminating")
     report, outcomes = run_pass(controller)
     assert outcomes == [] and report.counts["waiting"] == 1
     assert len(pods_of(core, restricted_namespace)) == 1
     core.patch_namespaced_pod("bot-slow", restricted_namespace,
                               {"metadata": {"finalizers": None}})
     wait_for(lambda: not pods_of(core, restricted_namespace), "terminated")
+    cache_sees(controller, lambda pods: not pods, "the pod gone")
     _, outcomes = run_pass(controller)
     assert outcomes == ["created"]
 
@@ -309,6 +318,7 @@ def test_an_extra_pod_of_a_bot_under_another_name_is_deleted(
     body.pop("status", None)
     body["spec"].pop("nodeName", None)
     core.create_namespaced_pod(restricted_namespace, body)
+    cache_sees(controller, lambda pods: "bot-twin-legacy" in pods, "the extra pod")
     _, outcomes = run_pass(controller)
     assert outcomes == ["deleted"]
     wait_for(lambda: sorted(pods_of(core, restricted_namespace)) == ["bot-twin"],

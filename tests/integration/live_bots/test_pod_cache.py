@@ -1,0 +1,89 @@
+"""The watched pod cache (worker/informer.py) against the real API server: it follows changes
+made by others, sees its own writes at once, fails closed when the watch or the server fails,
+and lists again after."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.support.bots import bot_doc, cache_sees, run_pass, wait_for
+from tools.stack.supervisor import Stack
+from worker.core.errors import ReadFailed
+from worker.core.planner import observed_pod
+from worker.informer import Informer
+from worker.live_bots import POD_SELECTOR, LiveBotController
+
+
+def pod_cache(controller: LiveBotController) -> Informer[Any]:
+    caches = [i for i in controller.rt.informers() if i.name == "pods"]
+    assert len(caches) == 1, caches
+    return caches[0]
+
+
+def cached_names(controller: LiveBotController) -> list[str]:
+    return sorted(p.name for p in controller.rt.read_objects("pods", POD_SELECTOR,
+                                                              observed_pod))
+
+
+def test_the_cache_follows_other_writers_without_listing_again(
+        make_controller: Callable[..., LiveBotController], bots: Any, core: Any,
+        restricted_namespace: str) -> None:
+    bots.insert_many([bot_doc("w1"), bot_doc("w2")])
+    writer, reader = make_controller(), make_controller()  # two processes' worth of runtime
+    assert cached_names(reader) == []
+    run_pass(writer)
+    cache_sees(reader, lambda pods: sorted(pods) == ["bot-w1", "bot-w2"], "both pods")
+    wait_for(lambda: all(p.assessment.phase == "Running" for p in reader.rt.read_objects(
+        "pods", POD_SELECTOR, observed_pod)), "the cache to show both Running (kwok)")
+    core.delete_namespaced_pod("bot-w1", restricted_namespace)
+    cache_sees(reader, lambda pods: "bot-w1" not in pods, "the deleted pod gone")
+    cache = pod_cache(reader)
+    assert cache.lists == 1 and cache.events >= 4, (cache.lists, cache.events)
+
+
+def test_a_pass_sees_its_own_writes_at_once(controller: LiveBotController, bots: Any) -> None:
+    bots.insert_many([bot_doc(f"own{i}") for i in range(5)])
+    _, outcomes = run_pass(controller)
+    assert outcomes == ["created"] * 5
+    # No wait: the read waits for the watch to deliver the newest pod this process created.
+    assert controller.rt.kube.written_version("pods") > 0
+    report, outcomes = run_pass(controller)
+    assert outcomes == [] and report.counts["create"] == 0
+    assert pod_cache(controller).lists == 1
+
+
+@pytest.mark.slow
+def test_the_api_server_down_fails_the_read_and_the_cache_lists_again_after(
+        stack: Stack, controller: LiveBotController, bots: Any, core: Any,
+        restricted_namespace: str) -> None:
+    bots.insert_many([bot_doc("r1"), bot_doc("r2")])
+    run_pass(controller)
+    cache = pod_cache(controller)
+    assert cache.synced and cache.lists == 1
+    with stack.stopped("kube-apiserver"):
+        wait_for(lambda: not cache.synced, "the broken watch to unsync the cache")
+        with pytest.raises(ReadFailed):
+            controller.rt.read_objects("pods", POD_SELECTOR, observed_pod)
+    # Back up: a pod deleted by someone else right away is not in the fresh list.
+    wait_for(lambda: _deleted(core, restricted_namespace, "bot-r1"), "the API server back",
+             timeout=60, interval=1)
+    wait_for(lambda: _gone(core, restricted_namespace, "bot-r1"), "bot-r1 gone")
+    assert cached_names(controller) == ["bot-r2"]
+    assert cache.lists == 2 and cache.synced
+    _, outcomes = run_pass(controller)
+    assert outcomes == ["created"]
+
+
+def _deleted(core: Any, namespace: str, name: str) -> bool:
+    try:
+        core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        return True
+    except Exception:  # the API server still starting
+        return False
+
+
+def _gone(core: Any, namespace: str, name: str) -> bool:
+    return name not in {p.metadata.name for p in core.list_namespaced_pod(namespace).items}
