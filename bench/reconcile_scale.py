@@ -7,11 +7,13 @@ worker -Q reconcile,bots` (log collection has its own benchmark and workers) and
 measures:
   cold_start_s       first reconcile → all N pods Running
   creates_per_s      N / cold_start_s
-  noop_pass_s        one full pass over the converged world (in-process, same code as the task),
-                     reusing the last read of Mongo (no event wrote since: the steady state)
+  first_pass_s       the first pass of a new worker process (in-process, same code as the
+                     task): it lists every pod into its watched cache and reads every document
+  noop_pass_s        a later pass over the converged world: the steady state, reading the
+                     watched cache and reusing the last read of Mongo (no event wrote since)
   noop_pass_full_read_s  the same pass when it must read every bot document again
   noop_writes        Kubernetes writes + Mongo status writes + tasks enqueued by that pass
-  noop_list_requests Kubernetes list requests of that pass
+  noop_list_requests Kubernetes list requests of the steady-state passes
   replace_100_s      100 bots' config changed → all 100 replaced and Running
   *_peak_rss_mb      peak resident memory (VmHWM) of the worker and beat processes
 Ends with ONE JSON line.
@@ -194,7 +196,9 @@ def main() -> int:
                     break
                 if worker.poll() is not None:
                     raise SystemExit(f"worker exited; see {logs / 'worker.log'}")
-                time.sleep(1)
+                # A 10,000-pod list is ~110 MB of JSON: polling it every second loaded the API
+                # server more than the system under test did.
+                time.sleep(5)
             cold_start_s = time.monotonic() - started
             if args.schedules:
                 batch = client.BatchV1Api(core.api_client)
@@ -215,6 +219,7 @@ def main() -> int:
             rt = Runtime(settings, kube_observer=observe)
             controller = LiveBotController(rt)
             queued: list[Action] = []
+            first_pass_s = 0.0
             while True:  # let status writes settle (Running), then measure a quiet pass
                 queued.clear()
                 counted["writes"] = 0
@@ -228,8 +233,23 @@ def main() -> int:
                 if report.skipped:
                     time.sleep(0.5)
                     continue
+                first_pass_s = first_pass_s or noop_pass_s  # this process's first: cold cache
                 if report.status_writes == 0 or time.monotonic() - started > 3600:
                     break
+            if noop_pass_s == first_pass_s:  # the first pass was already quiet: measure again
+                while True:
+                    queued.clear()
+                    counted["writes"] = 0
+                    rt.kube.list_requests = 0
+                    t0 = time.monotonic()
+                    report = controller.reconcile(
+                        enqueue=lambda action, _as_of: queued.append(action))
+                    noop_pass_s = time.monotonic() - t0
+                    for action in queued:
+                        rt.redis.release_inflight("live", action.bot_id)
+                    if not report.skipped:
+                        break
+                    time.sleep(0.5)
             noop_writes = counted["writes"] + report.status_writes + len(queued)
             # The same pass when it must read every document again (an event wrote one since
             # the last read, or DESIRED_FULL_READ_INTERVAL passed).
@@ -252,6 +272,7 @@ def main() -> int:
                 profiler.disable()
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
             noop_list_requests = rt.kube.list_requests
+            rt.kube.list_requests = 0
 
             # 100 changed bots.
             changed = [f"bench{i:05d}" for i in range(0, n, max(1, n // args.replace))]
@@ -268,9 +289,14 @@ def main() -> int:
             schedule_pass_s, schedule_writes, schedule_full_read_s = 0.0, 0, 0.0
             if args.schedules:
                 schedules = ScheduleController(rt)
+                # This process's first schedule pass fills its CronJob and Job caches.
+                while schedules.reconcile(enqueue=lambda action, _as_of: rt.redis
+                                          .release_inflight("scheduled", action.bot_id)).skipped:
+                    time.sleep(0.5)
                 while True:
                     queued.clear()
                     counted["writes"] = 0
+                    rt.kube.list_requests = 0
                     t0 = time.monotonic()
                     sreport = schedules.reconcile(
                         enqueue=lambda action, _as_of: queued.append(action))
@@ -281,6 +307,7 @@ def main() -> int:
                         break
                     time.sleep(0.5)
                 schedule_writes = counted["writes"] + sreport.status_writes + len(queued)
+                noop_list_requests += rt.kube.list_requests
                 rt.redis.bump_desired_generation("scheduled")
                 queued.clear()
                 t0 = time.monotonic()
@@ -315,6 +342,7 @@ def main() -> int:
     result = {
         "bots": n,
         "cold_start_s": round(cold_start_s, 1),
+        "first_pass_s": round(first_pass_s, 3),
         "creates_per_s": round(n / cold_start_s, 1),
         "noop_pass_s": round(noop_pass_s, 3),
         "noop_pass_full_read_s": round(noop_full_read_s, 3),
