@@ -103,7 +103,9 @@ class LogCollector:
 
     # ------------------------------------------------------------------ the pass
     def list_pods(self) -> list[lc.LogPod]:
-        pods: list[lc.LogPod] = self.rt.read_objects("pods", POD_SELECTOR, lc.log_pod)
+        # A list each pass, not the reconcile's watched cache: the log protocol (which
+        # container instance to read, from each pod's restart count) is proven on lists only.
+        pods: list[lc.LogPod] = self.rt.kube.list_pods(POD_SELECTOR, keep=lc.log_pod)
         return pods
 
     def collect(self, *, send: Callable[[str, list[dict[str, Any]]], None]) -> dict[str, Any]:

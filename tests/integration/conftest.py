@@ -53,12 +53,17 @@ def bucket_code(s3: Any, bucket: str) -> str:
 @pytest.fixture
 def make_controller(settings_env: dict[str, str], bucket_code: str
                     ) -> Iterator[Callable[..., LiveBotController]]:
+    runtimes: list[Runtime] = []
+
     def build(**overrides: Any) -> LiveBotController:
         settings: Settings = load_settings(env={**settings_env, **{
             k: str(v) for k, v in overrides.items()}})
-        return LiveBotController(Runtime(settings))
+        runtimes.append(Runtime(settings))
+        return LiveBotController(runtimes[-1])
 
     yield build
+    for rt in runtimes:
+        rt.close()  # their watches end with the test
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,17 @@ def log_env(settings_env: dict[str, str], log_bucket: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def make_collector(log_env: dict[str, str]) -> Callable[..., LogCollector]:
+def make_collector(log_env: dict[str, str]) -> Iterator[Callable[..., LogCollector]]:
+    runtimes: list[Runtime] = []
+
     def build(**hooks: Any) -> LogCollector:
         overrides = {k: str(v) for k, v in hooks.pop("settings", {}).items()}
-        return LogCollector(Runtime(load_settings(env={**log_env, **overrides})), **hooks)
+        runtimes.append(Runtime(load_settings(env={**log_env, **overrides})))
+        return LogCollector(runtimes[-1], **hooks)
 
-    return build
+    yield build
+    for rt in runtimes:
+        rt.close()  # their watches end with the test
 
 
 @pytest.fixture

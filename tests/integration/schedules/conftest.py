@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -14,12 +14,17 @@ from worker.settings import load_settings
 
 @pytest.fixture
 def make_schedule_controller(settings_env: dict[str, str], bucket_code: str
-                             ) -> Callable[..., ScheduleController]:
+                             ) -> Iterator[Callable[..., ScheduleController]]:
+    runtimes: list[Runtime] = []
+
     def build(**overrides: Any) -> ScheduleController:
         env = {**settings_env, **{k: str(v) for k, v in overrides.items()}}
-        return ScheduleController(Runtime(load_settings(env=env)))
+        runtimes.append(Runtime(load_settings(env=env)))
+        return ScheduleController(runtimes[-1])
 
-    return build
+    yield build
+    for rt in runtimes:
+        rt.close()  # their watches end with the test
 
 
 @pytest.fixture
