@@ -150,7 +150,7 @@ class Informer(Generic[T]):
                 with self._changed:
                     if epoch == self._epoch:
                         self._synced = False
-                        self.last_error = str(exc)[:300]
+                        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
                         log.warning("%s watch ended: %s; the next pass lists again",
                                     self.name, self.last_error)
                 return
