@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,34 @@ def pod_states(core: client.CoreV1Api) -> dict[str, tuple[str, str]]:
         token = page["metadata"].get("continue")
         if not token:
             return states
+
+
+@dataclass
+class Measured:
+    seconds: float
+    writes: int  # Kubernetes writes + status documents written + tasks the pass would send
+    list_requests: int
+    report: Any
+
+
+def measure_pass(controller: LiveBotController | ScheduleController, kind: str, rt: Runtime,
+                 counted: dict[str, int]) -> Measured:
+    """One pass in this process (same code as the task), retried while a worker's pass holds
+    the lock. Its actions are counted, not sent: their in-flight marks are released."""
+    queued: list[Action] = []
+    while True:
+        queued.clear()
+        counted["writes"] = 0
+        rt.kube.list_requests = 0
+        t0 = time.monotonic()
+        report = controller.reconcile(enqueue=lambda action, _as_of: queued.append(action))
+        seconds = time.monotonic() - t0
+        for action in queued:
+            rt.redis.release_inflight(kind, action.bot_id)
+        if not report.skipped:
+            return Measured(seconds, counted["writes"] + report.status_writes + len(queued),
+                            rt.kube.list_requests, report)
+        time.sleep(0.5)
 
 
 def pod_states_of(core: client.CoreV1Api, bot_ids: list[str]) -> dict[str, tuple[str, str]]:
@@ -239,93 +268,47 @@ def main() -> int:
             settings = load_settings(env=env)
             rt = Runtime(settings, kube_observer=observe)
             controller = LiveBotController(rt)
-            queued: list[Action] = []
-            first_pass_s = 0.0
-            while True:  # let status writes settle (Running), then measure a quiet pass
-                queued.clear()
-                counted["writes"] = 0
-                rt.kube.list_requests = 0
-                t0 = time.monotonic()
-                report = controller.reconcile(
-                    enqueue=lambda action, _as_of: queued.append(action))
-                noop_pass_s = time.monotonic() - t0
-                for action in queued:
-                    rt.redis.release_inflight("live", action.bot_id)
-                if report.skipped:
-                    time.sleep(0.5)
-                    continue
-                first_pass_s = first_pass_s or noop_pass_s  # this process's first: cold cache
-                if report.status_writes == 0 or time.monotonic() - started > 3600:
-                    break
-            if noop_pass_s == first_pass_s:  # the first pass was already quiet: measure again
-                while True:
-                    queued.clear()
-                    counted["writes"] = 0
-                    rt.kube.list_requests = 0
-                    t0 = time.monotonic()
-                    report = controller.reconcile(
-                        enqueue=lambda action, _as_of: queued.append(action))
-                    noop_pass_s = time.monotonic() - t0
-                    for action in queued:
-                        rt.redis.release_inflight("live", action.bot_id)
-                    if not report.skipped:
-                        break
-                    time.sleep(0.5)
-            noop_writes = counted["writes"] + report.status_writes + len(queued)
+
+            def measure(pass_of: LiveBotController | ScheduleController, kind: str) -> Measured:
+                return measure_pass(pass_of, kind, rt, counted)
+
+            # This process's first pass fills its watched cache (a full list), then passes are
+            # measured once the cold start's status writes have settled.
+            first = quiet = measure(controller, "live")
+            while quiet.report.status_writes and time.monotonic() - started < 3600:
+                quiet = measure(controller, "live")
+            if quiet is first:
+                quiet = measure(controller, "live")
             # The same pass when it must read every document again (an event wrote one since
             # the last read, or DESIRED_FULL_READ_INTERVAL passed).
             rt.redis.bump_desired_generation("live")
-            queued.clear()
-            t0 = time.monotonic()
-            full_report = controller.reconcile(
-                enqueue=lambda action, _as_of: queued.append(action))
-            noop_full_read_s = time.monotonic() - t0
-            for action in queued:
-                rt.redis.release_inflight("live", action.bot_id)
-            noop_writes += full_report.status_writes + len(queued)
+            full = measure(controller, "live")
             if args.profile:
                 import cProfile
                 import pstats
 
                 profiler = cProfile.Profile()
                 profiler.enable()
-                controller.reconcile(enqueue=lambda action, _as_of: queued.append(action))
+                measure(controller, "live")
                 profiler.disable()
                 pstats.Stats(profiler).sort_stats("cumulative").print_stats(35)
-            noop_list_requests = rt.kube.list_requests
-            rt.kube.list_requests = 0
-
+            first_pass_s, noop_pass_s, noop_full_read_s = first.seconds, quiet.seconds, full.seconds
+            noop_writes = quiet.writes + full.writes
+            noop_list_requests = quiet.list_requests + full.list_requests
             print(f"  no-op pass: {noop_pass_s:.3f} s, {noop_writes} writes, "
                   f"{noop_list_requests} list requests", flush=True)
             schedule_pass_s, schedule_writes, schedule_full_read_s = 0.0, 0, 0.0
             if args.schedules:
                 schedules = ScheduleController(rt)
-                # This process's first schedule pass fills its CronJob and Job caches.
-                while schedules.reconcile(enqueue=lambda action, _as_of: rt.redis
-                                          .release_inflight("scheduled", action.bot_id)).skipped:
-                    time.sleep(0.5)
-                while True:
-                    queued.clear()
-                    counted["writes"] = 0
-                    rt.kube.list_requests = 0
-                    t0 = time.monotonic()
-                    sreport = schedules.reconcile(
-                        enqueue=lambda action, _as_of: queued.append(action))
-                    schedule_pass_s = time.monotonic() - t0
-                    for action in queued:
-                        rt.redis.release_inflight("scheduled", action.bot_id)
-                    if not sreport.skipped and sreport.status_writes == 0:
-                        break
-                    time.sleep(0.5)
-                schedule_writes = counted["writes"] + sreport.status_writes + len(queued)
-                noop_list_requests += rt.kube.list_requests
+                squiet = measure(schedules, "scheduled")  # the first: fills its caches
+                squiet = measure(schedules, "scheduled")
+                while squiet.report.status_writes and time.monotonic() - started < 3600:
+                    squiet = measure(schedules, "scheduled")
                 rt.redis.bump_desired_generation("scheduled")
-                queued.clear()
-                t0 = time.monotonic()
-                schedules.reconcile(enqueue=lambda action, _as_of: queued.append(action))
-                schedule_full_read_s = time.monotonic() - t0
-                for action in queued:
-                    rt.redis.release_inflight("scheduled", action.bot_id)
+                sfull = measure(schedules, "scheduled")
+                schedule_pass_s, schedule_full_read_s = squiet.seconds, sfull.seconds
+                schedule_writes = squiet.writes + sfull.writes
+                noop_list_requests += squiet.list_requests + sfull.list_requests
                 print(f"  no-op schedule pass: {schedule_pass_s:.3f} s, {schedule_writes} "
                       "writes", flush=True)
             # 100 changed bots (after the schedule measurements, so they are not timed here).
