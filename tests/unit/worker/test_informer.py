@@ -47,11 +47,22 @@ class FakeServer:
             yield item
 
 
+CACHES: list[Informer[Any]] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_caches() -> Iterator[None]:
+    yield
+    while CACHES:
+        CACHES.pop().stop()  # their watch threads end quietly
+
+
 def informer(server: FakeServer, *, keep: Callable[[dict[str, Any]], Any] | None = None,
              max_age: float = 3600, write_wait: float = 0.5) -> Informer[Any]:
-    return Informer("pods", list_all=server.list_all, watch=server.watch,
-                    keep=keep or (lambda raw: raw["metadata"]["name"]), max_age=max_age,
-                    write_wait=write_wait)
+    CACHES.append(Informer("pods", list_all=server.list_all, watch=server.watch,
+                           keep=keep or (lambda raw: raw["metadata"]["name"]),
+                           max_age=max_age, write_wait=write_wait))
+    return CACHES[-1]
 
 
 def settle(cache: Informer[Any], events: int) -> None:
