@@ -19,7 +19,9 @@ How it keeps "never act on a failed or partial read":
 - its watch thread lists again in the background about every `max_age` (at the end of a
   watch), a safety net against a missed event; a pass never waits for that list.
 Not its job: the per-bot tasks still GET their own objects before they act, so a cache that
-is milliseconds behind only ever costs a task that finds nothing to do.
+is milliseconds behind only ever costs a task that finds nothing to do. `on_deleted` lets its
+owner react to a deletion at once (the worker re-converges a bot whose pod someone else
+deleted, instead of waiting for the next pass).
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ Watcher = Callable[[str, Callable[[Any], None]], Iterator[WatchEvent]]
 class Informer(Generic[T]):
     def __init__(self, name: str, *, list_all: Lister, watch: Watcher,
                  keep: Callable[[Json], T | None], max_age: float, write_wait: float = 5.0,
+                 on_deleted: Callable[[T], None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
+        self._on_deleted = on_deleted  # called from the watch thread with what was removed
         self._list_all = list_all
         self._watch = watch
         self._keep = keep
@@ -144,8 +148,11 @@ class Informer(Generic[T]):
                     with self._changed:
                         if epoch != self._epoch:
                             return
+                        gone = self._items.get(_name(obj)) if kind == "DELETED" else None
                         version = self._apply(kind, obj) or version
                         self._changed.notify_all()
+                    if gone is not None and self._on_deleted is not None:
+                        self._deleted(gone)
             except Exception as exc:  # any failure means: list again
                 with self._changed:
                     if epoch == self._epoch:
@@ -159,6 +166,13 @@ class Informer(Generic[T]):
                     return
             if self._clock() - started < 1.0:
                 time.sleep(1.0)  # a server ending watches at once must not make us spin
+
+    def _deleted(self, gone: T) -> None:
+        assert self._on_deleted is not None
+        try:
+            self._on_deleted(gone)
+        except Exception as exc:  # the hook is best effort: the next pass converges anyway
+            log.warning("%s cache: deletion hook failed: %s", self.name, type(exc).__name__)
 
     def _opened(self, epoch: int, response: Any) -> None:
         with self._changed:

@@ -43,6 +43,9 @@ class Runtime:
         self.kube_observer = kube_observer or self.metrics.observe_kube_request
         self._lock = threading.RLock()  # store() builds the client inside its own build
         self._built: dict[str, Any] = {}
+        # Called with a bot id when a pod of ours is deleted by someone else (seen by the
+        # watched pod cache); the worker sets it to queue that bot's reconcile at once.
+        self.on_foreign_pod_delete: Callable[[str], None] | None = None
 
     def _once(self, name: str, build: Callable[[], T]) -> T:
         with self._lock:
@@ -144,12 +147,22 @@ class Runtime:
                                          on_open=on_open)
 
             return Informer(resource, list_all=partial(lists[resource], selector), watch=watch,
-                            keep=keep, max_age=self.settings.KUBE_CACHE_RELIST_INTERVAL)
+                            keep=keep, max_age=self.settings.KUBE_CACHE_RELIST_INTERVAL,
+                            on_deleted=self._pod_deleted if resource == "pods" else None)
 
         # One cache per (resource, selector, keep): the log collector keeps other fields.
         informer = self._once(f"informer:{resource}:{selector}:{keep.__module__}."
                               f"{keep.__qualname__}", build)
         return informer.read(min_version=kube.written_version(resource))
+
+    def _pod_deleted(self, pod: Any) -> None:
+        """A cached pod was deleted: unless this process deleted it, someone else did (an
+        operator, an eviction, a node going away): re-converge its bot now."""
+        uid, bot_id = getattr(pod, "uid", ""), getattr(pod, "bot_id", "")
+        hook = self.on_foreign_pod_delete
+        if hook is None or not bot_id or (uid and self.kube.deleted_by_us(uid)):
+            return
+        hook(str(bot_id))
 
     def informers(self) -> list[Informer[Any]]:
         """The watched caches this process has built so far (metrics, tests)."""

@@ -211,3 +211,31 @@ def test_kill_9_of_a_worker_mid_task_converges_without_a_duplicate(
     assert status["object_name"] == pod_name("victim")
     assert status["desired_config_hash"] == new.metadata.annotations[ANNOTATION_CONFIG_HASH]
     w2.assert_alive()
+
+
+def test_a_pod_deleted_by_someone_else_is_replaced_before_the_next_pass(
+        start_worker: Start, start_beat: Start, code: str, bots: Any, core: Any,
+        restricted_namespace: str, census: Callable[[], PodCensus]) -> None:
+    # Passes 60 s apart: the beat's first tick creates the pods; only the worker's reaction to
+    # the watched deletion can bring the pod back well before the second tick.
+    bots.insert_many([bot_doc("healme"), bot_doc("bystander")])
+    pods = census()
+    worker = start_worker("w1", RECONCILE_INTERVAL="60s")
+    start_beat(RECONCILE_INTERVAL="60s")
+    first = wait_for(lambda: (ps := live_pods(core, restricted_namespace, "healme"))
+                     and ps[0].status.phase == "Running" and ps[0],
+                     "the first pass's pod Running", timeout=30, interval=0.25)
+    bystander = live_pods(core, restricted_namespace, "bystander")[0]
+    deleted_at = time.monotonic()
+    core.delete_namespaced_pod(first.metadata.name, restricted_namespace,
+                               grace_period_seconds=0)
+    second = wait_for(lambda: (ps := live_pods(core, restricted_namespace, "healme"))
+                      and ps[0].metadata.uid != first.metadata.uid and ps[0],
+                      "a new pod for the bot", timeout=15, interval=0.1)
+    print(f"pod deleted by someone else: replaced after {time.monotonic() - deleted_at:.2f} s")
+    assert second.metadata.name == first.metadata.name
+    # Only that bot was touched, and never two pods at once.
+    assert live_pods(core, restricted_namespace, "bystander")[0].metadata.uid \
+        == bystander.metadata.uid
+    pods.check()
+    worker.assert_alive()

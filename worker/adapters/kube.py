@@ -10,6 +10,7 @@ other 4xx → PermanentError.
 
 from __future__ import annotations
 
+import collections
 import os
 import secrets
 import threading
@@ -115,6 +116,8 @@ class KubeClient:
         # can wait until its watch has delivered our own writes (read-your-writes).
         self._written: dict[str, int] = {}
         self._written_lock = threading.Lock()
+        # uids of pods this process deleted (bounded): their DELETED events are ours.
+        self._deleted_pods: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, verb: str, resource: str, fn: Callable[..., Any], *args: Any,
@@ -229,6 +232,19 @@ class KubeClient:
             if version > self._written.get(resource, 0):
                 self._written[resource] = version
 
+    def _remember_deleted(self, uid: str) -> None:
+        if not uid:
+            return
+        with self._written_lock:
+            self._deleted_pods[uid] = None
+            while len(self._deleted_pods) > 10_000:
+                self._deleted_pods.popitem(last=False)
+
+    def deleted_by_us(self, uid: str) -> bool:
+        """Whether this process deleted the pod with this uid (recently)."""
+        with self._written_lock:
+            return uid in self._deleted_pods
+
     def written_version(self, resource: str) -> int:
         """The highest resourceVersion this process's writes of `resource` returned (0: none)."""
         with self._written_lock:
@@ -273,8 +289,10 @@ class KubeClient:
         if uid:
             options["preconditions"] = {"uid": uid}
         try:
-            self._wrote("pods", self._call("delete", "pods", self.core.delete_namespaced_pod,
-                                           name, self.namespace, body=options))
+            deleted = self._call("delete", "pods", self.core.delete_namespaced_pod, name,
+                                 self.namespace, body=options)
+            self._wrote("pods", deleted)
+            self._remember_deleted(str((deleted.get("metadata") or {}).get("uid") or uid or ""))
             return True
         except NotFound:
             return False

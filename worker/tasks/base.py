@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from functools import partial
 from typing import Any
 
 from celery import Task
 
+from worker.core.bot import BotKind
 from worker.core.errors import TemporaryError
 from worker.core.metrics import TASK_RETRIES
+from worker.core.text import excerpt
 from worker.runtime import Runtime
 from worker.settings import Settings
 
@@ -30,6 +33,21 @@ def process_runtime(settings: Settings) -> Runtime:
         if _runtime is None:
             _runtime = Runtime(settings)
         return _runtime
+
+
+def reconcile_bot_soon(app: Any, rt: Runtime, bot_id: str) -> None:
+    """Queues `reconcile.bot` for a bot whose pod someone else deleted, once per burst (the
+    NATS consumer's Redis mark): its replacement need not wait for the next pass. If Redis
+    cannot say whether one is queued, queue anyway (tasks are idempotent)."""
+    try:
+        first = rt.redis.mark_event_pending(BotKind.LIVE.value, bot_id,
+                                            ttl=rt.settings.INFLIGHT_TTL)
+    except TemporaryError:
+        first = True
+    if first:
+        log.info("a pod of bot %r was deleted by someone else: reconciling it now",
+                 excerpt(bot_id, limit=64))
+        app.send_task("reconcile.bot", args=(bot_id,))
 
 
 def retry_delay(retries: int, *, base: float, cap: float, retry_after: float | None) -> float:
@@ -48,7 +66,10 @@ class RuntimeTask(Task):  # type: ignore[misc]
 
     @property
     def rt(self) -> Runtime:
-        return process_runtime(self.settings)
+        rt = process_runtime(self.settings)
+        if rt.on_foreign_pod_delete is None:
+            rt.on_foreign_pod_delete = partial(reconcile_bot_soon, self.app, rt)
+        return rt
 
     def retry_later(self, exc: TemporaryError) -> Any:
         s = self.settings

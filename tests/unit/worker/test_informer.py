@@ -179,3 +179,34 @@ def test_watch_lines_parse_and_error_events_raise() -> None:
     with pytest.raises(TemporaryError) as error:
         _watch_event("pods", b'{"type":"ERROR","object":{"code":500,"message":"boom"}}')
     assert not isinstance(error.value, Expired)
+
+
+def test_a_deletion_is_reported_with_what_the_cache_held() -> None:
+    server = FakeServer([pod("a", 5), pod("b", 6)], version=10)
+    removed: list[str] = []
+    CACHES.append(cache := Informer(
+        "pods", list_all=server.list_all, watch=server.watch,
+        keep=lambda raw: raw["metadata"]["name"].upper(), max_age=3600,
+        on_deleted=removed.append))
+    cache.read()
+    server.events.put(("DELETED", pod("a", 11)))
+    server.events.put(("DELETED", pod("zz", 12)))  # never cached: nothing to report
+    server.events.put(("MODIFIED", pod("b", 13)))
+    settle(cache, 3)
+    assert removed == ["A"] and cache.read() == ["B"]
+
+
+def test_a_failing_deletion_hook_does_not_stop_the_watch() -> None:
+    server = FakeServer([pod("a", 5)], version=10)
+
+    def broken(_value: Any) -> None:
+        raise RuntimeError("hook down")
+
+    CACHES.append(cache := Informer(
+        "pods", list_all=server.list_all, watch=server.watch,
+        keep=lambda raw: raw["metadata"]["name"], max_age=3600, on_deleted=broken))
+    cache.read()
+    server.events.put(("DELETED", pod("a", 11)))
+    server.events.put(("ADDED", pod("b", 12)))
+    settle(cache, 2)
+    assert cache.synced and cache.read() == ["b"]
