@@ -150,7 +150,7 @@ class Runtime:
                             keep=keep, max_age=self.settings.KUBE_CACHE_RELIST_INTERVAL,
                             on_deleted=self._pod_deleted if resource == "pods" else None)
 
-        # One cache per (resource, selector, keep): the log collector keeps other fields.
+        # One cache per (resource, selector, keep): a caller keeping other fields gets its own.
         informer = self._once(f"informer:{resource}:{selector}:{keep.__module__}."
                               f"{keep.__qualname__}", build)
         return informer.read(min_version=kube.written_version(resource))
