@@ -18,6 +18,7 @@ OBJECT_IDS = f"{PREFIX}:object-ids:{{kind}}"  # hash bot id → its document's _
 OBJECT_IDS_TOUCHED = f"{PREFIX}:object-ids-touched:{{kind}}"  # zset bot id → consumer write time
 OBJECT_IDS_SYNCED = f"{PREFIX}:object-ids-synced:{{kind}}"  # when a full read last rebuilt it
 DESIRED_GENERATION = f"{PREFIX}:desired-generation:{{kind}}"  # bumped by every event write
+URLS_SIGNED = f"{PREFIX}:urls-signed"  # hash pod uid → when its Secret's URLs were signed (epoch s)
 
 # Whole-system coordination.
 RECONCILE_LOCK = f"{PREFIX}:reconcile:lock:{{kind}}"   # one reconcile pass at a time

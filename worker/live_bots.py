@@ -46,7 +46,7 @@ from worker.core.planner import (
     observed_pod,
     plan,
 )
-from worker.core.podspec import build_config_secret, build_pod
+from worker.core.podspec import SignedUrls, build_config_secret, build_pod
 from worker.core.podstatus import PodHealth
 from worker.core.status import fingerprint, observed_status
 from worker.log_collector import LogCollector
@@ -81,6 +81,7 @@ class PassReport:
     enqueued: int = 0
     already_in_flight: int = 0
     status_writes: int = 0
+    urls_resigned: int = 0
     invalid: int = 0
     unidentifiable: int = 0
     guard_message: str = ""
@@ -91,7 +92,8 @@ class PassReport:
         return {"skipped": self.skipped, "duration_s": round(self.duration_s, 3),
                 "counts": self.counts, "enqueued": self.enqueued,
                 "already_in_flight": self.already_in_flight,
-                "status_writes": self.status_writes, "invalid": self.invalid,
+                "status_writes": self.status_writes, "urls_resigned": self.urls_resigned,
+                "invalid": self.invalid,
                 "unidentifiable": self.unidentifiable, "guard": self.guard_message,
                 "bots": self.bots}
 
@@ -170,6 +172,8 @@ class LiveBotController:
             # 5. record: status documents that changed (bounded per pass), backoff resets.
             report.status_writes = self.record_statuses(observation, now=now)
             self.reset_recovered_backoff(observation, now=now)
+            # 6. keep the pods' presigned URLs valid (bounded per pass).
+            report.urls_resigned = self.resign_urls(observation, now=now)
         report.duration_s = time.monotonic() - started
         record_pass(self.rt, KIND.value, ok=True, duration_s=report.duration_s,
                     summary=report.summary())
@@ -331,6 +335,7 @@ class LiveBotController:
         if not self.rt.code.code_exists(bot.code_path):
             raise InvalidBot(bot.id, "code_not_found",
                              "the code object custom.filePath does not exist in the bucket")
+        urls = self._sign_urls(bot)  # before the pod: a failure here leaves nothing behind
         self._take_create_token()
         body = build_pod(bot, s.pod_template)
         try:
@@ -341,12 +346,44 @@ class LiveBotController:
             if existing is None:
                 raise
             created = existing
-        secret = build_config_secret(
+        self.rt.kube.create_owned_secret(build_config_secret(
             bot, pod_name=created["metadata"]["name"], pod_uid=created["metadata"]["uid"],
-            namespace=s.NAMESPACE, code_url=self.rt.code.code_url(bot.code_path,
-                                                                  ttl_seconds=s.CODE_URL_TTL))
-        self.rt.kube.create_owned_secret(secret)
+            namespace=s.NAMESPACE, urls=urls))
+        self.rt.redis.mark_urls_signed(created["metadata"]["uid"], urls.signed_at)
         return created
+
+    def _sign_urls(self, bot: Bot) -> SignedUrls:
+        return self.rt.code.sign_urls(bot_id=bot.id, code_path=bot.code_path,
+                                      ttl_seconds=self.settings.CODE_URL_TTL,
+                                      now=self.rt.clock())
+
+    def resign_urls(self, observation: Observation, *, now: float) -> int:
+        """Re-signs the URLs in the Secret of running pods signed more than half a URL
+        lifetime ago (at most URL_RESIGN_PER_PASS a pass). The kubelet updates the mounted
+        files in place, so the sidecar's next upload uses the new URL; nothing restarts.
+        Only a pod built from the current config is re-signed: any other is replaced soon."""
+        s = self.settings
+        candidates = {p.uid: p for p in observation.pods
+                      if p.uid and p.assessment.health is not PodHealth.TERMINATING
+                      and (want := observation.state.desired.get(p.bot_id)) is not None
+                      and want.config_hash == p.config_hash}
+        signed = self.rt.redis.load_urls_signed([p.uid for p in observation.pods if p.uid])
+        stale = sorted((signed.get(uid, 0.0), uid) for uid in candidates
+                       if now - signed.get(uid, 0.0) > s.CODE_URL_TTL / 2)
+        done = 0
+        for _signed_at, uid in stale[:s.URL_RESIGN_PER_PASS]:
+            pod = candidates[uid]
+            bot = observation.state.bots[pod.bot_id]
+            try:
+                urls = self._sign_urls(bot)
+                self.rt.kube.put_secret(build_config_secret(
+                    bot, pod_name=pod.name, pod_uid=uid, namespace=s.NAMESPACE, urls=urls))
+            except (InvalidBot, TemporaryError, PermanentError) as error:
+                log.warning("bot %r: re-signing its URLs failed: %s", pod.bot_id, error)
+                continue
+            self.rt.redis.mark_urls_signed(uid, urls.signed_at)
+            done += 1
+        return done
 
     def _take_create_token(self) -> None:
         rate = self.settings.MAX_CREATES_PER_SECOND

@@ -77,7 +77,7 @@ class Runtime:
             endpoint=s.MINIO_ENDPOINT, access_key=s.MINIO_ACCESS_KEY.get_secret_value(),
             secret_key=s.MINIO_SECRET_KEY.get_secret_value(), bucket=s.MINIO_BUCKET,
             secure=s.MINIO_SECURE, region=s.MINIO_REGION,
-            public_endpoint=s.MINIO_PUBLIC_ENDPOINT))
+            public_endpoint=s.MINIO_PUBLIC_ENDPOINT, state_bucket=s.STATE_BUCKET))
 
     @property
     def log_store(self) -> LogStore:

@@ -312,8 +312,10 @@ class ScheduleController:
         if not self.rt.code.code_exists(bot.code_path):
             raise InvalidBot(bot.id, "code_not_found",
                              "the code object custom.filePath does not exist in the bucket")
+        urls = self.rt.code.sign_urls(bot_id=bot.id, code_path=bot.code_path,
+                                      ttl_seconds=s.CODE_URL_TTL, now=self.rt.clock())
         body = build_cronjob(bot, s.pod_template, s.cronjob_settings)
-        body["metadata"]["annotations"][ANNOTATION_URL_SIGNED_AT] = f"{self.rt.clock():.0f}"
+        body["metadata"]["annotations"][ANNOTATION_URL_SIGNED_AT] = f"{urls.signed_at:.0f}"
         if current is None:
             try:
                 result = self.rt.kube.create_cronjob(body)
@@ -324,8 +326,7 @@ class ScheduleController:
             result = self.rt.kube.replace_cronjob(body)
         self.rt.kube.put_secret(build_cronjob_secret(
             bot, cronjob_name=result["metadata"]["name"], cronjob_uid=result["metadata"]["uid"],
-            namespace=s.NAMESPACE,
-            code_url=self.rt.code.code_url(bot.code_path, ttl_seconds=s.CODE_URL_TTL)))
+            namespace=s.NAMESPACE, urls=urls))
         return result
 
     def _event(self, involved: dict[str, Any], reason: str, message: str) -> None:

@@ -104,10 +104,16 @@ class Settings(BaseSettings):
                               description="Region used to sign URLs (no lookup call needed).")
     MINIO_PUBLIC_ENDPOINT: str | None = Field(
         None, description="host:port the bot pods use to fetch code, if not MINIO_ENDPOINT.")
+    STATE_BUCKET: str = Field("bot-state", description="Bucket of the bots' saved state, "
+                                                        "object `<bot id>/state.tar.gz` (as in "
+                                                        "the0); created when missing.")
     CODE_URL_TTL: Duration = Field(
-        _d("7d"), description="Lifetime of the presigned code URL given to a pod (max 7 days). "
-                          "A pod whose sandbox restarts after that fails its init "
-                          "container and is recreated with a fresh URL.")
+        _d("7d"), description="Lifetime of the presigned URLs in a pod's Secret (code read, "
+                          "state read and write; max 7 days). The controller re-signs them "
+                          "when half of it has passed, while the pod runs.")
+    URL_RESIGN_PER_PASS: int = Field(
+        200, ge=1, description="Pod Secrets re-signed at most per pass (the rest follow in "
+                               "the next passes): bots created together expire together.")
 
     # --- Celery / Redis ---------------------------------------------------------------------
     REDIS_URL: str = Field("redis://localhost:6379/0",
@@ -123,10 +129,28 @@ class Settings(BaseSettings):
     RUNTIME_IMAGES: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_IMAGES),
         description="JSON map runtime → image repository; merged over the built-in map.")
-    RUNTIME_IMAGE_TAG: str = Field("latest", description="Tag of every runtime image.")
-    INIT_IMAGE: str = Field("python:3.11-alpine",
-                            description="Image of the code-fetching init container "
-                                        "(needs python3).")
+    RUNTIME_IMAGE_TAG: str = Field("latest", description="Tag of RUNTIME_IMAGES entries that "
+                                                          "name no tag (the defaults do).")
+    INIT_IMAGE: str = Field(
+        "the0/the0-k8s:latest",
+        description="The project's image, run by each bot pod's `init` container (code, state, "
+                    "wrapper) and `state-sync` sidecar (`python3 -m botpod`). Pin it to the "
+                    "controller's own image tag in a deployment.")
+    STATE_SYNC_INTERVAL: Duration = Field(
+        _d("60s"), description="How often a pod's sidecar uploads the bot's state when it "
+                           "changed (and once more when the pod stops).")
+    STATE_MAX_BYTES: int = Field(
+        64 * 2**20, ge=1024, description="Largest packed state (bytes) a bot may save; a "
+                                         "larger one is not uploaded (the last saved stays) "
+                                         "and the sidecar logs why.")
+    BOT_TERMINATION_GRACE: Duration = Field(
+        _d("30s"), description="Grace period of a bot pod: SIGTERM, then this long to exit "
+                           "and for the sidecar's last state upload.")
+    BOT_TOLERATIONS: list[dict[str, Any]] = Field(
+        default_factory=list, description="JSON list of tolerations added to every bot pod "
+                                          "(e.g. to run bots on dedicated, tainted nodes).")
+    BOT_NODE_SELECTOR: dict[str, str] = Field(
+        default_factory=dict, description="JSON object: node labels a bot pod must match.")
     IMAGE_PULL_POLICY: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     DEFAULT_MEMORY_LIMIT: str = "512Mi"
     DEFAULT_CPU_LIMIT: str = "500m"
@@ -278,9 +302,14 @@ class Settings(BaseSettings):
 
     @cached_property
     def pod_template(self) -> PodTemplateSettings:
-        return PodTemplateSettings(namespace=self.NAMESPACE, image_map=self.RUNTIME_IMAGES,
-                                   image_tag=self.RUNTIME_IMAGE_TAG, init_image=self.INIT_IMAGE,
-                                   pull_policy=self.IMAGE_PULL_POLICY)
+        return PodTemplateSettings(
+            namespace=self.NAMESPACE, image_map=self.RUNTIME_IMAGES,
+            image_tag=self.RUNTIME_IMAGE_TAG, init_image=self.INIT_IMAGE,
+            pull_policy=self.IMAGE_PULL_POLICY,
+            state_sync_interval_s=max(1, int(self.STATE_SYNC_INTERVAL)),
+            state_max_bytes=self.STATE_MAX_BYTES,
+            termination_grace_s=max(1, int(self.BOT_TERMINATION_GRACE)),
+            tolerations=tuple(self.BOT_TOLERATIONS), node_selector=self.BOT_NODE_SELECTOR)
 
 
 class ApiSettings(BaseSettings):

@@ -333,8 +333,8 @@ class KubeClient:
 
     # ------------------------------------------------------------------ secrets
     def create_owned_secret(self, body: Json) -> None:
-        """Creates the per-pod Secret. Secrets are immutable, so one left by an earlier pod of
-        the same name (not yet garbage-collected) is deleted and created anew."""
+        """Creates the per-pod Secret. One left by an earlier pod of the same name (not yet
+        garbage-collected) is deleted and created anew, so it is owned by the new pod."""
         name = body["metadata"]["name"]
         owner_uid = body["metadata"]["ownerReferences"][0]["uid"]
         try:

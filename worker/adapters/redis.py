@@ -223,6 +223,22 @@ class RedisState:
             with _temporary_on_redis_error():
                 self.client.hdel(keys.backoff(kind), *bot_ids)
 
+    # --- when each pod's presigned URLs were signed (re-signed at half their lifetime) --------
+    def mark_urls_signed(self, pod_uid: str, signed_at: float) -> None:
+        with _temporary_on_redis_error():
+            self.client.hset(keys.URLS_SIGNED, pod_uid, f"{signed_at:.0f}")
+
+    def load_urls_signed(self, live_uids: Sequence[str]) -> dict[str, float]:
+        """Signing times of the pods in `live_uids`; entries of pods gone are dropped here."""
+        with _temporary_on_redis_error():
+            raw = self.client.hgetall(keys.URLS_SIGNED)
+            signed = {k.decode(): float(v) for k, v in raw.items()}
+            live = set(live_uids)
+            gone = [uid for uid in signed if uid not in live]
+            if gone:
+                self.client.hdel(keys.URLS_SIGNED, *gone)
+        return {uid: at for uid, at in signed.items() if uid in live}
+
     # --- memo of what status we last wrote (so a no-op pass writes nothing) -----------------
     def load_status_fingerprints(self, kind: str) -> dict[str, str]:
         with _temporary_on_redis_error():

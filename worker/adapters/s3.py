@@ -1,7 +1,9 @@
-"""Object storage (MinIO API; versitygw in tests): code objects, presigned code URLs, bot logs.
+"""Object storage (MinIO API; versitygw in tests): code objects, bot state, presigned URLs,
+bot logs.
 
 Presigning is local signing with a fixed region, so it makes no request. Storage keys never
-leave this process: pods only ever get a short-lived URL for their one code object.
+leave this process: a pod only ever gets short-lived URLs for its own code object (read) and
+its own state object (read and write).
 """
 
 from __future__ import annotations
@@ -20,16 +22,20 @@ from minio.datatypes import Part
 from minio.error import MinioException, S3Error
 
 from worker.core.errors import TemporaryError
+from worker.core.podspec import SignedUrls, state_object_key
 
 _MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
 
 
 class CodeStore:
     def __init__(self, *, endpoint: str, access_key: str, secret_key: str, bucket: str,
-                 secure: bool, region: str, public_endpoint: str | None = None) -> None:
+                 secure: bool, region: str, public_endpoint: str | None = None,
+                 state_bucket: str = "bot-state") -> None:
         http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=30), maxsize=16,
                                    retries=False)
         self.bucket = bucket
+        self.state_bucket = state_bucket
+        self.state_bucket_ready = False  # seen to exist by this process
         self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key,
                             secure=secure, region=region, http_client=http)
         # URLs for pods are signed for the host the pods use (it is part of the signature).
@@ -49,9 +55,60 @@ class CodeStore:
             raise TemporaryError(f"s3: stat failed: {type(exc).__name__}") from None
 
     def code_url(self, key: str, *, ttl_seconds: float) -> str:
-        seconds = max(60, min(int(ttl_seconds), 7 * 24 * 3600))  # SigV4 allows up to 7 days
-        return self.public.presigned_get_object(self.bucket, key,
-                                                expires=timedelta(seconds=seconds))
+        return self.public.presigned_get_object(self.bucket, key, expires=_expiry(ttl_seconds))
+
+    def sign_urls(self, *, bot_id: str, code_path: str, ttl_seconds: float,
+                  now: float) -> SignedUrls:
+        """The three URLs of one bot's pod: read its code, read and write its state."""
+        self.ensure_state_bucket()
+        expires = _expiry(ttl_seconds)
+        state_key = state_object_key(bot_id)
+        return SignedUrls(
+            code=self.code_url(code_path, ttl_seconds=ttl_seconds),
+            state_get=self.public.presigned_get_object(self.state_bucket, state_key,
+                                                       expires=expires),
+            state_put=self.public.presigned_put_object(self.state_bucket, state_key,
+                                                       expires=expires),
+            signed_at=now)
+
+    def ensure_state_bucket(self) -> None:
+        """Creates the state bucket once per process: a state upload to a missing bucket
+        would fail inside the pod, where nobody sees it."""
+        if self.state_bucket_ready:
+            return
+        try:
+            if not self.client.bucket_exists(self.state_bucket):
+                try:
+                    self.client.make_bucket(self.state_bucket)
+                except S3Error as exc:
+                    # A racing creator may get an InternalError (versitygw), not "exists".
+                    if not self.client.bucket_exists(self.state_bucket):
+                        raise TemporaryError(f"s3: make state bucket failed: {exc.code}"
+                                             ) from None
+        except S3Error as exc:
+            raise TemporaryError(f"s3: state bucket check failed: {exc.code}") from None
+        except (urllib3.exceptions.HTTPError, OSError, MinioException) as exc:
+            raise TemporaryError(f"s3: state bucket check failed: {type(exc).__name__}"
+                                 ) from None
+        self.state_bucket_ready = True
+
+    def read_state(self, bot_id: str) -> bytes | None:
+        """The bot's saved state archive, None when it has none (tests and tools read it)."""
+        try:
+            response = self.client.get_object(self.state_bucket, state_object_key(bot_id))
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                return None
+            raise TemporaryError(f"s3: state read failed: {exc.code}") from None
+        try:
+            return bytes(response.read())
+        finally:
+            response.close()
+            response.release_conn()
+
+
+def _expiry(ttl_seconds: float) -> timedelta:
+    return timedelta(seconds=max(60, min(int(ttl_seconds), 7 * 24 * 3600)))  # SigV4: ≤ 7 days
 
 
 # ============================================================================ bot logs

@@ -42,17 +42,19 @@ RUNTIMES: Mapping[str, str] = MappingProxyType(
 
 DEFAULT_IMAGES: Mapping[str, str] = MappingProxyType(
     {
-        "python3.11": "the0/python311",
-        "nodejs20": "the0/nodejs20",
-        "rust-stable": "the0/rust-stable",
-        "dotnet8": "the0/dotnet8",
-        "gcc13": "the0/gcc13",
-        "cpp-gcc13": "the0/gcc13",
-        "scala3": "the0/scala3",
-        "ghc96": "the0/ghc96",
+        "python3.11": "python:3.11-slim-bookworm",
+        "nodejs20": "node:20-bookworm-slim",
+        # Compiled bots are artefacts: the image only needs what they link against.
+        "rust-stable": "rust:1-slim-bookworm",
+        "dotnet8": "mcr.microsoft.com/dotnet/runtime:8.0",
+        "gcc13": "gcc:13-bookworm",
+        "cpp-gcc13": "gcc:13-bookworm",
+        "scala3": "eclipse-temurin:21-jre",
+        "ghc96": "haskell:9.6-slim",
     }
 )
-"""Runtime → image repository, as the0's own images (the tag is a setting)."""
+"""Runtime → plain language image (with its tag): the bot container runs the wrapper that the
+init container wrote into /bot, so no the0-specific image is needed."""
 
 MAX_ID_LENGTH = 253
 _DISABLED_WORDS = frozenset({"false", "0"})

@@ -7,7 +7,7 @@ A schedule is validated here, before any API call, and brought into the exact fo
 accepts (robfig/cron's `ParseStandard`): a 6-field expression whose seconds field can only be 0 is
 converted without loss, anything that would fire more often than once a minute is refused, and no
 expression is ever cut short. The job's pod is the live bot's pod (same generator, same security
-and secret rules) with `restartPolicy: Never`; it reads BOT_CONFIG and CODE_URL from ONE Secret per
+and secret rules) with `restartPolicy: Never`; it reads BOT_CONFIG and its URLs from ONE Secret per
 CronJob, which the shell creates with an ownerReference to the CronJob's uid.
 """
 
@@ -211,15 +211,14 @@ def cronjob_hash(bot: Bot, template: PodTemplateSettings, cron: CronJobSettings)
 
 
 def build_cronjob_secret(
-    bot: Bot, *, cronjob_name: str, cronjob_uid: str, namespace: str, code_url: str
+    bot: Bot, *, cronjob_name: str, cronjob_uid: str, namespace: str, urls: podspec.SignedUrls
 ) -> dict[str, Any]:
-    """The Secret of one CronJob: BOT_CONFIG and CODE_URL, owned by (and deleted with) the CronJob.
-
-    Unlike a pod's Secret it is mutable: it outlives many runs, so the shell updates it in place
-    when the config changes and before the presigned CODE_URL expires.
+    """The Secret of one CronJob: BOT_CONFIG and the presigned URLs, owned by (and deleted
+    with) the CronJob. It outlives many runs: the shell updates it in place when the config
+    changes and before the URLs expire.
     """
     secret = podspec.build_config_secret(
-        bot, pod_name=cronjob_name, pod_uid=cronjob_uid, namespace=namespace, code_url=code_url
+        bot, pod_name=cronjob_name, pod_uid=cronjob_uid, namespace=namespace, urls=urls
     )
     metadata = secret["metadata"]
     metadata["name"] = cronjob_secret_name(cronjob_name)
@@ -234,7 +233,6 @@ def build_cronjob_secret(
             "blockOwnerDeletion": False,
         }
     ]
-    secret["immutable"] = False
     return secret
 
 

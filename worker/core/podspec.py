@@ -1,15 +1,26 @@
-"""Live bot → the Pod and its per-pod config Secret, as plain Kubernetes API JSON (camelCase dicts).
+"""Live bot → the Pod and its per-pod Secret, as plain Kubernetes API JSON (camelCase dicts).
 
 Pure: no I/O, no clock, no client models. The shell creates the Pod, then the Secret with an
 ownerReference to the new pod's uid, so the Secret dies with its pod and is never orphaned.
 
-Secrets never enter the pod spec: `BOT_CONFIG` and the presigned `CODE_URL` are read from the
-Secret through `secretKeyRef`, and only the init container gets `CODE_URL`. No storage credential
-exists in the cluster at all: the URL is short-lived and grants a read of one object.
+The pod honours the0's bot contract (docs/bot-contract.md):
+- `init` (the project's image, `python3 -m botpod init`): fetches and unpacks the code into
+  /bot, restores the bot's state into /state/.the0-state, writes /bot/entrypoint.sh and the
+  runtime's wrapper;
+- `state-sync`, a native sidecar (an init container with restartPolicy Always, so it starts
+  after `init`, runs beside the bot and is stopped after it): uploads the state when it changes
+  and once more on SIGTERM;
+- `bot`: a plain language image for the runtime running `sh /bot/entrypoint.sh`.
+
+Secrets never enter the pod spec: `BOT_CONFIG` is read from the Secret through
+`secretKeyRef`, and the presigned URLs (code, state read, state write) are files of the Secret
+mounted only into `init` and `state-sync`. No storage credential exists in the cluster: each
+URL grants one operation on one object for a limited time, and the controller re-signs them
+while the pod runs (a mounted Secret is updated in place by the kubelet).
 """
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from worker.core import naming
@@ -17,14 +28,25 @@ from worker.core.bot import Bot
 from worker.core.canonical import canonical_json, sha256_hex
 from worker.core.errors import InvalidBot
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 """Bump when the meaning of generated objects changes in a way the pod JSON does not show."""
 
 SECRET_KEY_CONFIG = "BOT_CONFIG"
 SECRET_KEY_CODE_URL = "CODE_URL"
+SECRET_KEY_STATE_GET_URL = "STATE_GET_URL"
+SECRET_KEY_STATE_PUT_URL = "STATE_PUT_URL"
+ANNOTATION_URLS_SIGNED_AT = "the0.dev/urls-signed-at"
+"""When the URLs in the Secret were signed (epoch s); not part of the config hash."""
+
 CODE_DIR = "/bot"
+STATE_MOUNT = "/state"
+STATE_DIR = "/state/.the0-state"
+URLS_DIR = "/etc/the0/urls"
 DOWNLOAD_DIR = "/bot-tmp"
+SCRATCH_DIR = "/sync-tmp"
 TMP_DIR = "/tmp"  # a private emptyDir volume, not the node's /tmp
+URL_FILES = {SECRET_KEY_CODE_URL: "code-url", SECRET_KEY_STATE_GET_URL: "state-get-url",
+             SECRET_KEY_STATE_PUT_URL: "state-put-url"}
 RUN_AS_ID = 1000
 CODE_VOLUME_LIMIT = "512Mi"
 TMP_VOLUME_LIMIT = "1Gi"
@@ -33,81 +55,8 @@ MAX_UNPACKED_BYTES = 480 * 2**20  # below CODE_VOLUME_LIMIT: exceeding a sizeLim
 MAX_ARCHIVE_ENTRIES = 100_000
 HASH_LENGTH = 16
 
-FETCH_CODE_SCRIPT = r"""
-import os, shutil, stat, sys, tempfile, urllib.error, urllib.request, zipfile
-
-CHUNK = 65536
-
-
-def fail(why):
-    # Never print the URL: it is a credential for as long as it is valid.
-    sys.stderr.write("fetch-code: " + why + "\n")
-    sys.exit(1)
-
-
-def download(url, out, limit):
-    size = 0
-    with urllib.request.urlopen(url, timeout=60) as response:
-        while True:
-            chunk = response.read(CHUNK)
-            if not chunk:
-                return
-            size += len(chunk)
-            if size > limit:
-                fail("archive is larger than %d bytes" % limit)
-            out.write(chunk)
-
-
-def unpack(archive, target_dir, max_bytes, max_entries):
-    root = os.path.realpath(target_dir)
-    total = 0
-    with zipfile.ZipFile(archive) as zf:
-        entries = zf.infolist()
-        if len(entries) > max_entries:
-            fail("archive has more than %d entries" % max_entries)
-        for info in entries:
-            name = info.filename
-            mode = info.external_attr >> 16
-            if name.startswith("/") or "\\" in name or "\0" in name or ".." in name.split("/"):
-                fail("archive entry with an unsafe path")
-            if stat.S_ISLNK(mode):
-                fail("archive entry is a symlink")
-            target = os.path.realpath(os.path.join(root, name))
-            if target != root and not target.startswith(root + os.sep):
-                fail("archive entry escapes the code directory")
-            total += info.file_size  # zipfile stops reading an entry at its declared size
-            if total > max_bytes:
-                fail("archive unpacks to more than %d bytes" % max_bytes)
-            if info.is_dir():
-                os.makedirs(target, exist_ok=True)
-                continue
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, CHUNK)
-            os.chmod(target, 0o755 if mode & 0o111 else 0o644)
-
-
-def main():
-    env = os.environ
-    fd, archive = tempfile.mkstemp(dir=env["DOWNLOAD_DIR"], suffix=".zip")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            download(env["CODE_URL"], out, int(env["MAX_ARCHIVE_BYTES"]))
-        unpack(archive, env["CODE_DIR"], int(env["MAX_UNPACKED_BYTES"]),
-               int(env["MAX_ARCHIVE_ENTRIES"]))
-    except urllib.error.HTTPError as error:
-        fail("download failed: HTTP %d" % error.code)
-    except zipfile.BadZipFile:
-        fail("code is not a valid zip archive")
-    except (OSError, ValueError) as error:
-        fail("download or unpack failed: " + type(error).__name__)
-    finally:
-        os.remove(archive)  # the bot sees this volume as /tmp
-
-
-main()
-"""
-"""Run by the init container as `python3 -c`: download CODE_URL, unpack the zip into CODE_DIR."""
+BOTPOD_INIT = ["python3", "-m", "botpod", "init"]
+BOTPOD_SYNC = ["python3", "-m", "botpod", "sync"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,10 +64,25 @@ class PodTemplateSettings:
     """Deployment-wide inputs of the pod generator (from settings, never from a bot)."""
 
     namespace: str
-    image_map: Mapping[str, str]  # runtime → image repository
-    image_tag: str = "latest"
-    init_image: str  # any image with python3
+    image_map: Mapping[str, str]  # runtime → image (repository, or repository:tag)
+    image_tag: str = "latest"  # for image_map entries without a tag
+    init_image: str  # the project's image: `python3 -m botpod` (init and state sync)
     pull_policy: str = "IfNotPresent"
+    state_sync_interval_s: int = 60
+    state_max_bytes: int = 64 * 2**20
+    termination_grace_s: int = 30
+    tolerations: Sequence[Mapping[str, Any]] = ()
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignedUrls:
+    """The presigned URLs of one pod's Secret. SECRET: each one is a credential while valid."""
+
+    code: str = field(repr=False)
+    state_get: str = field(repr=False)
+    state_put: str = field(repr=False)
+    signed_at: float
 
 
 def build_pod(
@@ -133,18 +97,20 @@ def build_pod(
 def config_hash(bot: Bot, settings: PodTemplateSettings, *, restart_policy: str = "Always") -> str:
     """16 hex chars covering the generator version, the pod, the secret config and the code.
 
-    Equal hashes mean the running pod is what we would build now; the presigned URL is excluded
-    because it changes on every build without changing what runs.
+    Equal hashes mean the running pod is what we would build now; the presigned URLs are
+    excluded because they change on every signing without changing what runs.
     """
     return _hash_of(bot, _pod_without_hash(bot, settings, restart_policy))
 
 
 def build_config_secret(
-    bot: Bot, *, pod_name: str, pod_uid: str, namespace: str, code_url: str
+    bot: Bot, *, pod_name: str, pod_uid: str, namespace: str, urls: SignedUrls
 ) -> dict[str, Any]:
-    """The Secret for one pod: its BOT_CONFIG and CODE_URL, owned by (and deleted with) the pod."""
+    """The Secret for one pod: its BOT_CONFIG and presigned URLs, owned by (and deleted with)
+    the pod. Mutable: the controller re-signs the URLs while the pod runs."""
     metadata = _metadata(bot, pod_name, namespace)
     metadata["name"] = naming.secret_name(pod_name)
+    metadata["annotations"][ANNOTATION_URLS_SIGNED_AT] = f"{urls.signed_at:.0f}"
     metadata["ownerReferences"] = [
         {
             "apiVersion": "v1",
@@ -160,13 +126,26 @@ def build_config_secret(
         "kind": "Secret",
         "metadata": metadata,
         "type": "Opaque",
-        # One secret per pod, never updated: immutable spares kubelet a watch per secret.
-        "immutable": True,
         "stringData": {
             SECRET_KEY_CONFIG: canonical_json(bot.config),
-            SECRET_KEY_CODE_URL: code_url,
+            SECRET_KEY_CODE_URL: urls.code,
+            SECRET_KEY_STATE_GET_URL: urls.state_get,
+            SECRET_KEY_STATE_PUT_URL: urls.state_put,
         },
     }
+
+
+def state_object_key(bot_id: str) -> str:
+    """`<bot id>/state.tar.gz`, the0's key of a bot's state in the state bucket.
+
+    An id whose path segments a filesystem-backed S3 server could fold into another bot's key
+    ("a/." is "a") is refused: it would read or overwrite that bot's state.
+    """
+    segments = bot_id.split("/")
+    if (not bot_id.isprintable() or "\\" in bot_id
+            or any(segment in ("", ".", "..") for segment in segments)):
+        raise InvalidBot(bot_id, "unsafe_id", "the id cannot name a state object safely")
+    return f"{bot_id}/state.tar.gz"
 
 
 def image_reference(repository: str, tag: str) -> str:
@@ -196,29 +175,45 @@ def _pod_without_hash(
     if repository is None:
         # A deployment gap, but it only stops the bots of this runtime.
         raise InvalidBot(bot.id, "no_image_for_runtime", "no image is configured for its runtime")
+    state_object_key(bot.id)  # refuse ids that cannot own a state object before anything runs
     secret = naming.secret_name(name)
+    spec: dict[str, Any] = {
+        "restartPolicy": restart_policy,
+        "terminationGracePeriodSeconds": settings.termination_grace_s,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_ID,
+            "runAsGroup": RUN_AS_ID,
+            "fsGroup": RUN_AS_ID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumes": [
+            {"name": "code", "emptyDir": {"sizeLimit": CODE_VOLUME_LIMIT}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": TMP_VOLUME_LIMIT}},
+            # Sized by the state cap: the packed state must fit, and a bot writing far more
+            # than it could ever save is evicted instead of filling the node's disk.
+            {"name": "state", "emptyDir": {"sizeLimit": _mebibytes(4 * settings.state_max_bytes)}},
+            {"name": "sync-tmp",
+             "emptyDir": {"sizeLimit": _mebibytes(2 * settings.state_max_bytes)}},
+            {"name": "urls", "secret": {
+                "secretName": secret, "defaultMode": 0o440,
+                "items": [{"key": key, "path": path} for key, path in URL_FILES.items()]}},
+        ],
+        "initContainers": [_init_container(bot, settings),
+                           _state_sync_container(settings)],
+        "containers": [_bot_container(bot, settings, repository, secret)],
+    }
+    if settings.node_selector:
+        spec["nodeSelector"] = dict(settings.node_selector)
+    if settings.tolerations:
+        spec["tolerations"] = [dict(t) for t in settings.tolerations]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": _metadata(bot, name, settings.namespace),
-        "spec": {
-            "restartPolicy": restart_policy,
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUN_AS_ID,
-                "runAsGroup": RUN_AS_ID,
-                "fsGroup": RUN_AS_ID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "volumes": [
-                {"name": "code", "emptyDir": {"sizeLimit": CODE_VOLUME_LIMIT}},
-                {"name": "tmp", "emptyDir": {"sizeLimit": TMP_VOLUME_LIMIT}},
-            ],
-            "initContainers": [_fetch_code_container(settings, secret)],
-            "containers": [_bot_container(bot, settings, repository, secret)],
-        },
+        "spec": spec,
     }
 
 
@@ -239,28 +234,64 @@ def _metadata(bot: Bot, name: str, namespace: str) -> dict[str, Any]:
     }
 
 
-def _fetch_code_container(settings: PodTemplateSettings, secret: str) -> dict[str, Any]:
+def _init_container(bot: Bot, settings: PodTemplateSettings) -> dict[str, Any]:
     return {
-        "name": "fetch-code",
+        "name": "init",
         "image": settings.init_image,
         "imagePullPolicy": settings.pull_policy,
-        "command": ["python3", "-c", FETCH_CODE_SCRIPT],
+        "command": list(BOTPOD_INIT),
         "env": [
-            _from_secret("CODE_URL", secret, SECRET_KEY_CODE_URL),
+            {"name": "BOT_ID", "value": bot.id},
+            {"name": "RUNTIME", "value": bot.runtime},
+            {"name": "ENTRYPOINT", "value": bot.entrypoint},
             {"name": "CODE_DIR", "value": CODE_DIR},
+            {"name": "STATE_DIR", "value": STATE_DIR},
+            {"name": "URLS_DIR", "value": URLS_DIR},
             {"name": "DOWNLOAD_DIR", "value": DOWNLOAD_DIR},
             {"name": "MAX_ARCHIVE_BYTES", "value": str(MAX_ARCHIVE_BYTES)},
             {"name": "MAX_UNPACKED_BYTES", "value": str(MAX_UNPACKED_BYTES)},
             {"name": "MAX_ARCHIVE_ENTRIES", "value": str(MAX_ARCHIVE_ENTRIES)},
+            {"name": "STATE_MAX_BYTES", "value": str(settings.state_max_bytes)},
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},  # the root filesystem is read-only
         ],
         "volumeMounts": [
             {"name": "code", "mountPath": CODE_DIR},
+            {"name": "state", "mountPath": STATE_MOUNT},
             {"name": "tmp", "mountPath": DOWNLOAD_DIR},
+            {"name": "urls", "mountPath": URLS_DIR, "readOnly": True},
         ],
         "resources": {
             "limits": {"memory": "128Mi", "cpu": "500m"},
             "requests": {"memory": "64Mi", "cpu": "50m"},
+        },
+        "securityContext": _container_security(),
+    }
+
+
+def _state_sync_container(settings: PodTemplateSettings) -> dict[str, Any]:
+    return {
+        "name": "state-sync",
+        "image": settings.init_image,
+        "imagePullPolicy": settings.pull_policy,
+        # A native sidecar: runs beside the bot, stopped after it, and never keeps a Job alive.
+        "restartPolicy": "Always",
+        "command": list(BOTPOD_SYNC),
+        "env": [
+            {"name": "STATE_DIR", "value": STATE_DIR},
+            {"name": "URLS_DIR", "value": URLS_DIR},
+            {"name": "SCRATCH_DIR", "value": SCRATCH_DIR},
+            {"name": "STATE_SYNC_INTERVAL", "value": str(settings.state_sync_interval_s)},
+            {"name": "STATE_MAX_BYTES", "value": str(settings.state_max_bytes)},
+            {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        ],
+        "volumeMounts": [
+            {"name": "state", "mountPath": STATE_MOUNT, "readOnly": True},
+            {"name": "sync-tmp", "mountPath": SCRATCH_DIR},
+            {"name": "urls", "mountPath": URLS_DIR, "readOnly": True},
+        ],
+        "resources": {
+            "limits": {"memory": "128Mi", "cpu": "200m"},
+            "requests": {"memory": "32Mi", "cpu": "10m"},
         },
         "securityContext": _container_security(),
     }
@@ -273,18 +304,22 @@ def _bot_container(
         "name": "bot",
         "image": image_reference(repository, settings.image_tag),
         "imagePullPolicy": settings.pull_policy,
-        "command": ["/entrypoint.sh"],
+        "command": ["sh", f"{CODE_DIR}/entrypoint.sh"],
+        "workingDir": CODE_DIR,
         "env": [
             {"name": "BOT_ID", "value": bot.id},  # the id is not secret
             _from_secret("BOT_CONFIG", secret, SECRET_KEY_CONFIG),
             {"name": "CODE_MOUNT_DIR", "value": CODE_DIR},
-            {"name": "ENTRYPOINT", "value": bot.entrypoint},
+            {"name": "STATE_DIR", "value": STATE_DIR},
             # The root filesystem is read-only: point caches and temp files at the tmp volume.
             {"name": "HOME", "value": TMP_DIR},
             {"name": "TMPDIR", "value": TMP_DIR},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},  # a line is in the log when printed
         ],
         "volumeMounts": [
-            {"name": "code", "mountPath": CODE_DIR, "readOnly": True},
+            # Writable, as in the0: the wrappers write /bot/result.json there.
+            {"name": "code", "mountPath": CODE_DIR},
+            {"name": "state", "mountPath": STATE_MOUNT},
             {"name": "tmp", "mountPath": TMP_DIR},
         ],
         "resources": {
@@ -293,6 +328,10 @@ def _bot_container(
         },
         "securityContext": _container_security(),
     }
+
+
+def _mebibytes(size: int) -> str:
+    return f"{max(1, -(-size // 2**20))}Mi"
 
 
 def _container_security() -> dict[str, Any]:

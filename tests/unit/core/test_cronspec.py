@@ -25,7 +25,7 @@ from worker.core.cronspec import (
 )
 from worker.core.errors import InvalidBot
 from worker.core.naming import MAX_CRONJOB_NAME, cronjob_name, label_value, pod_name, secret_name
-from worker.core.podspec import PodTemplateSettings, build_config_secret, build_pod
+from worker.core.podspec import PodTemplateSettings, SignedUrls, build_config_secret, build_pod
 
 SECRETS = ["sk-live-SECRET-0123456789", "PASSPHRASE-correct-horse", "wallet-seed-abandon-abandon"]
 
@@ -36,6 +36,8 @@ TEMPLATE = PodTemplateSettings(
     init_image="python:3.11-alpine",
     pull_policy="IfNotPresent",
 )
+URLS = SignedUrls(code="https://s3/code?sig=1", state_get="https://s3/state?sig=2",
+                  state_put="https://s3/state?sig=3", signed_at=1700000000.4)
 CRON = CronJobSettings()
 
 
@@ -75,12 +77,14 @@ def containers(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def secret_refs(pod_spec: dict[str, Any]) -> list[dict[str, str]]:
+    """Every reference to a Secret: env keys, and each Secret volume (as key "URLS")."""
     return [
         e["valueFrom"]["secretKeyRef"]
         for c in containers(pod_spec)
         for e in c["env"]
         if "secretKeyRef" in e.get("valueFrom", {})
-    ]
+    ] + [{"name": v["secret"]["secretName"], "key": "URLS"}
+         for v in pod_spec["volumes"] if "secret" in v]
 
 
 def strings_in(value: object) -> Iterator[str]:
@@ -468,9 +472,9 @@ def test_every_secret_reference_points_at_the_cronjob_secret() -> None:
     bot = make_bot("Odd Id_1")
     cronjob = build_cronjob(bot, TEMPLATE, CRON)
     refs = secret_refs(pod_template(cronjob)["spec"])
-    assert len(refs) == 2
+    assert len(refs) == 2  # BOT_CONFIG (env) and the URLs volume
     assert {r["name"] for r in refs} == {cronjob_secret_name(cronjob["metadata"]["name"])}
-    assert {r["key"] for r in refs} == {"BOT_CONFIG", "CODE_URL"}
+    assert {r["key"] for r in refs} == {"BOT_CONFIG", "URLS"}
     # Nothing of the live bot's names survives: no pod name, no per-pod Secret.
     text = json.dumps(cronjob)
     assert pod_name(bot.id) not in text
@@ -543,16 +547,16 @@ def test_cronjob_secret() -> None:
     bot = make_bot()
     name = cronjob_name(bot.id)
     secret = build_cronjob_secret(
-        bot, cronjob_name=name, cronjob_uid="uid-123", namespace="the0", code_url="https://s3/x?s=1"
+        bot, cronjob_name=name, cronjob_uid="uid-123", namespace="the0", urls=URLS
     )
     assert (secret["apiVersion"], secret["kind"], secret["type"]) == ("v1", "Secret", "Opaque")
-    # It outlives many runs: the shell updates it when the config or the code URL changes.
-    assert secret["immutable"] is False
+    # It outlives many runs: the shell updates it when the config changes or URLs are re-signed.
+    assert "immutable" not in secret
     assert secret["metadata"] == {
         "name": f"{name}-config",
         "namespace": "the0",
         "labels": expected_labels(bot.id),
-        "annotations": {"the0.dev/bot-id": bot.id},
+        "annotations": {"the0.dev/bot-id": bot.id, "the0.dev/urls-signed-at": "1700000000"},
         "ownerReferences": [
             {
                 "apiVersion": "batch/v1",
@@ -566,10 +570,12 @@ def test_cronjob_secret() -> None:
     }
     assert secret["stringData"] == {
         "BOT_CONFIG": json.dumps(bot.config, sort_keys=True, separators=(",", ":")),
-        "CODE_URL": "https://s3/x?s=1",
+        "CODE_URL": "https://s3/code?sig=1",
+        "STATE_GET_URL": "https://s3/state?sig=2",
+        "STATE_PUT_URL": "https://s3/state?sig=3",
     }
     # Same content as a live bot's Secret, only named, labelled and owned differently.
-    live = build_config_secret(bot, pod_name=name, pod_uid="u", namespace="the0", code_url="c")
+    live = build_config_secret(bot, pod_name=name, pod_uid="u", namespace="the0", urls=URLS)
     assert live["stringData"]["BOT_CONFIG"] == secret["stringData"]["BOT_CONFIG"]
 
 
@@ -581,11 +587,13 @@ def test_the_secret_is_what_the_cronjob_references() -> None:
         cronjob_name=cronjob["metadata"]["name"],
         cronjob_uid="u",
         namespace="the0",
-        code_url="u",
+        urls=URLS,
     )
-    refs = secret_refs(pod_template(cronjob)["spec"])
+    spec = pod_template(cronjob)["spec"]
+    refs = secret_refs(spec)
     assert {r["name"] for r in refs} == {secret["metadata"]["name"]}
-    assert {r["key"] for r in refs} == set(secret["stringData"])
+    items = {i["key"] for v in spec["volumes"] if "secret" in v for i in v["secret"]["items"]}
+    assert ({r["key"] for r in refs} - {"URLS"}) | items == set(secret["stringData"])
 
 
 # --- the config hash -------------------------------------------------------------------------
@@ -679,8 +687,8 @@ def test_the_hash_changes_with_every_cron_setting(change: dict[str, Any]) -> Non
 
 
 TEMPLATE_CHANGES: dict[str, dict[str, Any]] = {
-    "image tag": {"image_tag": "v2"},
-    "init image": {"init_image": "python:3.12-alpine"},
+    "init image": {"init_image": "the0/the0-k8s:0.2.0"},
+    "state sync interval": {"state_sync_interval_s": 5},
     "pull policy": {"pull_policy": "Always"},
     "namespace": {"namespace": "the0-staging"},
 }
@@ -693,11 +701,11 @@ def test_the_hash_changes_with_every_template_setting(change: dict[str, Any]) ->
     assert cronjob_hash(bot, template, CRON) != cronjob_hash(bot, TEMPLATE, CRON)
 
 
-def test_the_code_url_does_not_change_the_hash() -> None:
+def test_the_urls_do_not_change_the_hash() -> None:
     bot = make_bot()
     before = cronjob_hash(bot, TEMPLATE, CRON)
     name = cronjob_name(bot.id)
-    build_cronjob_secret(bot, cronjob_name=name, cronjob_uid="u", namespace="n", code_url="new")
+    build_cronjob_secret(bot, cronjob_name=name, cronjob_uid="u", namespace="n", urls=URLS)
     assert cronjob_hash(bot, TEMPLATE, CRON) == before
 
 

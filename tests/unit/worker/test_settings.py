@@ -14,7 +14,7 @@ def test_defaults_match_the_seed_controller() -> None:
     s = load_settings(env=REQUIRED)
     assert s.NAMESPACE == "the0" and s.MINIO_BUCKET == "the0-custom-bots"
     assert s.RECONCILE_INTERVAL == 30.0
-    assert s.RUNTIME_IMAGES["cpp-gcc13"] == "the0/gcc13"
+    assert s.RUNTIME_IMAGES["cpp-gcc13"] == "gcc:13-bookworm"
     assert s.default_resources.memory_limit == "512Mi"
 
 
@@ -44,7 +44,7 @@ def test_every_problem_is_listed_in_one_message() -> None:
 def test_runtime_images_merge_over_the_defaults() -> None:
     s = load_settings(env={**REQUIRED, "RUNTIME_IMAGES": '{"python3.11": "acme/py:3.11"}'})
     assert s.RUNTIME_IMAGES["python3.11"] == "acme/py:3.11"
-    assert s.RUNTIME_IMAGES["nodejs20"] == "the0/nodejs20"
+    assert s.RUNTIME_IMAGES["nodejs20"] == "node:20-bookworm-slim"
 
 
 def test_flags_override_the_environment() -> None:
