@@ -39,6 +39,7 @@ ANNOTATION_URLS_SIGNED_AT = "the0.dev/urls-signed-at"
 """When the URLs in the Secret were signed (epoch s); not part of the config hash."""
 
 CODE_DIR = "/bot"
+RESULT_FILE = "/bot/result.json"
 STATE_MOUNT = "/state"
 STATE_DIR = "/state/.the0-state"
 URLS_DIR = "/etc/the0/urls"
@@ -306,6 +307,9 @@ def _bot_container(
         "imagePullPolicy": settings.pull_policy,
         "command": ["sh", f"{CODE_DIR}/entrypoint.sh"],
         "workingDir": CODE_DIR,
+        # The wrappers' result file becomes the container's termination message: the run's
+        # outcome (success / error / terminated) is in the pod status, read by status and Jobs.
+        "terminationMessagePath": RESULT_FILE,
         "env": [
             {"name": "BOT_ID", "value": bot.id},  # the id is not secret
             _from_secret("BOT_CONFIG", secret, SECRET_KEY_CONFIG),

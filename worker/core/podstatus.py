@@ -27,6 +27,9 @@ BROKEN_WAITING_REASONS = frozenset(
 )
 """Waiting reasons from which a container will not recover on its own."""
 
+LAST_EXIT_REASONS = frozenset({"OOMKilled"})
+"""A crash-looping container whose last run ended so is reported with that reason."""
+
 _BROKEN_PHASES = {"Failed": "PodFailed", "Succeeded": "PodSucceeded", "Unknown": "PodUnknown"}
 
 
@@ -76,7 +79,16 @@ def assess_pod(pod: Mapping[str, Any]) -> PodAssessment:
         waiting = _mapping(_mapping(container_status.get("state")).get("waiting"))
         reason = _text(waiting.get("reason"))
         if reason in BROKEN_WAITING_REASONS:
-            return assessment(PodHealth.BROKEN, reason, _in_container(container_status, waiting))
+            # Why the last run ended is what an operator needs: "OOMKilled" beats "back-off".
+            last = _mapping(_mapping(container_status.get("lastState")).get("terminated"))
+            last_reason = _text(last.get("reason"))
+            exit_text = (f"last exit {last_reason or 'Error'} (code {_count(last.get('exitCode'))})"
+                         if last else "")
+            message = _join(f"container {_text(container_status.get('name')) or '?'}", reason,
+                            exit_text, _text(waiting.get("message")))
+            if last_reason in LAST_EXIT_REASONS:
+                reason = last_reason
+            return assessment(PodHealth.BROKEN, reason, message)
     for container_status in init_statuses:
         terminated = _mapping(_mapping(container_status.get("state")).get("terminated"))
         if _count(terminated.get("exitCode")) != 0:

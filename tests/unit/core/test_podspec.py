@@ -176,6 +176,7 @@ def test_bot_container() -> None:
     assert spec["image"] == "python:3.11-slim-bookworm"
     assert spec["command"] == ["sh", "/bot/entrypoint.sh"]
     assert spec["workingDir"] == "/bot"
+    assert spec["terminationMessagePath"] == "/bot/result.json"
     assert env(spec) == {
         "BOT_ID": bot.id,
         "BOT_CONFIG": {

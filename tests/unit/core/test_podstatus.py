@@ -185,3 +185,21 @@ def test_a_broken_container_without_a_name_still_has_a_message() -> None:
     status = {"state": {"waiting": {"reason": "ImagePullBackOff"}}}
     result = assess_pod({"status": {"phase": "Pending", "containerStatuses": [status]}})
     assert result.message == "container ?: ImagePullBackOff"
+
+
+def test_a_crash_loop_names_how_the_last_run_ended() -> None:
+    status = waiting("CrashLoopBackOff", restarts=3)
+    status["lastState"] = {"terminated": {"reason": "Error", "exitCode": 1}}
+    result = assess_pod(pod("Running", main=[status]))
+    assert result.reason == "CrashLoopBackOff"
+    assert "last exit Error (code 1)" in result.message
+
+
+def test_an_oom_killed_crash_loop_is_reported_as_oom_killed() -> None:
+    status = waiting("CrashLoopBackOff", restarts=2)
+    status["state"]["waiting"]["message"] = "back-off 20s restarting failed container=" + "x" * 300
+    status["lastState"] = {"terminated": {"reason": "OOMKilled", "exitCode": 137}}
+    result = assess_pod(pod("Running", main=[status]))
+    assert result.health is PodHealth.BROKEN
+    assert result.reason == "OOMKilled"
+    assert "last exit OOMKilled (code 137)" in result.message  # survives the 200-char excerpt
