@@ -83,6 +83,17 @@ def _job_failure(job: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _job_outcome(job: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A finished Job's run: which job, "succeeded" or "failed", and when it finished."""
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        kind = condition.get("type")
+        if kind in ("Complete", "Failed") and condition.get("status") == "True":
+            return {"job": (job.get("metadata") or {}).get("name", ""),
+                    "result": "succeeded" if kind == "Complete" else "failed",
+                    "finished_at": condition.get("lastTransitionTime")}
+    return None
+
+
 def observed_schedule_status(*, bot_id: str, namespace: str, cronjob: Mapping[str, Any] | None,
                              jobs: Sequence[Mapping[str, Any]], want: DesiredBot | None,
                              invalid: InvalidBot | None, disabled: bool, backing_off: bool,
@@ -93,6 +104,8 @@ def observed_schedule_status(*, bot_id: str, namespace: str, cronjob: Mapping[st
     annotations = ((cronjob or {}).get("metadata") or {}).get("annotations") or {}
     failures = [f for f in map(_job_failure, jobs) if f is not None]
     last_failure = max(failures, key=lambda f: str(f["time"] or "")) if failures else None
+    runs = [r for r in map(_job_outcome, jobs) if r is not None]
+    last_run = max(runs, key=lambda r: (str(r["finished_at"] or ""), r["job"])) if runs else None
     active = sorted(str(ref.get("name")) for ref in status.get("active") or [])
     doc: dict[str, Any] = {
         "id": bot_id,
@@ -110,6 +123,7 @@ def observed_schedule_status(*, bot_id: str, namespace: str, cronjob: Mapping[st
         "last_successful_time": status.get("lastSuccessfulTime"),
         "active_jobs": active,
         "last_failure": last_failure,
+        "last_run": last_run,
         "observed_config_hash": annotations.get("the0.dev/config-hash", ""),
         "desired_config_hash": want.config_hash if want else "",
     }
