@@ -24,8 +24,9 @@ def test_no_finished_run_means_no_last_run() -> None:
 
 
 def test_the_newest_finished_job_is_the_last_run() -> None:
-    doc = status_with([job("schedule-a-1", "Failed", "2026-11-30T03:00:09Z", "BackoffLimitExceeded"),
-                       job("schedule-a-2", "Complete", "2026-11-30T04:00:07Z")])
+    doc = status_with([
+        job("schedule-a-1", "Failed", "2026-11-30T03:00:09Z", "BackoffLimitExceeded"),
+        job("schedule-a-2", "Complete", "2026-11-30T04:00:07Z")])
     assert doc["last_run"] == {"job": "schedule-a-2", "result": "succeeded",
                                "finished_at": "2026-11-30T04:00:07Z"}
     assert doc["last_failure"]["job"] == "schedule-a-1"
