@@ -1,0 +1,228 @@
+"""the0's bots, written as its users write them, run on the real node under the production pod.
+
+Each test drives the controller in-process (passes and per-bot tasks) as the restricted
+identity; the kubelet really starts the containers; logs come back through the API server from
+the kubelet's CRI log files; state goes to S3 through the sidecar's presigned URL.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes import watch
+
+from tests.integration.logs.conftest import run_pass as run_log_pass
+from tests.integration.realnode.conftest import C_BOT, NODE_BOT, RealNode, live_doc
+from tests.support.botlogs import messages, shipped
+from tests.support.bots import run_pass, run_schedule_pass, wait_for
+from worker.core import logcursor as lc
+from worker.log_collector import LogCollector
+
+
+def test_python_node_and_c_bots_run_with_their_id_and_config(
+        real: RealNode, bots: Any, tmp_path: Path) -> None:
+    py_key = real.upload_python_bot()
+    node_key = real.upload("bots/node/1.0.0.zip", {"index.js": NODE_BOT})
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "a C compiler is needed to build the C bot (build-essential)"
+    (tmp_path / "bot.c").write_text(C_BOT)
+    subprocess.run([cc, "-O2", "-o", str(tmp_path / "trader"), str(tmp_path / "bot.c")],
+                   check=True)
+    # Stored without the execute bit, as many zip tools do: the init container restores it.
+    c_key = real.upload("bots/c/1.0.0.zip", {"build/trader": (tmp_path / "trader").read_bytes()})
+    bots.insert_many([
+        live_doc("py-bot", code_key=py_key),
+        live_doc("node-bot", code_key=node_key, runtime="nodejs20"),
+        live_doc("c-bot", code_key=c_key, runtime="gcc13", entry="build/trader"),
+    ])
+    controller = real.controller()
+    _report, outcomes = run_pass(controller)
+    assert sorted(outcomes) == ["created"] * 3
+
+    log = real.wait_log("bot-py-bot", "python bot py-bot run 1")
+    assert "symbol=BTC/USDT amount=25 cwd=/bot" in log
+    assert "logging reaches the log too" in log
+    assert "node bot node-bot symbol=BTC/USDT node=v20." in real.wait_log(
+        "bot-node-bot", "node bot node-bot")
+    c_log = real.wait_log("bot-c-bot", "c bot c-bot config ")
+    config = json.loads(c_log.split("config ", 1)[1].splitlines()[0])
+    assert config["symbol"] == "BTC/USDT" and config["amount"] == 25
+
+    pod = real.pod("bot-py-bot")
+    node = real.core.read_node(pod.spec.node_name)
+    assert node.metadata.labels.get("type") == "real"  # the kubelet ran it, not kwok
+    bot = next(c for c in pod.spec.containers if c.name == "bot")
+    assert bot.image == "python:3.11-slim-bookworm"  # the production default, not a test image
+    assert [c.name for c in pod.spec.init_containers] == ["init", "state-sync"]
+
+
+def test_output_reaches_s3_once_across_container_restarts(
+        real: RealNode, bots: Any, s3: Any, log_bucket: str) -> None:
+    key = real.upload_python_bot()
+    bots.insert_one(live_doc("crasher", code_key=key, crash=True))
+    controller = real.controller(CRASH_BACKOFF_BASE="10m")  # let the kubelet restart it
+    run_pass(controller)
+    # Three runs: the current container and (at least) one previous one hold the lines.
+    wait_for(lambda: (s := real.container_status("bot-crasher")) is not None
+             and s.restart_count >= 2, "two restarts of the crashing bot", timeout=120,
+             interval=1)
+    collector = LogCollector(controller.rt)
+    for _ in range(3):
+        run_log_pass(collector)
+        time.sleep(1)
+    day = lc.day_of(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    lines = messages(shipped(s3, log_bucket, lc.object_key("crasher", day)))
+    runs = [line for line in lines if line.startswith("python bot crasher run ")]
+    numbers = [int(line.split(" run ")[1].split()[0]) for line in runs]
+    assert numbers[:2] == [1, 2], lines  # the state volume outlives a container restart
+    assert numbers == sorted(set(numbers)), f"a line shipped twice or out of order: {runs}"
+    assert sum("RuntimeError: the bot failed on purpose" in line for line in lines) == len(runs)
+
+
+def test_state_survives_replace_delete_and_crash_recreate(
+        real: RealNode, bots: Any, core: Any) -> None:
+    key = real.upload_python_bot()
+    bots.insert_one(live_doc("counter", code_key=key))
+    controller = real.controller()
+    run_pass(controller)
+    real.wait_log("bot-counter", "run 1 ")
+    assert real.wait_saved_count("counter", 1) == 1
+
+    # 1. a config change replaces the pod: the new one restores the state and counts on.
+    bots.update_one({"id": "counter"}, {"$set": {"config.symbol": "ETH/USDT"}})
+    _report, outcomes = run_pass(controller)
+    assert outcomes == ["replaced"]
+    real.wait_log("bot-counter", "run 2 symbol=ETH/USDT")
+    assert real.wait_saved_count("counter", 2) == 2
+
+    # 2. someone deletes the pod: the controller recreates it, the state carries over.
+    core.delete_namespaced_pod("bot-counter", real.namespace)
+    wait_for(lambda: real.pod("bot-counter") is None, "the deleted pod gone", timeout=60)
+    run_pass(controller)
+    real.wait_log("bot-counter", "run 3 ")
+    assert real.wait_saved_count("counter", 3) == 3
+
+    # 3. it crashes for good: the controller recreates the broken pod; the count survives.
+    bots.update_one({"id": "counter"}, {"$set": {"config.crash": True}})
+    _report, outcomes = run_pass(controller)
+    assert outcomes == ["replaced"]
+    wait_for(lambda: (s := real.container_status("bot-counter")) is not None
+             and s.state.waiting is not None and s.state.waiting.reason == "CrashLoopBackOff",
+             "CrashLoopBackOff", timeout=90, interval=1)
+    saved = real.wait_saved_count("counter", 4)
+    broken_uid = real.pod("bot-counter").metadata.uid
+    _report, outcomes = run_pass(controller)
+    assert outcomes == ["recreated"]
+    wait_for(lambda: (p := real.pod("bot-counter")) is not None
+             and p.metadata.uid != broken_uid, "a new pod", timeout=30)
+    first_run = real.wait_log("bot-counter", " run ").split(" run ")[1].split()[0]
+    assert int(first_run) > saved, "the recreated pod did not restore the saved state"
+
+
+def test_sigterm_stops_the_bot_within_its_grace_and_the_result_says_terminated(
+        real: RealNode, bots: Any, core: Any) -> None:
+    key = real.upload_python_bot()
+    bots.insert_one(live_doc("stopper", code_key=key))
+    controller = real.controller()
+    run_pass(controller)
+    real.wait_log("bot-stopper", "run 1 ")
+    pod = real.pod("bot-stopper")
+    assert pod.spec.termination_grace_period_seconds == 15
+
+    messages_seen: list[str] = []
+    stream = watch.Watch()
+
+    def follow() -> None:
+        for event in stream.stream(core.list_namespaced_pod, real.namespace,
+                                   field_selector="metadata.name=bot-stopper",
+                                   resource_version=pod.metadata.resource_version,
+                                   timeout_seconds=60):
+            for status in event["object"].status.container_statuses or []:
+                terminated = status.state.terminated
+                if status.name == "bot" and terminated is not None:
+                    messages_seen.append(terminated.message or "")
+            if event["type"] == "DELETED":
+                stream.stop()
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    bots.update_one({"id": "stopper"}, {"$set": {"enabled": False}})
+    started = time.monotonic()
+    _report, outcomes = run_pass(controller)
+    assert outcomes == ["deleted"]
+    wait_for(lambda: real.pod("bot-stopper") is None, "the pod gone", timeout=30)
+    took = time.monotonic() - started
+    follower.join(timeout=10)
+    assert took < 15, f"the pod took {took:.1f} s to stop: SIGTERM was not honoured"
+    results = [json.loads(m) for m in messages_seen if m.strip()]
+    assert results and results[-1]["status"] == "terminated", messages_seen
+
+
+def test_a_raising_bot_crash_loops_and_an_oom_killed_bot_says_so(
+        real: RealNode, bots: Any, statuses: Any) -> None:
+    key = real.upload_python_bot()
+    bots.insert_many([live_doc("raiser", code_key=key, crash=True),
+                      live_doc("hog", code_key=key, hog=True, memory_limit="64Mi",
+                               memory_request="64Mi")])
+    controller = real.controller(CRASH_BACKOFF_BASE="10m")  # watch the kubelet's own loop
+    run_pass(controller)
+    for name, reason in (("bot-raiser", "CrashLoopBackOff"), ("bot-hog", "CrashLoopBackOff")):
+        wait_for(lambda n=name, r=reason: (s := real.container_status(n)) is not None
+                 and s.state.waiting is not None and s.state.waiting.reason == r,
+                 f"{name} in {reason}", timeout=120, interval=1)
+    assert real.container_status("bot-hog").last_state.terminated.reason == "OOMKilled"
+    assert "Traceback" in real.log("bot-raiser", previous=True)
+
+    report, _outcomes = run_pass(controller)
+    raiser = statuses.find_one({"id": "raiser"}, {"_id": False})
+    hog = statuses.find_one({"id": "hog"}, {"_id": False})
+    assert raiser["reason"] == "CrashLoopBackOff", raiser
+    assert "last exit Error (code 1)" in raiser["message"]
+    assert hog["reason"] == "OOMKilled", hog
+    assert "last exit OOMKilled (code 137)" in hog["message"]
+    assert report.counts.get("recreate", 0) == 2  # the controller's backoff sees them as broken
+
+
+def test_a_scheduled_run_completes_on_the_real_node_with_its_state_and_result(
+        real: RealNode, stack: Any, mongo: Any, db_names: dict[str, str], batch: Any) -> None:
+    key = real.upload_python_bot()
+    schedules = mongo[db_names["bot_scheduler"]]["bot_schedules"]
+    for bot_id, extra in (("nightly", {"once": True}), ("broken", {"crash": True})):
+        doc = live_doc(bot_id, code_key=key, **extra)
+        doc["config"].update(type="scheduled", schedule="0 3 * * *")
+        schedules.insert_one(doc)
+    controller = real.schedule_controller()
+    report, outcomes = run_schedule_pass(controller)
+    assert report.counts.get("create") == 2 and outcomes == ["created", "created"]
+    # CronJobs fire on the minute: start each run now, as the CronJob would (owned by it).
+    for bot_id in ("nightly", "broken"):
+        stack.kubectl("create", "job", f"{bot_id}-run", f"--from=cronjob/schedule-{bot_id}",
+                      "-n", real.namespace)
+
+    def finished(name: str) -> str:
+        job = batch.read_namespaced_job(name, real.namespace)
+        return next((c.type for c in job.status.conditions or []
+                     if c.type in ("Complete", "Failed") and c.status == "True"), "")
+
+    assert wait_for(lambda: finished("nightly-run"), "the nightly run to finish",
+                    timeout=120, interval=1) == "Complete"
+    assert wait_for(lambda: finished("broken-run"), "the broken run to finish",
+                    timeout=120, interval=1) == "Failed"
+    assert real.wait_saved_count("nightly", 1) == 1  # the sidecar synced on its way out
+
+    pods = real.core.list_namespaced_pod(real.namespace, label_selector="job-name=nightly-run")
+    bot = next(s for s in pods.items[0].status.container_statuses if s.name == "bot")
+    assert json.loads(bot.state.terminated.message)["status"] == "success"
+
+    run_schedule_pass(controller)  # status is rebuilt from the Jobs it observes
+    statuses = mongo[db_names["bot_scheduler"]]["schedule_status"]
+    nightly = statuses.find_one({"id": "nightly"}, {"_id": False})
+    broken = statuses.find_one({"id": "broken"}, {"_id": False})
+    assert nightly["last_run"]["result"] == "succeeded", nightly
+    assert broken["last_run"]["result"] == "failed", broken
