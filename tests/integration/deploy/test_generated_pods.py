@@ -14,9 +14,11 @@ from tests.support.bots import bot_doc
 from tools.stack.supervisor import Stack, StackEnv
 from worker.core.bot import DEFAULT_IMAGES, DEFAULT_RESOURCES, RUNTIMES, BotKind, parse_bot
 from worker.core.cronspec import CronJobSettings, build_cronjob, build_cronjob_secret
-from worker.core.podspec import PodTemplateSettings, build_config_secret, build_pod
+from worker.core.podspec import PodTemplateSettings, SignedUrls, build_config_secret, build_pod
 
 UID = "00000000-0000-0000-0000-000000000001"
+URLS = SignedUrls(code="http://s3/x?sig=1", state_get="http://s3/s?sig=2",
+                  state_put="http://s3/s?sig=3", signed_at=0)
 
 
 def create_dry_run(stack: Stack, kubeconfig: str, namespace: str, obj: dict[str, Any]) -> None:
@@ -30,7 +32,7 @@ def create_dry_run(stack: Stack, kubeconfig: str, namespace: str, obj: dict[str,
 
 def template(namespace: str) -> PodTemplateSettings:
     return PodTemplateSettings(namespace=namespace, image_map=DEFAULT_IMAGES,
-                               init_image="python:3.11-alpine")
+                               init_image="the0/the0-k8s:latest")
 
 
 @pytest.mark.parametrize("runtime", sorted(RUNTIMES))
@@ -41,7 +43,7 @@ def test_live_bot_pod_and_secret_are_admitted(stack: Stack, stack_env: StackEnv,
     pod = build_pod(bot, template(restricted_namespace))
     create_dry_run(stack, stack_env.controller_kubeconfig, restricted_namespace, pod)
     secret = build_config_secret(bot, pod_name=pod["metadata"]["name"], pod_uid=UID,
-                                 namespace=restricted_namespace, code_url="http://s3/x?sig=1")
+                                 namespace=restricted_namespace, urls=URLS)
     create_dry_run(stack, stack_env.controller_kubeconfig, restricted_namespace, secret)
 
 
@@ -61,5 +63,5 @@ def test_scheduled_bot_cronjob_and_its_run_pod_are_admitted(
            "spec": run["spec"]}
     create_dry_run(stack, stack_env.admin_kubeconfig, restricted_namespace, pod)
     secret = build_cronjob_secret(bot, cronjob_name=cronjob["metadata"]["name"], cronjob_uid=UID,
-                                  namespace=restricted_namespace, code_url="http://s3/x?sig=1")
+                                  namespace=restricted_namespace, urls=URLS)
     create_dry_run(stack, stack_env.controller_kubeconfig, restricted_namespace, secret)

@@ -42,13 +42,13 @@ def test_each_enabled_bot_gets_exactly_one_pod_with_a_safe_spec(
     assert pod.spec.automount_service_account_token is False
     assert pod.spec.enable_service_links is False
     bot = next(c for c in pod.spec.containers if c.name == "bot")
-    assert bot.image == "the0/python311:latest"
+    assert bot.image == "python:3.11-slim-bookworm"
     env = {e.name: e for e in bot.env}
     assert env["BOT_ID"].value == "alpha"
     assert env["BOT_CONFIG"].value_from.secret_key_ref.name == "bot-alpha-config"
-    assert "CODE_URL" not in env  # only the init container may fetch the code
+    assert not any(m.name == "urls" for m in bot.volume_mounts)  # URLs: init and sidecar only
     assert bot.resources.limits == {"cpu": "500m", "memory": "512Mi"}
-    assert pod.spec.init_containers[0].name == "fetch-code"
+    assert [c.name for c in pod.spec.init_containers] == ["init", "state-sync"]
 
     secret = core.read_namespaced_secret("bot-alpha-config", restricted_namespace)
     owner = secret.metadata.owner_references[0]
@@ -78,6 +78,29 @@ def test_a_converged_world_plans_nothing_and_writes_nothing(
     report, outcomes = run_pass(controller)
     assert outcomes == [] and report.status_writes == 0
     assert sum(report.counts.values()) == 0
+
+
+def test_aging_urls_of_a_running_pod_are_re_signed_in_place(
+        make_controller: Callable[..., LiveBotController], bots: Any, core: Any,
+        restricted_namespace: str) -> None:
+    bots.insert_one(bot_doc("long-runner"))
+    controller = make_controller(CODE_URL_TTL="2s")
+    run_pass(controller)
+    pod = core.read_namespaced_pod("bot-long-runner", restricted_namespace)
+    before = core.read_namespaced_secret("bot-long-runner-config", restricted_namespace)
+    report, outcomes = run_pass(controller)
+    assert report.urls_resigned == 0  # signed just now
+    time.sleep(1.5)  # past half of the 2 s lifetime
+    report, outcomes = run_pass(controller)
+    assert outcomes == [] and report.urls_resigned == 1
+    after = core.read_namespaced_secret("bot-long-runner-config", restricted_namespace)
+    assert core.read_namespaced_pod("bot-long-runner", restricted_namespace).metadata.uid == \
+        pod.metadata.uid  # nothing restarted
+    for key in ("CODE_URL", "STATE_GET_URL", "STATE_PUT_URL"):
+        assert after.data[key] != before.data[key]
+    assert after.data["BOT_CONFIG"] == before.data["BOT_CONFIG"]
+    assert after.metadata.owner_references[0].uid == pod.metadata.uid
+    assert run_pass(controller)[0].urls_resigned == 0
 
 
 def test_disabled_in_any_spelling_means_no_pod_and_disabling_deletes(
