@@ -24,11 +24,43 @@ from tools.stack.__main__ import ENV_FILE, STATE_DIR, cmd_down, cmd_up
 from tools.stack.paths import REPO_ROOT, binaries
 from tools.stack.process import free_port
 from tools.stack.supervisor import StackEnv
+from worker.core.naming import pod_name
 
+# Real the0-style bots: a Python module with main(bot_id, config), a Node module exporting
+# main. They run on the stack's real node (kubelet + containerd), keep a counter in STATE_DIR
+# (saved to S3 by the sidecar) and print a line every few seconds.
+PYTHON_DEMO = """\
+import json, os, random, time
+
+
+def main(bot_id, config):
+    path = os.path.join(os.environ["STATE_DIR"], "orders.json")
+    orders = json.load(open(path)) if os.path.exists(path) else []
+    print(f"{bot_id}: {config['symbol']} every {config['interval_s']} s, "
+          f"{len(orders)} orders so far", flush=True)
+    while True:
+        price = round(random.uniform(90, 110), 2)
+        orders.append({"price": price, "amount": config["amount"]})
+        json.dump(orders, open(path, "w"))
+        print(f"{bot_id}: bought {config['amount']} {config['symbol']} at {price} "
+              f"(order {len(orders)})", flush=True)
+        time.sleep(config["interval_s"])
+"""
+NODE_DEMO = """\
+async function main(botId, config) {
+  console.log(`${botId}: grid on ${config.symbol} with ${config.levels} levels`);
+  let tick = 0;
+  setInterval(() => console.log(`${botId}: tick ${++tick}`), config.interval_s * 1000);
+}
+module.exports = { main };
+"""
 DEMO_BOTS = [
-    ("demo-dca-btc", "python3.11", "main.py", {"symbol": "BTC/USDT", "amount": 25}),
-    ("demo-grid-eth", "nodejs20", "index.js", {"symbol": "ETH/USDT", "levels": 10}),
-    ("Demo_Momentum.SOL", "python3.11", "main.py", {"symbol": "SOL/USDT", "window": 14}),
+    ("demo-dca-btc", "python3.11", "main.py", PYTHON_DEMO,
+     {"symbol": "BTC/USDT", "amount": 25, "interval_s": 5}),
+    ("demo-grid-eth", "nodejs20", "index.js", NODE_DEMO,
+     {"symbol": "ETH/USDT", "levels": 10, "interval_s": 5}),
+    ("Demo_Momentum.SOL", "python3.11", "main.py", PYTHON_DEMO,
+     {"symbol": "SOL/USDT", "amount": 3, "interval_s": 7}),
 ]
 
 
@@ -39,7 +71,9 @@ def _stack_env() -> StackEnv:
 
 
 def controller_env(stack: StackEnv) -> dict[str, str]:
-    return {**os.environ, **stack.as_env(), "KUBECONFIG": stack.controller_kubeconfig,
+    # Bot pods tolerate the real node's taint and select it: the demo bots really run.
+    return {**os.environ, **stack.as_env(), **stack.real_node_settings(),
+            "KUBECONFIG": stack.controller_kubeconfig,
             "KUBE_MODE": "kubeconfig", "NAMESPACE": os.environ.get("NAMESPACE", "the0"),
             "RECONCILE_INTERVAL": os.environ.get("RECONCILE_INTERVAL", "10s")}
 
@@ -67,10 +101,10 @@ def seed_demo_bots(stack: StackEnv) -> None:
         s3.make_bucket(bucket)
     mongo: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(stack.mongo_uri)
     bots = mongo["bot_runner"]["bots"]
-    for bot_id, runtime, entry, params in DEMO_BOTS:
+    for bot_id, runtime, entry, source, params in DEMO_BOTS:
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w") as archive:
-            archive.writestr(entry, "// demo bot\n")
+            archive.writestr(entry, source)
         key = f"demo/{bot_id}/1.0.0.zip"
         s3.put_object(bucket, key, io.BytesIO(buffer.getvalue()), len(buffer.getvalue()))
         bots.update_one({"id": bot_id}, {"$set": {
@@ -110,7 +144,10 @@ def main() -> int:
     kubectl = binaries().kubectl
     print(f"""
 the0-k8s is running. Demo bots: {", ".join(b[0] for b in DEMO_BOTS)}.
-  watch the pods:   {kubectl} --kubeconfig {stack.admin_kubeconfig} get pods -n the0 -w
+  watch the pods:   {kubectl} --kubeconfig {stack.admin_kubeconfig} get pods -n the0 -o wide -w
+  a bot's output:   {kubectl} --kubeconfig {stack.admin_kubeconfig} logs -n the0 -f bot-demo-dca-btc
+                    (pod names: {", ".join(pod_name(b[0]) for b in DEMO_BOTS)})
+  its saved state:  bucket bot-state, object demo-dca-btc/state.tar.gz (synced every 60 s)
   what a pass does: source {ENV_FILE} && KUBECONFIG=$THE0_CONTROLLER_KUBECONFIG \\
                     .venv/bin/python -m worker plan
   send an event:    the platform publishes on {stack.nats_url} (the0.bot.created|updated|deleted)
