@@ -1,0 +1,190 @@
+"""HTTP to presigned URLs: one GET into a file, one PUT from a file, and a bounded retry loop.
+
+Every attempt asks its `UrlReader` for the URL afresh (the Secret is re-signed in place).
+
+Must NOT: let a URL escape — urllib's own exceptions can carry it (`ValueError: unknown url
+type: '…'`, `InvalidURL` messages, `HTTPError.url`), so each one is caught here and replaced,
+`from None`, by a BotpodError built from the status code, the S3 error code and the error type;
+retry without a deadline; read the URL files itself (the caller passes the reader).
+"""
+
+import http.client
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import BinaryIO, TypeVar
+
+from botpod.errors import BotpodError
+from botpod.urls import UrlReader
+
+CHUNK = 64 * 1024
+MAX_ATTEMPT_TIMEOUT = 10.0  # seconds per socket operation: short enough to end within a grace
+_S3_CODE = re.compile(rb"<Code>([A-Za-z]{1,64})</Code>")
+
+T = TypeVar("T")
+
+
+class HttpStatusError(BotpodError):
+    """The server answered with a non-2xx status."""
+
+    def __init__(self, what: str, status: int, s3_code: str | None) -> None:
+        detail = f"HTTP {status}" + (f" ({s3_code})" if s3_code else "")
+        super().__init__(f"{what} failed: {detail}")
+        self.status = status
+        self.s3_code = s3_code
+
+    @property
+    def is_temporary(self) -> bool:
+        """5xx and 429 are worth another try; other 4xx are not (until the URL is re-signed)."""
+        return self.status >= 500 or self.status == 429
+
+
+class NetworkError(BotpodError):
+    """No HTTP answer: connection refused, DNS failure, timeout, connection cut mid-body."""
+
+
+class TooLargeError(BotpodError):
+    """The body is larger than the caller's cap."""
+
+
+class Aborted(BotpodError):
+    """The caller asked to stop (a signal, or its deadline passed) while the body was sent."""
+
+
+def get_to_file(url: UrlReader, out: BinaryIO, *, what: str, max_bytes: int, timeout: float) -> int:
+    """GET `url()` into `out` (truncated first); return the byte count. One attempt."""
+    out.seek(0)
+    out.truncate()
+    request = urllib.request.Request(url(), method="GET")
+    try:
+        with urllib.request.urlopen(request, timeout=_bounded(timeout)) as response:
+            declared = response.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise TooLargeError(f"{what}: the object is larger than {max_bytes} bytes")
+            total = 0
+            while chunk := response.read(CHUNK):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise TooLargeError(f"{what}: the object is larger than {max_bytes} bytes")
+                out.write(chunk)
+    except BotpodError:
+        raise
+    except BaseException as error:  # every other error may quote the URL
+        raise _sanitized(error, what) from None
+    out.flush()
+    return total
+
+
+def put_file(
+    url: UrlReader,
+    body: BinaryIO,
+    size: int,
+    *,
+    what: str,
+    content_type: str,
+    timeout: float,
+    should_abort: Callable[[], bool],
+) -> None:
+    """PUT `size` bytes of `body` (from its start) to `url()`. One attempt.
+
+    `should_abort` is polled between chunks, so a signal or a passed deadline stops the upload
+    at once instead of after the whole body.
+    """
+    body.seek(0)
+    request = urllib.request.Request(
+        url(),
+        data=_AbortableBody(body, should_abort, what),
+        method="PUT",
+        headers={"Content-Length": str(size), "Content-Type": content_type},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=_bounded(timeout)) as response:
+            response.read(CHUNK)  # S3 answers 200 with an empty body; drain what there is
+    except BotpodError:
+        raise
+    except BaseException as error:  # every other error may quote the URL
+        raise _sanitized(error, what) from None
+
+
+def with_retries(
+    attempt: Callable[[float], T],
+    *,
+    deadline: float,
+    wait: Callable[[float], bool] | None = None,
+    first_backoff: float = 0.5,
+) -> T:
+    """Call `attempt(timeout)` until it succeeds, retrying temporary failures with backoff.
+
+    Temporary: network errors, 5xx and 429. Stops at `deadline` (time.monotonic) or when
+    `wait(seconds)` returns True (a stop was requested); the last error is raised.
+    """
+    sleep = wait or _sleep
+    backoff = first_backoff
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return attempt(max(remaining, 1.0))
+        except (NetworkError, HttpStatusError) as error:
+            temporary = isinstance(error, NetworkError) or (
+                isinstance(error, HttpStatusError) and error.is_temporary
+            )
+            if not temporary or time.monotonic() + backoff >= deadline or sleep(backoff):
+                raise
+            backoff = min(backoff * 2, 8.0)
+
+
+def _sleep(seconds: float) -> bool:
+    time.sleep(seconds)
+    return False
+
+
+def _bounded(timeout: float) -> float:
+    return max(0.5, min(timeout, MAX_ATTEMPT_TIMEOUT))
+
+
+def _sanitized(error: BaseException, what: str) -> BotpodError:
+    if isinstance(error, urllib.error.HTTPError):
+        code = _s3_code(error)
+        error.close()
+        return HttpStatusError(what, error.code, code)
+    if isinstance(error, KeyboardInterrupt | SystemExit):
+        return Aborted(f"{what}: interrupted")
+    return NetworkError(f"{what} failed: {_describe(error)}")
+
+
+def _describe(error: BaseException) -> str:
+    # Only the error type and the operating system's text: neither ever holds the URL.
+    if isinstance(error, urllib.error.URLError) and isinstance(error.reason, BaseException):
+        return _describe(error.reason)
+    if isinstance(error, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(error, OSError) and isinstance(error.strerror, str):
+        return f"{type(error).__name__}: {error.strerror}"
+    if isinstance(error, http.client.IncompleteRead):
+        return "connection closed before the whole body arrived"
+    return type(error).__name__
+
+
+def _s3_code(error: urllib.error.HTTPError) -> str | None:
+    try:
+        match = _S3_CODE.search(error.read(4096))
+    except Exception:  # the body is only a hint
+        return None
+    return match.group(1).decode("ascii") if match else None
+
+
+class _AbortableBody:
+    """A file-like body that http.client reads in blocks; it stops when asked to."""
+
+    def __init__(self, body: BinaryIO, should_abort: Callable[[], bool], what: str) -> None:
+        self._body = body
+        self._should_abort = should_abort
+        self._what = what
+
+    def read(self, n: int = -1) -> bytes:
+        if self._should_abort():
+            raise Aborted(f"{self._what}: stopped before the upload finished")
+        return self._body.read(n if n > 0 else CHUNK)

@@ -1,0 +1,178 @@
+"""`botpod sync`: the native sidecar that uploads the state directory whenever it changes.
+
+Every STATE_SYNC_INTERVAL seconds it fingerprints the state (SHA-256 of the deterministic tar
+stream, see statetar.py). Content, not names/sizes/mtimes: the SDKs rewrite state files with the
+same bytes all the time, and a metadata fingerprint would upload each of those rewrites (and
+could miss a same-size rewrite within one mtime tick). Reading a state that is capped at
+STATE_MAX_UNPACKED_BYTES once a minute is cheap. Only a changed state is packed and PUT, with
+retries until the next interval; on SIGTERM/SIGINT one final sync (bounded by
+FINAL_SYNC_SECONDS) and exit 0.
+
+Signals are blocked and taken with sigtimedwait, not handled: no handler can interrupt the loop
+halfway (e.g. inside an Event's lock), and an upload in flight sees a pending SIGTERM between
+chunks and stops, so the final sync starts at once.
+
+Must NOT: upload a state over a cap (the previous one stays in the bucket); upload when the
+state directory is missing; print a URL; outlive the grace period.
+"""
+
+import os
+import signal
+import tempfile
+import time
+from typing import BinaryIO
+
+from botpod import console, fetch, state, statetar
+from botpod.console import count, say, size
+from botpod.errors import BotpodError
+from botpod.settings import SyncSettings
+from botpod.statetar import StateTooLargeError
+from botpod.urls import STATE_PUT_URL, UrlReader
+
+FINAL_SYNC_SECONDS = 15.0  # + one socket timeout (10 s) in flight: inside the default 30 s grace
+MIN_RETRY_WINDOW = 10.0
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+class StopSignals:
+    """SIGTERM/SIGINT, blocked and waited for; `requested()` peeks without consuming."""
+
+    def __init__(self) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        self.received: int | None = None
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; True (at once) when a stop signal came."""
+        if self.received is None:
+            info = signal.sigtimedwait(STOP_SIGNALS, max(seconds, 0.0))
+            if info is not None:
+                self.received = info.si_signo
+        return self.received is not None
+
+    def requested(self) -> bool:
+        return self.received is not None or bool(signal.sigpending() & STOP_SIGNALS)
+
+
+class StateSync:
+    """Knows which state the bucket holds and uploads the directory when it differs."""
+
+    def __init__(self, settings: SyncSettings, stop: StopSignals) -> None:
+        self._settings = settings
+        self._stop = stop
+        self._url = UrlReader(settings.urls_dir, STATE_PUT_URL)
+        self.synced: str | None = None  # fingerprint of the state in the bucket
+        self._refused: str | None = None  # a state already found too large when packed
+        self._last_problem: str | None = None
+        self._last_skipped: tuple[str, ...] = ()
+
+    def start(self) -> None:
+        """Take the baseline: init's record of what it restored, else the directory as it is."""
+        recorded = state.read_synced(self._settings.state_dir)
+        if recorded is not None:
+            self.synced = recorded
+            say("watching the state (baseline: the state init restored)")
+            return
+        try:
+            seen = statetar.fingerprint(self._settings.state_dir, self._settings.state_limits)
+        except BotpodError as error:
+            self._problem(f"no baseline yet: {error}")
+            return
+        self.synced = seen.fingerprint
+        say(f"watching the state (baseline: {count(seen.files, 'file')} as found)")
+
+    def sync(self, *, deadline: float, final: bool) -> bool:
+        """Upload the state if it changed; True if an upload happened."""
+        settings = self._settings
+        if not os.path.isdir(settings.state_dir):
+            self._problem("the state directory is missing: nothing to sync")
+            return False
+        try:
+            seen = statetar.fingerprint(settings.state_dir, settings.state_limits)
+        except BotpodError as error:
+            self._problem(f"state not synced, the saved state is kept: {error}")
+            return False
+        self._note_skipped(seen.skipped)
+        if seen.fingerprint in (self.synced, self._refused):
+            return False
+        with tempfile.TemporaryFile(dir=settings.scratch_dir) as tarball:
+            try:
+                packed = statetar.pack(settings.state_dir, tarball, settings.state_limits)
+            except StateTooLargeError as error:
+                self._refused = seen.fingerprint  # do not pack the same content every interval
+                self._problem(f"state not synced, the saved state is kept: {error}")
+                return False
+            except BotpodError as error:
+                self._problem(f"state not synced, the saved state is kept: {error}")
+                return False
+            if packed.fingerprint == self.synced:
+                return False  # changed back meanwhile
+            packed_size = tarball.tell()
+            if not self._upload(tarball, packed_size, deadline=deadline, final=final):
+                return False
+        self.synced = packed.fingerprint
+        self._last_problem = None
+        say(f"state synced: {count(packed.files, 'file')}, {packed_size} bytes")
+        try:
+            state.write_synced(settings.state_dir, packed.fingerprint)
+        except OSError as error:
+            console.warn(f"could not record the synced fingerprint: {error.strerror}")
+        return True
+
+    def _upload(self, tarball: BinaryIO, length: int, *, deadline: float, final: bool) -> bool:
+        stop = self._stop
+
+        def should_abort() -> bool:
+            # A regular upload gives way to the final sync; the final one only to its deadline.
+            return time.monotonic() > deadline or (not final and stop.requested())
+
+        def wait(seconds: float) -> bool:
+            if final:
+                time.sleep(seconds)
+                return False
+            return stop.wait(seconds)
+
+        try:
+            fetch.with_retries(
+                lambda timeout: fetch.put_file(
+                    self._url,
+                    tarball,
+                    length,
+                    what="state upload",
+                    content_type="application/gzip",
+                    timeout=min(timeout, max(deadline - time.monotonic(), 0.5)),
+                    should_abort=should_abort,
+                ),
+                deadline=deadline,
+                wait=wait,
+            )
+        except BotpodError as error:
+            console.warn(f"state not synced ({size(length)} packed), will try again: {error}")
+            return False
+        return True
+
+    def _problem(self, message: str) -> None:
+        # The same problem every interval is said once, not once a minute.
+        if message != self._last_problem:
+            console.warn(message)
+            self._last_problem = message
+
+    def _note_skipped(self, skipped: tuple[str, ...]) -> None:
+        if skipped and skipped != self._last_skipped:
+            names = ", ".join(console.shown(name, 60) for name in skipped[:5])
+            more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+            say(f"not synced (not regular files or directories): {names}{more}")
+        self._last_skipped = skipped
+
+
+def run(settings: SyncSettings) -> int:
+    stop = StopSignals()
+    syncer = StateSync(settings, stop)
+    syncer.start()
+    while not stop.wait(settings.interval):
+        window = max(settings.interval, MIN_RETRY_WINDOW)
+        syncer.sync(deadline=time.monotonic() + window, final=False)
+    name = signal.Signals(stop.received).name if stop.received else "stop"
+    say(f"{name}: final sync")
+    syncer.sync(deadline=time.monotonic() + FINAL_SYNC_SECONDS, final=True)
+    say("stopped")
+    return 0
