@@ -5,6 +5,7 @@
 #   python -m worker events                             (NATS events consumer)
 #   uvicorn --factory api.main:create_app --host 0.0.0.0 --port 8000
 #   celery -A worker flower --port=5555
+#   python3 -m botpod init|sync                         (inside bot pods: INIT_IMAGE)
 # Slim Debian base pinned to a patch release (override with --build-arg PYTHON_IMAGE=...@sha256:…
 # to pin a digest), non-root (uid 10001), no compilers or build tools in the final stage, runs
 # with a read-only root filesystem (only /tmp must be writable). No secret is baked in: every
@@ -19,6 +20,7 @@ COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY beat ./beat
 COPY api ./api
+COPY botpod ./botpod
 # A regular (non-editable) install: the packages land in the venv's site-packages, compiled to
 # bytecode here because the runtime filesystem is read-only.
 RUN /opt/the0/bin/pip install .
