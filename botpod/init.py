@@ -26,11 +26,11 @@ def run(settings: InitSettings) -> None:
     runtime = entrypoint.runtime_for(settings.runtime)
     entry = entrypoint.entry_path(runtime, settings.entrypoint)
 
-    with _step("could not unpack the code"):
+    with _step("could not fetch the code"):
         code = _fetch_code(settings)
     say(f"code unpacked: {count(code.files, 'file')}, {size(code.bytes)}")
 
-    with _step("could not restore the state"):
+    with _step("could not restore the saved state (the bot never starts without it)"):
         restored = state.restore(
             state_dir=settings.state_dir,
             download_dir=settings.download_dir,
@@ -43,7 +43,7 @@ def run(settings: InitSettings) -> None:
         skipped = f", {restored.skipped} links or special files skipped" if restored.skipped else ""
         say(f"state restored: {count(restored.files, 'file')}, {size(restored.bytes)}{skipped}")
 
-    with _step("could not write the entrypoint"):
+    with _step("could not write the entrypoint", only_os_errors=True):
         entrypoint.install(settings.code_dir, settings.runtime, runtime, entry)
     say(f"entrypoint ready: {settings.runtime}, {shown(entry)}")
 
@@ -74,10 +74,14 @@ def _fetch_code(settings: InitSettings) -> codezip.UnpackStats:
 
 
 @contextmanager
-def _step(what: str) -> Iterator[None]:
-    """Turn an OSError into a BotpodError naming the step (without the file name)."""
+def _step(what: str, *, only_os_errors: bool = False) -> Iterator[None]:
+    """Prefix a failure with the step it stopped; an OSError shows no file name."""
     try:
         yield
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise BotpodError(f"{what}: {reason}") from None
+    except BotpodError as error:
+        if only_os_errors:
+            raise
+        raise BotpodError(f"{what}: {error}") from None
