@@ -27,6 +27,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (clock ticks after boot): with the pid, it names one
+    process for good. argv[0] does not: redis-server, for one, retitles itself."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces: split after it.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def same_process(pid: int, started: int | None) -> bool:
+    """True when pid still is the process that had start time `started` (no PID reuse)."""
+    return started is not None and start_time(pid) == started
+
+
 def log_tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -45,6 +61,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     popen: subprocess.Popen[bytes] | None = None
+    started: int | None = None  # /proc start time, recorded so `down` can tell it is ours
 
     @property
     def pid(self) -> int:
@@ -67,6 +84,7 @@ class Server:
                 )
             except OSError as exc:
                 raise ServerFailed(f"{self.name}: cannot execute {self.argv[0]}: {exc}") from exc
+        self.started = start_time(self.popen.pid)
 
     def wait_ready(self, probe: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
