@@ -1,0 +1,224 @@
+"""`python3 -m botpod sync` in a subprocess: uploads on change only, survives URL re-signing,
+keeps the saved state when the new one is too large, and syncs once more on SIGTERM."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+MAIN_PY = "def main(bot_id, config):\n    pass\n"
+
+
+def _first_run(pod) -> None:
+    pod.put_code({"main.py": MAIN_PY})
+    done = pod.init()
+    assert done.returncode == 0, done.output
+
+
+def _quiet_for(store, path: str, seconds: float) -> None:
+    time.sleep(seconds)
+    assert store.puts(path) == []
+
+
+def test_round_trip_sync_then_init_restores_identical_files(pod, store, helpers) -> None:
+    _first_run(pod)
+    sync = pod.start_sync()
+    sync.wait_for("watching the state")
+    (pod.state_dir / "positions.json").write_text('{"BTC": 0.5}')
+    (pod.state_dir / "history").mkdir()
+    (pod.state_dir / "history" / "2024.csv").write_bytes(os.urandom(5000))
+    (pod.state_dir / "history" / "empty-dir").mkdir()
+    saved = helpers.tree(pod.state_dir)
+    put = store.wait_for_puts(pod.STATE_PATH, 1)[-1]
+    time.sleep(0.5)  # the last change may need one more interval
+    put = store.puts(pod.STATE_PATH)[-1]
+    assert put.headers["Content-Type"] == "application/gzip"
+    assert int(put.headers["Content-Length"]) == len(put.body)
+    sync.signal(signal.SIGTERM)
+    assert sync.wait() == 0
+    assert "botpod sync: state synced: 2 files, " in sync.output
+
+    # A new pod: the state directory is gone, init restores it from the store.
+    for path in sorted(pod.state_dir.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    pod.state_dir.rmdir()
+    done = pod.init()
+    assert done.returncode == 0, done.output
+    assert "state restored: 2 files" in done.stdout
+    assert helpers.tree(pod.state_dir) == saved
+
+
+def test_an_unchanged_state_is_not_uploaded(pod, store) -> None:
+    _first_run(pod)
+    (pod.state_dir / "same.json").write_text("{}")  # before the sidecar: uploaded once
+    sync = pod.start_sync()
+    store.wait_for_puts(pod.STATE_PATH, 1)
+    time.sleep(0.3)
+    # Rewriting the same bytes (as SDKs do) changes mtimes, not the content: no upload.
+    for _ in range(3):
+        (pod.state_dir / "same.json").write_text("{}")
+        time.sleep(0.3)
+    assert len(store.puts(pod.STATE_PATH)) == 1
+    sync.signal(signal.SIGTERM)
+    assert sync.wait() == 0
+    assert len(store.puts(pod.STATE_PATH)) == 1  # nothing changed: no final upload either
+
+
+def test_the_baseline_is_what_init_restored(pod, store) -> None:
+    _first_run(pod)
+    # The bot writes before the sidecar takes its first look: still uploaded.
+    (pod.state_dir / "early.json").write_text("1")
+    sync = pod.start_sync()
+    store.wait_for_puts(pod.STATE_PATH, 1)
+    sync.signal(signal.SIGTERM)
+    assert sync.wait() == 0
+
+
+def test_without_inits_record_the_baseline_is_the_directory_as_found(pod, store) -> None:
+    _first_run(pod)
+    Path(f"{pod.state_dir}.synced").unlink()
+    (pod.state_dir / "found.json").write_text("1")
+    sync = pod.start_sync()
+    sync.wait_for("baseline: 1 file as found")
+    _quiet_for(store, pod.STATE_PATH, 0.8)
+    sync.signal(signal.SIGTERM)
+    assert sync.wait() == 0
+
+
+def test_an_oversized_state_is_not_uploaded_and_the_saved_one_is_kept(pod, store) -> None:
+    _first_run(pod)
+    sync = pod.start_sync(STATE_MAX_BYTES="2000")
+    sync.wait_for("watching the state")
+    (pod.state_dir / "small.json").write_text("{}")
+    first = store.wait_for_puts(pod.STATE_PATH, 1)[0].body
+    (pod.state_dir / "big.bin").write_bytes(os.urandom(3000))  # incompressible
+    sync.wait_for("over STATE_MAX_BYTES (2000)")
+    time.sleep(0.8)
+    assert len(store.puts(pod.STATE_PATH)) == 1
+    assert store.objects[pod.STATE_PATH] == first
+    assert sync.output.count("over STATE_MAX_BYTES") == 1  # said once, not every interval
+    (pod.state_dir / "big.bin").unlink()
+    (pod.state_dir / "small.json").write_text('{"v": 2}')
+    store.wait_for_puts(pod.STATE_PATH, 2)
+    sync.signal(signal.SIGTERM)
+    assert sync.wait() == 0
+
+
+def test_too_many_bytes_unpacked_is_refused_too(pod, store) -> None:
+    _first_run(pod)
+    sync = pod.start_sync(STATE_MAX_BYTES="100000", STATE_MAX_UNPACKED_BYTES="1000")
+    sync.wait_for("watching the state")
+    (pod.state_dir / "zeros.bin").write_bytes(bytes(5000))  # compresses to nothing
+    sync.wait_for("more than 1000 bytes (STATE_MAX_UNPACKED_BYTES)")
+    assert store.puts(pod.STATE_PATH) == []
+    sync.signal(signal.SIGTERM)
+    assert sync.wait() == 0
+
+
+def test_the_put_url_is_read_again_before_each_upload(pod, store) -> None:
+    _first_run(pod)
+    sync = pod.start_sync()
+    sync.wait_for("watching the state")
+    (pod.state_dir / "a.json").write_text("1")
+    store.wait_for_puts(pod.STATE_PATH, 1)
+    pod.write_url("state-put-url", "/bot-state/re-signed/state.tar.gz")  # re-signed in place
+    (pod.state_dir / "a.json").write_text("2")
+    store.wait_for_puts("/bot-state/re-signed/state.tar.gz", 1)
+    assert len(store.puts(pod.STATE_PATH)) == 1
+    sync.signal(signal.SIGTERM)
+    assert sync.wait() == 0
+
+
+def test_sigterm_makes_one_final_upload_and_exits_0(pod, store) -> None:
+    _first_run(pod)
+    sync = pod.start_sync(STATE_SYNC_INTERVAL="3600")
+    sync.wait_for("watching the state")
+    (pod.state_dir / "last-words.json").write_text('{"done": true}')
+    started = time.monotonic()
+    sync.signal(signal.SIGTERM)
+    assert sync.wait() == 0
+    assert time.monotonic() - started < 3
+    assert len(store.puts(pod.STATE_PATH)) == 1
+    assert "botpod sync: SIGTERM: final sync" in sync.output
+    assert "botpod sync: state synced: 1 file" in sync.output
+
+
+def test_sigint_stops_cleanly(pod, store) -> None:
+    _first_run(pod)
+    sync = pod.start_sync(STATE_SYNC_INTERVAL="3600")
+    sync.wait_for("watching the state")
+    sync.signal(signal.SIGINT)
+    assert sync.wait() == 0
+    assert store.puts(pod.STATE_PATH) == []
+    assert "SIGINT: final sync" in sync.output
+
+
+def test_server_errors_are_retried(pod, store) -> None:
+    _first_run(pod)
+    store.fail(pod.STATE_PATH, 500, 503)
+    sync = pod.start_sync()
+    sync.wait_for("watching the state")
+    (pod.state_dir / "x.json").write_text("1")
+    sync.wait_for("state synced")
+    assert [r.method for r in store.requests if r.path == pod.STATE_PATH][-3:] == ["PUT"] * 3
+    assert store.objects[pod.STATE_PATH] == store.puts(pod.STATE_PATH)[-1].body
+    sync.signal(signal.SIGTERM)
+    assert sync.wait() == 0
+
+
+def test_a_failed_upload_is_tried_again_at_the_next_interval(pod, store) -> None:
+    _first_run(pod)
+    store.fail(pod.STATE_PATH, 403)  # an expired URL: not retried within the interval
+    sync = pod.start_sync()
+    sync.wait_for("watching the state")
+    (pod.state_dir / "x.json").write_text("1")
+    sync.wait_for("state upload failed: HTTP 403 (AccessDenied)")
+    sync.wait_for("state synced")
+    sync.signal(signal.SIGTERM)
+    assert sync.wait() == 0
+
+
+def test_deleting_everything_uploads_an_empty_state(pod, store, helpers) -> None:
+    _first_run(pod)
+    (pod.state_dir / "old.json").write_text("1")
+    sync = pod.start_sync()
+    store.wait_for_puts(pod.STATE_PATH, 1)
+    (pod.state_dir / "old.json").unlink()  # e.g. the SDK's state.clear()
+    store.wait_for_puts(pod.STATE_PATH, 2)
+    sync.signal(signal.SIGTERM)
+    assert sync.wait() == 0
+    pod.state_dir.rmdir()
+    done = pod.init()
+    assert done.returncode == 0, done.output
+    assert "state restored: 0 files" in done.stdout
+    assert helpers.tree(pod.state_dir) == {}
+
+
+def test_symlinks_in_the_state_are_skipped_and_never_followed(pod, store) -> None:
+    _first_run(pod)
+    sync = pod.start_sync()
+    sync.wait_for("watching the state")
+    (pod.state_dir / "url").symlink_to(pod.urls_dir / "state-put-url")
+    (pod.state_dir / "urls").symlink_to(pod.urls_dir)
+    (pod.state_dir / "real.json").write_text("1")
+    sync.wait_for("not synced (not regular files or directories): url, urls")
+    body = store.wait_for_puts(pod.STATE_PATH, 1)[-1].body
+    import gzip
+
+    assert b"SECRETSIG" not in gzip.decompress(body)
+    sync.signal(signal.SIGTERM)
+    assert sync.wait() == 0
+
+
+def test_a_missing_state_dir_is_never_synced_as_empty(pod, store) -> None:
+    _first_run(pod)
+    (pod.state_dir / "a.json").write_text("1")
+    sync = pod.start_sync()
+    store.wait_for_puts(pod.STATE_PATH, 1)
+    (pod.state_dir / "a.json").unlink()
+    pod.state_dir.rmdir()
+    sync.wait_for("the state directory is missing: nothing to sync")
+    time.sleep(0.5)
+    assert len(store.puts(pod.STATE_PATH)) == 1
+    sync.signal(signal.SIGTERM)
+    assert sync.wait() == 0
