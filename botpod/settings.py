@@ -29,7 +29,7 @@ DEFAULT_SYNC_INTERVAL = 60.0
 
 @dataclass(frozen=True, kw_only=True)
 class InitSettings:
-    """What `botpod init` needs; see the README of botpod for each variable."""
+    """What `botpod init` needs; botpod/README.md describes each variable."""
 
     code_dir: str
     state_dir: str

@@ -189,7 +189,12 @@ class _Walk:
                     continue
                 child = self._visit(dir_fd, prefix + name)
                 if child is not None:
-                    stack.append((child, prefix + name + "/", iter(sorted(os.listdir(child)))))
+                    try:
+                        names_below = sorted(os.listdir(child))
+                    except OSError:
+                        os.close(child)
+                        raise
+                    stack.append((child, prefix + name + "/", iter(names_below)))
         finally:
             for dir_fd, _, _ in stack:
                 if dir_fd != root_fd:
@@ -201,9 +206,13 @@ class _Walk:
         try:
             mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
             if stat.S_ISDIR(mode):
-                child = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
                 self._count_entry()
-                self.tar.addfile(_header(relative, tarfile.DIRTYPE, 0o755, 0))
+                child = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+                try:
+                    self.tar.addfile(_header(relative, tarfile.DIRTYPE, 0o755, 0))
+                except BaseException:
+                    os.close(child)
+                    raise
                 self.dirs += 1
                 return child
             if stat.S_ISREG(mode):
@@ -265,6 +274,9 @@ def _write_tar(state_dir: str, inner: gzip.GzipFile | None, limits: StateLimits)
         ) as tar:
             walk = _Walk(tar, limits)
             walk.run(root_fd)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise BotpodError(f"cannot read the state directory: {reason}") from None
     finally:
         os.close(root_fd)
     if sink.size > limits.max_tar_bytes:

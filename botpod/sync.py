@@ -20,6 +20,7 @@ import os
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from typing import BinaryIO
 
 from botpod import console, fetch, state, statetar
@@ -168,11 +169,19 @@ def run(settings: SyncSettings) -> int:
     stop = StopSignals()
     syncer = StateSync(settings, stop)
     syncer.start()
+    window = max(settings.interval, MIN_RETRY_WINDOW)  # how long one sync may retry
     while not stop.wait(settings.interval):
-        window = max(settings.interval, MIN_RETRY_WINDOW)
-        syncer.sync(deadline=time.monotonic() + window, final=False)
+        _guarded(lambda: syncer.sync(deadline=time.monotonic() + window, final=False))
     name = signal.Signals(stop.received).name if stop.received else "stop"
     say(f"{name}: final sync")
-    syncer.sync(deadline=time.monotonic() + FINAL_SYNC_SECONDS, final=True)
+    _guarded(lambda: syncer.sync(deadline=time.monotonic() + FINAL_SYNC_SECONDS, final=True))
     say("stopped")
     return 0
+
+
+def _guarded(sync_once: Callable[[], bool]) -> None:
+    # A full scratch volume or a vanished directory costs one interval, not the sidecar.
+    try:
+        sync_once()
+    except OSError as error:
+        console.warn(f"state not synced: {error.strerror or type(error).__name__}")
