@@ -58,8 +58,9 @@ def get_to_file(url: UrlReader, out: BinaryIO, *, what: str, max_bytes: int, tim
     """GET `url()` into `out` (truncated first); return the byte count. One attempt."""
     out.seek(0)
     out.truncate()
-    request = urllib.request.Request(url(), method="GET")
+    address = url()
     try:
+        request = urllib.request.Request(address, method="GET")  # its ValueError quotes the URL
         with urllib.request.urlopen(request, timeout=_bounded(timeout)) as response:
             declared = response.headers.get("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) > max_bytes:
@@ -94,13 +95,14 @@ def put_file(
     at once instead of after the whole body.
     """
     body.seek(0)
-    request = urllib.request.Request(
-        url(),
-        data=_AbortableBody(body, should_abort, what),
-        method="PUT",
-        headers={"Content-Length": str(size), "Content-Type": content_type},
-    )
+    address = url()
     try:
+        request = urllib.request.Request(  # its ValueError quotes the URL
+            address,
+            data=_AbortableBody(body, should_abort, what),
+            method="PUT",
+            headers={"Content-Length": str(size), "Content-Type": content_type},
+        )
         with urllib.request.urlopen(request, timeout=_bounded(timeout)) as response:
             response.read(CHUNK)  # S3 answers 200 with an empty body; drain what there is
     except BotpodError:

@@ -56,12 +56,13 @@ def _fetch_code(settings: InitSettings) -> codezip.UnpackStats:
     with tempfile.TemporaryFile(dir=settings.download_dir) as archive:
         try:
             fetch.with_retries(
-                lambda timeout: fetch.get_to_file(
+                # The retry window limits new attempts, not a download that is progressing.
+                lambda _remaining: fetch.get_to_file(
                     url,
                     archive,
                     what="code download",
                     max_bytes=limits.max_archive_bytes,
-                    timeout=timeout,
+                    timeout=fetch.MAX_ATTEMPT_TIMEOUT,
                 ),
                 deadline=time.monotonic() + DOWNLOAD_RETRY_SECONDS,
             )

@@ -96,8 +96,12 @@ def _download(url: UrlReader, archive: BinaryIO, limits: StateLimits) -> bool:
     """True if a saved state was downloaded, False on 404; raises on any other outcome."""
     try:
         fetch.with_retries(
-            lambda timeout: fetch.get_to_file(
-                url, archive, what="state download", max_bytes=limits.max_bytes, timeout=timeout
+            lambda _remaining: fetch.get_to_file(
+                url,
+                archive,
+                what="state download",
+                max_bytes=limits.max_bytes,
+                timeout=fetch.MAX_ATTEMPT_TIMEOUT,
             ),
             deadline=time.monotonic() + GET_RETRY_SECONDS,
         )
