@@ -127,8 +127,11 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, handler)
 
     os.chdir(code_dir)
-    # sys.path[0] is this wrapper's directory: replace it by the code and its vendor/ folder.
-    sys.path[0:1] = [os.path.join(code_dir, "vendor"), code_dir]
+    # sys.path[0] is normally this wrapper's directory: the bot must not import from there.
+    own_dir = os.path.dirname(os.path.abspath(__file__))
+    if sys.path and sys.path[0] == own_dir:
+        del sys.path[0]
+    sys.path[0:0] = [os.path.join(code_dir, "vendor"), code_dir]
     logging.basicConfig(level=logging.INFO)
 
     bot_id = os.environ.get("BOT_ID", "")

@@ -8,6 +8,7 @@ each test's pod asserts at teardown that no output of any process it ran contain
 from __future__ import annotations
 
 import io
+import os
 import secrets
 import signal
 import subprocess
@@ -25,6 +26,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 SECRET_MARK = "X-Amz-Signature=SECRETSIG"
+# The interpreter of the pods (Debian's /usr/bin/python3 in the image); this one by default.
+PYTHON = os.environ.get("BOTPOD_PYTHON") or sys.executable
 
 
 @dataclass
@@ -163,7 +166,7 @@ class Pod:
         self.code_dir.mkdir()
         (self.root / "state").mkdir()
         # Only the interpreters the pod images have, by the names entrypoint.sh uses.
-        (self.bin_dir / "python3").symlink_to(sys.executable)
+        (self.bin_dir / "python3").symlink_to(PYTHON)
         if Path("/usr/bin/node").exists():
             (self.bin_dir / "node").symlink_to("/usr/bin/node")
         self.outputs: list[str] = []
@@ -207,7 +210,7 @@ class Pod:
         return Result(done.returncode, done.stdout, done.stderr)
 
     def init(self, **env: str) -> Result:
-        return self.run([sys.executable, "-m", "botpod", "init"], self.env(**env))
+        return self.run([PYTHON, "-m", "botpod", "init"], self.env(**env))
 
     def start(self, args: list[str], env: dict[str, str], cwd: Path | None = None) -> Process:
         proc = subprocess.Popen(
@@ -224,7 +227,7 @@ class Pod:
     def start_sync(self, **env: str) -> Process:
         defaults = {"STATE_SYNC_INTERVAL": "0.2"}
         defaults.update(env)
-        return self.start([sys.executable, "-m", "botpod", "sync"], self.env(**defaults))
+        return self.start([PYTHON, "-m", "botpod", "sync"], self.env(**defaults))
 
     def run_bot(self, timeout: float = 30, **env: str) -> Result:
         return self.run(["sh", str(self.code_dir / "entrypoint.sh")], self.bot_env(**env), timeout)

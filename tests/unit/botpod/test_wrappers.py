@@ -42,6 +42,7 @@ def main(bot_id, config):
     print("cwd", os.getcwd())
     print("module", __name__, sys.modules["main"].__file__)
     print("helper", helper.VALUE)
+    print("path", sys.path[:2], any(p.endswith(".the0") for p in sys.path))
 """
 
 
@@ -54,6 +55,7 @@ def test_python_main_gets_bot_id_and_parsed_config(pod) -> None:
     assert f"cwd {pod.code_dir}" in lines
     assert f"module main {pod.code_dir}/main.py" in lines
     assert "helper 42" in lines
+    assert f"path ['{pod.code_dir}/vendor', '{pod.code_dir}'] False" in lines
     assert "INFO:bot:logging at INFO" in done.stderr
     assert pod.result_json() == {"status": "success", "message": "Bot executed successfully"}
 
