@@ -67,10 +67,11 @@ def restore(
     """Download the saved state and put it in STATE_DIR (an empty one on the first run)."""
     parent = os.path.dirname(state_dir)
     os.makedirs(parent, exist_ok=True)
+    _remove_leftovers(state_dir)
     # An unnamed temporary file: it disappears with the process, even on a crash.
     with tempfile.TemporaryFile(dir=download_dir) as archive:
         first_run = not _download(url, archive, limits)
-        staging = tempfile.mkdtemp(prefix=os.path.basename(state_dir) + ".restoring-", dir=parent)
+        staging = tempfile.mkdtemp(prefix=f"{os.path.basename(state_dir)}.restoring-", dir=parent)
         try:
             os.chmod(staging, 0o755)  # mkdtemp makes 0700; the SDK expects a normal directory
             result = RestoreResult(first_run=True)
@@ -140,6 +141,15 @@ def _replace_dir(staging: str, state_dir: str) -> None:
         return
     os.rename(staging, state_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_leftovers(state_dir: str) -> None:
+    # A killed init can leave its staging (or the replaced) directory beside STATE_DIR.
+    parent, name = os.path.split(state_dir)
+    for entry in os.scandir(parent):
+        leftover = entry.name.startswith((f"{name}.restoring-", f"{name}.old-"))
+        if leftover and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _empty_dir(directory: str) -> None:

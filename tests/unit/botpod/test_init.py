@@ -112,6 +112,7 @@ def test_init_run_twice_replaces_the_state_dir(pod, store, helpers) -> None:
     store.objects[pod.STATE_PATH] = _state_archive(helpers, {"a": b"1"})
     assert pod.init().returncode == 0
     (pod.state_dir / "stray").write_text("x")
+    (pod.state_dir.parent / ".the0-state.restoring-abc123").mkdir()  # from a killed init
     store.objects[pod.STATE_PATH] = _state_archive(helpers, {"b": b"2"})
     assert pod.init().returncode == 0
     assert sorted(p.name for p in pod.state_dir.iterdir()) == ["b"]
