@@ -22,11 +22,11 @@ const RESULT_NAME = 'result.json';
 const [codeDir, entry] = process.argv.slice(2);
 
 function writeResult(status, message) {
+  // In place, not by rename: in a pod the file is the bot container's termination message,
+  // bind-mounted by the kubelet (a rename onto a mount point fails); it is read after exit.
   const file = path.join(codeDir, RESULT_NAME);
-  const partial = `${file}.${process.pid}.tmp`;
   try {
-    fs.writeFileSync(partial, JSON.stringify({ status, message }));
-    fs.renameSync(partial, file); // atomic: a reader never sees half a document
+    fs.writeFileSync(file, JSON.stringify({ status, message }));
   } catch (error) {
     process.stderr.write(`the0 wrapper: cannot write ${RESULT_NAME}: ${error.message}\n`);
   }

@@ -30,13 +30,13 @@ RESULT_NAME = "result.json"
 
 
 def write_result(code_dir: str, status: str, message: str) -> None:
-    """Write result.json atomically (a reader never sees half a document)."""
+    """Write result.json in place. Not by rename: in a pod the file is the bot container's
+    termination message, a file the kubelet bind-mounts there, and a rename onto a mount point
+    fails (EBUSY). The kubelet reads it only after the process has exited."""
     path = os.path.join(code_dir, RESULT_NAME)
-    partial = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(partial, "w", encoding="utf-8") as f:
+        with open(path, "w", encoding="utf-8") as f:
             json.dump({"status": status, "message": message}, f)
-        os.replace(partial, path)
     except OSError as error:
         print(f"the0 wrapper: cannot write {RESULT_NAME}: {error}", file=sys.stderr, flush=True)
 
