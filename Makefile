@@ -44,7 +44,7 @@ unit: setup
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 check: setup
-	@$(BIN)/ruff check worker beat api tools tests
+	@$(BIN)/ruff check worker beat api botpod tools tests
 	@$(BIN)/mypy
 	@$(BIN)/lint-imports
 
