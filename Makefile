@@ -13,6 +13,7 @@ help:
 	@echo "make up          run the whole system locally on the embedded real stack (Ctrl-C stops)"
 	@echo "make test        run every test (starts its own stack)"
 	@echo "make stack-up    start the stack in the background, write .stack/env; make stack-down stops it"
+	@echo "                 (kwok nodes + a real node: kubelet + containerd, needs root; tools/stack/README.md)"
 	@echo "make check       ruff + mypy + import contracts"
 
 $(STAMP): pyproject.toml
@@ -24,7 +25,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# No-op when the pinned binaries are cached (~/.cache/the0-k8s-stack); first run ~30 min.
+# No-op when the pinned binaries and images are cached (~/.cache/the0-k8s-stack); first run
+# ~30 min (the real node's images: ~1 min of it).
 stack-build:
 	@tools/stack/build.sh
 

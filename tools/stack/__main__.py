@@ -1,7 +1,9 @@
 """`python -m tools.stack up|down|run|status` — the stack for humans and for `make`.
 
 - up:   start in the background, write `.stack/env` and `.stack/state.json`, return.
-- down: stop what `up` started (by PID, checking it is still our binary), remove `.stack/`.
+- down: stop what `up` started (by PID and start time, so never a stranger that reused the
+        PID), clean up the real node (kubelet, containerd, mounts, bridge, cgroups, sysctls:
+        realnode.py), remove `.stack/`.
 - run:  start in the foreground, print how to reach every server, stop on Ctrl-C.
 """
 
@@ -16,9 +18,11 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from tools.stack import hoststate, realnode
 from tools.stack.paths import REPO_ROOT
-from tools.stack.process import ServerFailed, stop_process_group
+from tools.stack.process import ServerFailed, same_process, stop_process_group
 from tools.stack.supervisor import Stack, StackEnv, pids_of
 
 STATE_DIR = REPO_ROOT / ".stack"
@@ -40,29 +44,29 @@ def describe(env: StackEnv) -> str:
         "  (secret in the env file)",
         f"  Redis:              {env.redis_url}",
         f"  NATS:               {env.nats_url}",
+        *([f"  real node:          {env.real_node_name} (taint {realnode.TAINT_KEY}, label "
+           f"{'='.join(realnode.NODE_LABEL)}); pods reach S3 at {env.s3_pod_endpoint}"]
+          if env.real_node_name else []),
         f"  server logs:        {env.workdir}/logs/",
     ])
 
 
-def _alive_as(pid: int, argv0: str) -> bool:
-    """True when pid still runs the binary we started (guards against PID reuse)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-    except OSError:
-        return False
-    return cmdline == argv0
+def _alive(server: dict[str, Any]) -> bool:
+    """True when the recorded server still runs: same pid AND same start time. (Comparing
+    argv[0] failed for redis-server, which retitles itself, so `down` left it running.)"""
+    return same_process(int(server["pid"]), server.get("start"))
 
 
 def cmd_up() -> int:
     if STATE_FILE.exists():
         state = json.loads(STATE_FILE.read_text())
-        if all(_alive_as(p["pid"], p["argv0"]) for p in state["servers"]):
+        if all(_alive(p) for p in state["servers"]):
             print(f"stack already up; source {ENV_FILE}")
             return 0
         cmd_down()
     STATE_DIR.mkdir(exist_ok=True)
     started = time.monotonic()
-    stack = Stack(STATE_DIR / "run", progress=_progress)
+    stack = Stack(STATE_DIR / "run", progress=_progress, owner_state_file=STATE_FILE)
     try:
         env = stack.start()
         stack.grant_controller(namespace_for_up(stack))
@@ -70,8 +74,10 @@ def cmd_up() -> int:
         print(f"\nSTACK FAILED TO START: {exc}", file=sys.stderr)
         stack.stop()
         return 1
-    STATE_FILE.write_text(json.dumps({"servers": pids_of(stack), "env": json.loads(env.to_json())},
-                                     indent=2))
+    node = ({"record": str(stack.node.record_path), "workdir": str(stack.node.workdir)}
+            if stack.node is not None and stack.node.record_path is not None else None)
+    STATE_FILE.write_text(json.dumps({"servers": pids_of(stack), "real_node": node,
+                                      "env": json.loads(env.to_json())}, indent=2))
     env.write_env_file(ENV_FILE)
     print(f"stack ready in {time.monotonic() - started:.1f} s\n{describe(env)}\n"
           f"  env file:           source {ENV_FILE}")
@@ -90,15 +96,31 @@ def namespace_for_up(stack: Stack) -> str:
 def cmd_down() -> int:
     if not STATE_FILE.exists():
         print("stack is not up")
-        shutil.rmtree(STATE_DIR, ignore_errors=True)
+        _unmount_and_remove(STATE_DIR)
+        realnode.clean_leftovers(_progress)
         return 0
     state = json.loads(STATE_FILE.read_text())
+    node = state.get("real_node")
+    if node:  # first: the kubelet must stop before the API server it reports to
+        realnode.cleanup(Path(node["record"]), _progress, workdir=node["workdir"])
     for server in reversed(state["servers"]):
-        if _alive_as(server["pid"], server["argv0"]):
+        if _alive(server):
             stop_process_group(server["pid"])
             print(f"stopped {server['name']} (pid {server['pid']})")
-    shutil.rmtree(STATE_DIR, ignore_errors=True)
+    _unmount_and_remove(STATE_DIR)
+    realnode.clean_leftovers(_progress)  # any other stack whose owner died
     return 0
+
+
+def _unmount_and_remove(directory: Path) -> None:
+    """rm -rf, but never through a mount a dead node left (it would delete the host's files
+    behind a bind mount)."""
+    leftovers = [m for m in hoststate.mount_points()
+                 if m.startswith(str(directory.resolve()) + "/")]
+    if leftovers:
+        print(f"not removing {directory}: still mounted: {leftovers[:3]}", file=sys.stderr)
+        return
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def cmd_run() -> int:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the real test stack from the Go module proxy and installs Redis/NATS from Debian.
-# Binaries are cached outside the work tree, one folder per component and version, so a second
-# run is a no-op. Cold build: ~35 min on 2 cores (kube-apiserver dominates).
+# Builds the real test stack from the Go module proxy, installs Debian's packages (Redis, NATS,
+# containerd, runc, CNI plugins, debootstrap, ...) and builds the real node's container images
+# (tools/stack/images.py). Everything is cached outside the work tree, one folder per component
+# and version (images by recipe hash), so a second run is a no-op.
+# Cold build: ~35 min on 2 cores (kube-apiserver dominates); images ~1 min.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -42,10 +44,13 @@ new_wrapper() {
 }
 
 ensure_debian_packages() {
-  local missing=()
-  command -v redis-server >/dev/null || missing+=(redis-server)
-  command -v nats-server >/dev/null || missing+=(nats-server)
-  command -v openssl >/dev/null || missing+=(openssl)
+  local missing=() pkg
+  # shellcheck disable=SC2086  # a space-separated list by design
+  for pkg in $DEBIAN_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  # npm fetches Node's binary for the node image; any npm will do (Debian's if none is here).
+  command -v npm >/dev/null || missing+=(npm)
   ((${#missing[@]})) || return 0
   say "apt-get install ${missing[*]}"
   local sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
@@ -55,10 +60,13 @@ ensure_debian_packages() {
 
 build_kubernetes() {
   local out=$CACHE/bin/kubernetes-$KUBERNETES_VERSION
-  if [ -x "$out/kube-apiserver" ] && "$out/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes $KUBERNETES_VERSION"; then
+  # Both must print the pin. The kubelet came later: with the rest cached, rebuilding the whole
+  # set on the warm GOCACHE only compiles the kubelet's ~100 extra packages (~1-2 min).
+  if [ -x "$out/kube-apiserver" ] && "$out/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes $KUBERNETES_VERSION" &&
+     [ -x "$out/kubelet" ] && "$out/kubelet" --version 2>/dev/null | grep -qx "Kubernetes $KUBERNETES_VERSION"; then
     return 0
   fi
-  say "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $KUBERNETES_VERSION (first time: ~25 min)"
+  say "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet $KUBERNETES_VERSION (first time: ~25 min)"
   local dir; dir=$(new_wrapper kubernetes)
   local staging=v0.${KUBERNETES_VERSION#v1.}
   local upstream_mod
@@ -71,7 +79,8 @@ build_kubernetes() {
     echo ')'
   } >>"$dir/go.mod"
   local pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
-              k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+              k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+              k8s.io/kubernetes/cmd/kubelet)
   (cd "$dir" && run_logged kubernetes-get go get "${pkgs[@]/%/@$KUBERNETES_VERSION}")
   local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
   local ld="-s -w" pkg
@@ -148,10 +157,16 @@ build_compose_config() {
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
+# The real node's images (pause, python, node, gcc, the0): layers keyed by recipe, built only
+# when missing. Stdlib Python, run from the repo root with the system python3.
+build_images() {
+  (cd "$here/../.." && python3 -m tools.stack.images build)
+}
+
 # `build.sh` builds everything; `build.sh ferretdb kwok` only the named parts.
 started=$SECONDS
 parts=("$@")
-((${#parts[@]})) || parts=(debian etcd kwok ferretdb versitygw kubernetes compose-config)
+((${#parts[@]})) || parts=(debian etcd kwok ferretdb versitygw kubernetes compose-config images)
 for part in "${parts[@]}"; do
   case $part in
     debian) ensure_debian_packages ;;
@@ -161,6 +176,7 @@ for part in "${parts[@]}"; do
     versitygw) build_go versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw versitygw ;;
     kubernetes) build_kubernetes ;;
     compose-config) build_compose_config ;;
+    images) build_images ;;
     *) echo "unknown part: $part" >&2; exit 2 ;;
   esac
 done

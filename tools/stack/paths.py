@@ -37,6 +37,7 @@ class Binaries:
     kube_controller_manager: Path
     kube_scheduler: Path
     kubectl: Path
+    kubelet: Path
     etcd: Path
     kwok: Path
     kwok_stages: Path
@@ -81,6 +82,7 @@ def binaries() -> Binaries:
         kube_controller_manager=kube / "kube-controller-manager",
         kube_scheduler=kube / "kube-scheduler",
         kubectl=kube / "kubectl",
+        kubelet=kube / "kubelet",
         etcd=bin_dir / f"etcd-{v['ETCD_VERSION']}" / "etcd",
         kwok=kwok / "kwok",
         kwok_stages=kwok / "stages",

@@ -1,13 +1,15 @@
 """Starts the whole real stack on free 127.0.0.1 ports and stops exactly what it started.
 
 Order matters: etcd → kube-apiserver → kwok CRDs → kwok, kube-controller-manager,
-kube-scheduler → kwok nodes; FerretDB, versitygw, Redis and NATS are independent.
+kube-scheduler → kwok nodes → the real node (containerd + kubelet, realnode.py); FerretDB,
+versitygw, Redis and NATS are independent.
 Every server gets its own log file under the work directory; `ServerFailed` carries its tail.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import secrets
 import shlex
@@ -22,9 +24,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tools.stack import certs
+from tools.stack import certs, hoststate, realnode
 from tools.stack.paths import REPO_ROOT, Binaries, binaries
 from tools.stack.process import Server, ServerFailed, free_port, log_tail
+from tools.stack.realnode import NodeConfig, RealNode
 
 # The controller's identity, as a ServiceAccount-like user whose rights come only from RBAC.
 CONTROLLER_USER = "system:serviceaccount:the0:the0-controller"
@@ -36,6 +39,7 @@ S3_ACCESS_KEY = "the0-test-access"
 KWOK_NODES = 3
 KWOK_PODS_PER_NODE = 5000
 KWOK_POD_CIDR = "10.128.0.0/14"  # fake pod IPs written into status only; no traffic goes there
+DEFAULT_NODE = NodeConfig()  # real-node-1 in the first free slot (cni-the0, 10.89.0.0/24)
 KWOK_STAGES = (
     "node/fast/node-initialize.yaml",
     "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
@@ -65,8 +69,22 @@ class StackEnv:
     nats_url: str
     nats_port: int
     kwok_logs_dir: str
+    # The real node (realnode.py); empty when the stack runs without one.
+    real_node_name: str = ""
+    pod_gateway: str = ""      # the CNI bridge's address: where pods reach the host
+    s3_pod_endpoint: str = ""  # host:port of versitygw as pods see it (a forwarder)
+
+    def real_node_settings(self) -> dict[str, str]:
+        """The product settings that put bot pods on the real node: tolerate its taint and
+        select its label (kwok nodes carry neither)."""
+        return {
+            "BOT_TOLERATIONS": json.dumps([{"key": realnode.TAINT_KEY, "operator": "Exists",
+                                            "effect": "NoSchedule"}]),
+            "BOT_NODE_SELECTOR": json.dumps({realnode.NODE_LABEL[0]: realnode.NODE_LABEL[1]}),
+        }
 
     def as_env(self) -> dict[str, str]:
+        public = {"MINIO_PUBLIC_ENDPOINT": self.s3_pod_endpoint} if self.s3_pod_endpoint else {}
         return {
             "KUBECONFIG": self.admin_kubeconfig,
             "THE0_ADMIN_KUBECONFIG": self.admin_kubeconfig,
@@ -81,6 +99,7 @@ class StackEnv:
             "MINIO_SECURE": "false",
             "REDIS_URL": self.redis_url,
             "NATS_URL": self.nats_url,
+            **public,
         }
 
     def write_env_file(self, path: Path) -> None:
@@ -169,11 +188,18 @@ class Stack:
     """The running servers. Use `start()` / `stop()`, or as a context manager."""
 
     def __init__(self, workdir: Path, *, bins: Binaries | None = None,
-                 progress: Callable[[str], None] = lambda _msg: None) -> None:
+                 progress: Callable[[str], None] = lambda _msg: None,
+                 real_node: NodeConfig | None = DEFAULT_NODE,
+                 owner_state_file: Path | None = None) -> None:
+        """`real_node=None` runs kwok nodes only. `owner_state_file`: the state file that
+        keeps a detached stack's node alive (`python -m tools.stack up`), see realnode.py."""
         self.workdir = workdir.resolve()
         self.bins = bins or binaries()
         self.progress = progress
         self.servers: list[Server] = []
+        self.node = (RealNode(real_node, self.workdir, kubelet=self.bins.kubelet,
+                              progress=progress, owner_state_file=owner_state_file)
+                     if real_node is not None else None)
         self._probes: dict[str, Callable[[], bool]] = {}
         self._controller_rbac: list[dict[str, Any]] | None = None
         self.env: StackEnv | None = None
@@ -195,6 +221,8 @@ class Stack:
         started = time.monotonic()
         server.start()
         self.servers.append(server)
+        if self.node is not None:
+            self.node.remember_stack_server(server)
         server.wait_ready(probe, timeout)
         self.progress(f"{name} ready in {time.monotonic() - started:.1f} s")
         return server
@@ -212,7 +240,8 @@ class Stack:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> StackEnv:
-        missing = self.bins.missing()
+        missing = [m for m in self.bins.missing()
+                   if self.node is not None or not m.startswith("kubelet ")]
         if missing:
             raise ServerFailed(
                 "stack binaries are missing — run `make stack-build` (tools/stack/build.sh):\n  "
@@ -229,13 +258,21 @@ class Stack:
 
     def _start_all(self) -> None:
         w = self.workdir
-        pki = certs.write_pki(w / "pki")
+        if self.node is not None:
+            # Before anything else: clean dead stacks' leftovers, pick a slot, record the host.
+            self.node.reserve()
+        pki = certs.write_pki(w / "pki",
+                              kubelet_ips=[self.node.address] if self.node is not None else None)
         ca = str(pki["ca_crt"])
         admin_token = secrets.token_hex(16)
         controller_token = secrets.token_hex(16)
+        node_token = secrets.token_hex(16)
+        # The kubelet's own identity (Node authorizer + NodeRestriction), not the admin's.
+        node_user = f"system:node:{self.node.name}" if self.node is not None else ""
         (w / "tokens.csv").write_text(
             f'{admin_token},admin,admin,"system:masters"\n'
             f'{controller_token},{CONTROLLER_USER},the0-controller,"{CONTROLLER_GROUPS}"\n'
+            + (f'{node_token},{node_user},{node_user},"system:nodes"\n' if node_user else "")
         )
         (w / "tokens.csv").chmod(0o600)
 
@@ -270,6 +307,9 @@ class Stack:
                      probe=lambda: _http_ok(f"http://127.0.0.1:{s3_port}/",
                                             expect=(200, 403)),
                      timeout=20)
+        if self.node is not None:
+            # containerd + image import (~5 s) overlap with the control plane's start.
+            self.node.start_runtime_in_background(s3_port=s3_port)
 
         # The control plane.
         etcd_port, etcd_peer = free_port(), free_port()
@@ -293,7 +333,7 @@ class Stack:
             f"--cert-dir={w / 'apiserver-certs'}",
             f"--tls-cert-file={pki['server_crt']}", f"--tls-private-key-file={pki['server_key']}",
             f"--client-ca-file={ca}", f"--token-auth-file={w / 'tokens.csv'}",
-            "--authorization-mode=RBAC",
+            "--authorization-mode=Node,RBAC",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki['sa_pub']}",
             f"--service-account-signing-key-file={pki['sa_key']}",
@@ -301,8 +341,14 @@ class Stack:
             # No token controller runs, so the ServiceAccount admission plugin would reject pods;
             # no node-lifecycle controller runs to lift the not-ready taint this plugin adds.
             "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+            "--enable-admission-plugins=NodeRestriction",
             "--allow-privileged=true",
             "--kubelet-preferred-address-types=InternalIP",
+            # Towards kubelets (kwok's and the real one): a client certificate signed by the
+            # stack CA, and their serving certificates verified against it.
+            f"--kubelet-client-certificate={pki['kubelet_client_crt']}",
+            f"--kubelet-client-key={pki['kubelet_client_key']}",
+            f"--kubelet-certificate-authority={ca}",
             "--max-requests-inflight=1000", "--max-mutating-requests-inflight=500",
             "--profiling=false",
         ], probe=lambda: _http_ok(f"{api_url}/readyz", token=admin_token, ca=ca), timeout=90)
@@ -382,6 +428,23 @@ class Stack:
         self._wait(lambda: self._nodes_ready(len(nodes)), "kwok nodes Ready", timeout=60,
                    server="kwok")
 
+        if self.node is not None:
+            # What the API server's kubelet-client user may do on kubelets (logs, exec, ...).
+            self.kubectl("apply", "-f", "-", input_text=json.dumps({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "the0-stack:kubelet-api-admin"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": "system:kubelet-api-admin"},
+                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                              "name": certs.KUBELET_CLIENT_USER}]}))
+            self.node.start(api_url=api_url, ca_file=ca, token=node_token,
+                            admin_token=admin_token, serving_cert=str(pki["kubelet_crt"]),
+                            serving_key=str(pki["kubelet_key"]))
+            assert self.node.slot is not None and self.env is not None
+            self.env = dataclasses.replace(
+                self.env, real_node_name=self.node.name, pod_gateway=self.node.slot.gateway,
+                s3_pod_endpoint=f"{self.node.slot.gateway}:{self.node.s3_port}")
+
     def _nodes_ready(self, count: int) -> bool:
         out = self.kubectl("get", "nodes", "-l", "type=kwok", "-o",
                            "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')]"
@@ -399,9 +462,17 @@ class Stack:
                            f"--- last lines of {log} ---\n{log_tail(log)}")
 
     def stop(self) -> None:
+        if self.node is not None:
+            self.node.stop()  # first: its clean-up stops the kubelet before anything else
         for server in reversed(self.servers):
             server.stop()
         self.servers.clear()
+
+    def footprint(self) -> hoststate.Footprint:
+        """What this running stack owns on the host (for host-state snapshots beside it)."""
+        own = hoststate.Footprint(prefixes=(str(self.workdir),),
+                                  pids=frozenset(s.pid for s in self.servers))
+        return own.merged(self.node.footprint()) if self.node is not None else own
 
     @contextmanager
     def stopped(self, name: str) -> Iterator[None]:
@@ -453,5 +524,7 @@ class Stack:
             {"apiVersion": "v1", "kind": "List", "items": self.controller_rbac(namespace)}))
 
 def pids_of(stack: Stack) -> list[dict[str, Any]]:
-    return [{"name": s.name, "pid": s.pid, "argv0": str(s.argv[0])} for s in stack.servers]
+    """The servers as `down` finds them again: pid plus /proc start time (not argv[0], which
+    redis-server rewrites)."""
+    return [{"name": s.name, "pid": s.pid, "start": s.started} for s in stack.servers]
 
