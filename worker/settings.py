@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -278,6 +279,15 @@ class Settings(BaseSettings):
                 isinstance(k, str) and isinstance(v, str) and v for k, v in value.items()):
             raise ValueError("must be a JSON object of runtime → image")
         return {**DEFAULT_IMAGES, **value}
+
+    @field_validator("BOT_TOLERATIONS", "BOT_NODE_SELECTOR", mode="before")
+    @classmethod
+    def _json_text(cls, value: Any, info: ValidationInfo) -> Any:
+        # From the environment these arrive as JSON text (also through load_settings(env=)).
+        if isinstance(value, str):
+            empty: Any = [] if info.field_name == "BOT_TOLERATIONS" else {}
+            return json.loads(value) if value.strip() else empty
+        return value
 
     @model_validator(mode="after")
     def _heartbeat_outlives_its_interval(self) -> Settings:

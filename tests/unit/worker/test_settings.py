@@ -89,3 +89,13 @@ def test_the_desired_full_read_interval_may_be_zero_but_not_negative() -> None:
                          ).DESIRED_FULL_READ_INTERVAL == 0.0
     with pytest.raises(SettingsError, match="DESIRED_FULL_READ_INTERVAL"):
         load_settings(env={**REQUIRED, "DESIRED_FULL_READ_INTERVAL": "-5s"})
+
+
+def test_bot_placement_settings_are_json() -> None:
+    s = load_settings(env={**REQUIRED,
+                           "BOT_TOLERATIONS": '[{"key": "dedicated", "operator": "Exists"}]',
+                           "BOT_NODE_SELECTOR": '{"pool": "bots"}'})
+    assert s.pod_template.tolerations == ({"key": "dedicated", "operator": "Exists"},)
+    assert s.pod_template.node_selector == {"pool": "bots"}
+    empty = load_settings(env={**REQUIRED, "BOT_TOLERATIONS": "", "BOT_NODE_SELECTOR": " "})
+    assert empty.pod_template.tolerations == () and empty.pod_template.node_selector == {}
