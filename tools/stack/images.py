@@ -230,10 +230,12 @@ def _build_node(out: Path, log: Path) -> None:
 
 
 def botpod_files() -> list[Path]:
-    """The botpod package's sources (stdlib-only Python that runs inside bot pods)."""
+    """The botpod package (stdlib-only Python that runs inside bot pods) with its package
+    data: the wrappers it copies into /bot (wrapper.py, wrapper.cjs)."""
     if not BOTPOD_SRC.is_dir():
         return []
-    return sorted(p for p in BOTPOD_SRC.rglob("*.py") if "__pycache__" not in p.parts)
+    return sorted(p for p in BOTPOD_SRC.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
 
 
 def _build_botpod(out: Path, log: Path) -> None:
