@@ -4,7 +4,8 @@ The real node (kubelet + containerd + CNI) changes the machine: mounts, a bridge
 network namespaces, sysctls, nftables chains, cgroups, directories outside its work dir and
 processes. `snapshot()` lists all of them so a test can compare before/after a stack's up/down,
 ignoring what another running stack owns (`Footprint`). `python -m tools.stack.hoststate`
-prints a snapshot; `--diff FILE` compares the host with an earlier one (exit 1 if different).
+prints a snapshot, leaving out what the stacks running now own (unless `--all`); `--diff FILE`
+compares the host with an earlier snapshot (exit 1 if different).
 
 Readers and small writers only; what to undo, and when, is realnode.py's business.
 """
@@ -328,8 +329,12 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--diff", metavar="FILE", help="compare with an earlier snapshot")
+    parser.add_argument("--all", action="store_true",
+                        help="include what running stacks own (default: leave it out)")
     args = parser.parse_args(argv)
-    now = snapshot()
+    from tools.stack import realnode  # here: realnode builds on this module
+
+    now = snapshot(Footprint() if args.all else realnode.live_footprint())
     if not args.diff:
         print(json.dumps(now, indent=1))
         return 0

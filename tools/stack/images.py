@@ -343,9 +343,10 @@ def _build_layer(layer: Layer, cache: Path, progress: Callable[[str], None]) -> 
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    # Older keys of the same layer are dead weight now.
+    # Older keys of the same layer are dead weight now — once no stack can still be importing
+    # them (a stack started a moment ago may have picked the previous botpod layer).
     for old in out.parent.glob(f"{layer.name}-*"):
-        if old.stem != out.stem:
+        if old.stem != out.stem and time.time() - old.stat().st_mtime > 3600:
             old.unlink(missing_ok=True)
     progress(f"layer {layer.name} built in {time.monotonic() - started:.1f} s "
              f"({out.stat().st_size / 2**20:.0f} MiB)")

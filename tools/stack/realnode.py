@@ -168,6 +168,28 @@ def owner_alive(record: dict[str, Any]) -> bool:
     return False
 
 
+def footprint_of(record: dict[str, Any]) -> hoststate.Footprint:
+    """What the stack of `record` owns on the host: its dirs, bridge, cgroups, processes, and
+    the host paths it created (and will remove)."""
+    before = record.get("before", {}).get("paths", {})
+    procs = record.get("processes", []) + record.get("stack_processes", [])
+    return hoststate.Footprint(
+        prefixes=(record["stack_workdir"], record["workdir"]), bridges=(record["bridge"],),
+        cgroup_roots=(record["cgroup_root"],), nodes=((record["workdir"], record["socket"]),),
+        pids=frozenset(p["pid"] for p in procs if same_process(p["pid"], p.get("start"))),
+        cni_networks=(record["network"],),
+        host_paths=tuple(path for path, existed in before.items() if not existed))
+
+
+def live_footprint() -> hoststate.Footprint:
+    """Everything the stacks running right now own (for snapshots taken beside them)."""
+    footprint = hoststate.Footprint()
+    for _path, record in _records():
+        if owner_alive(record):
+            footprint = footprint.merged(footprint_of(record))
+    return footprint
+
+
 def host_state_before() -> dict[str, Any]:
     """What cleanup must put back: sysctls, nftables objects, which host paths existed."""
     return {"sysctls": hoststate.read_sysctls(), "nft": hoststate.nft_objects(),
@@ -429,18 +451,12 @@ class RealNode:
 
     def footprint(self) -> hoststate.Footprint:
         """What this node owns on the host (for snapshots taken beside it)."""
-        if self.slot is None:
+        if self.slot is None or self.record_path is None:
             return hoststate.Footprint()
         record = self.record
-        with contextlib.suppress(OSError, json.JSONDecodeError, TypeError):
-            record = json.loads(Path(self.record_path).read_text())  # type: ignore[arg-type]
-        before = record.get("before", {}).get("paths", {})
-        return hoststate.Footprint(
-            prefixes=(str(self.workdir),), bridges=(self.slot.bridge,),
-            cgroup_roots=(self.slot.cgroup_root,), nodes=((str(self.workdir), str(self.socket)),),
-            pids=frozenset(s.pid for s in self.servers if s.popen is not None),
-            cni_networks=(self.slot.network,),
-            host_paths=tuple(path for path, existed in before.items() if not existed))
+        with contextlib.suppress(OSError, json.JSONDecodeError):
+            record = json.loads(self.record_path.read_text())  # its handed-over state too
+        return footprint_of(record)
 
     # ------------------------------------------------------------------ reserve
     def reserve(self) -> None:

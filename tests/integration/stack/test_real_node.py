@@ -73,12 +73,17 @@ def restricted(stack: Stack, namespace: str) -> str:
     return namespace
 
 
-def host_diff(before: dict[str, list[str]], ignore: hoststate.Footprint,
-              timeout: float = 10.0) -> list[str]:
+def host_snapshot() -> dict[str, list[str]]:
+    """The host minus what every running stack owns — the session's, and any other stack on
+    the machine (another `make test`, `make up`), each known by its node record."""
+    return hoststate.snapshot(realnode.live_footprint())
+
+
+def host_diff(before: dict[str, list[str]], timeout: float = 10.0) -> list[str]:
     """The difference once it settles (the kernel frees netns and veths asynchronously)."""
     deadline = time.monotonic() + timeout
     while True:
-        changes = hoststate.diff(before, hoststate.snapshot(ignore))
+        changes = hoststate.diff(before, host_snapshot())
         if not changes or time.monotonic() > deadline:
             return changes
         time.sleep(0.5)
@@ -243,8 +248,7 @@ os.kill(os.getpid(), signal.SIGKILL)  # no clean-up at all: every server and the
 def test_a_killed_stacks_node_is_cleaned_by_the_next_start(
         stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> None:
     tmp_path = tmp_path_factory.mktemp("k")  # short: unix sockets live under it
-    ignore = stack.footprint()
-    before = hoststate.snapshot(ignore)
+    before = host_snapshot()
     assert stack.env is not None
     pod = real_pod("sleeper", ["python3", "-c", "import time; time.sleep(3600)"],
                    settings=stack.env.real_node_settings(), restart="Always")
@@ -266,7 +270,7 @@ def test_a_killed_stacks_node_is_cleaned_by_the_next_start(
                    for p in leftover["processes"] + leftover["stack_processes"])
     finally:
         second.stop()
-    changes = host_diff(before, ignore)
+    changes = host_diff(before)
     assert changes == [], "\n".join(changes)
 
 
@@ -276,8 +280,7 @@ def test_stack_cli_up_down_leaves_the_host_as_found(
     """`python -m tools.stack up` / `down` (what make stack-up/stack-down and make up's Ctrl-C
     run), with a pod running on its real node — redis-server (which retitles itself) too."""
     tmp_path = tmp_path_factory.mktemp("c")
-    ignore = stack.footprint()
-    before = hoststate.snapshot(ignore)
+    before = host_snapshot()
     state_dir = tmp_path / "s"
     monkeypatch.setattr(cli, "STATE_DIR", state_dir)
     monkeypatch.setattr(cli, "STATE_FILE", state_dir / "state.json")
@@ -302,15 +305,14 @@ def test_stack_cli_up_down_leaves_the_host_as_found(
     assert not state_dir.exists()
     assert [s["name"] for s in state["servers"]
             if start_time(s["pid"]) == s["start"]] == []
-    changes = host_diff(before, ignore)
+    changes = host_diff(before)
     assert changes == [], "\n".join(changes)
 
 
 def test_a_broken_node_fails_naming_the_component_and_its_log(
         stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> None:
     tmp_path = tmp_path_factory.mktemp("b")
-    ignore = stack.footprint()
-    before = hoststate.snapshot(ignore)
+    before = host_snapshot()
     node = RealNode(NodeConfig(name="real-node-broken", containerd_extra="[plugins.broken"),
                     tmp_path, kubelet=stack.bins.kubelet)
     node.reserve()
@@ -324,7 +326,7 @@ def test_a_broken_node_fails_naming_the_component_and_its_log(
     assert message.startswith("real node real-node-broken: containerd exited with code")
     assert f"--- last lines of {tmp_path / 'logs' / 'containerd.log'} ---" in message
     assert "toml" in message.lower()
-    changes = host_diff(before, ignore)
+    changes = host_diff(before)
     assert changes == [], "\n".join(changes)
     assert not any(r.get("node_name") == "real-node-broken"
                    for _p, r in realnode._records())
@@ -348,3 +350,39 @@ def test_pid_and_start_time_identify_a_retitled_process(tmp_path: Path) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not cli._alive(record)
+
+
+# The product's default images, each run the way bot pods run: uid 1000, read-only root.
+IMAGE_CHECKS = {
+    "python:3.11-slim-bookworm": ["python", "-c", "import sys, os; print(sys.version_info[:2],"
+                                  " os.getuid())"],
+    "node:20-bookworm-slim": ["node", "-e", "console.log(process.versions.node.split('.')[0],"
+                              " process.getuid())"],
+    "gcc:13-bookworm": ["sh", "-c", "ldd --version | head -n1; id -u"],
+    "the0/the0-k8s:latest": ["python3", "-c", "import botpod, os; print(botpod.__file__,"
+                             " os.getuid())"],
+}
+IMAGE_EXPECTED = {
+    "python:3.11-slim-bookworm": "(3, 11) 1000",
+    "node:20-bookworm-slim": "20 1000",
+    "gcc:13-bookworm": "GLIBC",
+    "the0/the0-k8s:latest": "/opt/the0/lib/botpod/__init__.py 1000",
+}
+
+
+def test_every_image_runs_as_uid_1000_with_a_read_only_root(
+        stack: Stack, stack_env: StackEnv, admin_api: Any, namespace: str) -> None:
+    core = client.CoreV1Api(admin_api)
+    restricted(stack, namespace)
+    names = {}
+    for i, (image, command) in enumerate(IMAGE_CHECKS.items()):
+        pod = real_pod(f"image-{i}", command, settings=stack_env.real_node_settings())
+        pod["spec"]["containers"][0]["image"] = image
+        core.create_namespaced_pod(namespace, pod)
+        names[image] = f"image-{i}"
+    for image, name in names.items():
+        pod = wait_for(lambda n=name: (p := core.read_namespaced_pod(n, namespace)).status.phase
+                       in ("Succeeded", "Failed") and p, f"{image} pod finished", timeout=90)
+        logs = core.read_namespaced_pod_log(name, namespace)
+        assert pod.status.phase == "Succeeded", f"{image}: {logs}"
+        assert IMAGE_EXPECTED[image] in logs, f"{image}: {logs}"
