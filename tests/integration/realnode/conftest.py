@@ -43,6 +43,7 @@ def main(bot_id, config):
           f"amount={config['amount']} cwd={os.getcwd()}", flush=True)
     logging.info("logging reaches the log too")
     if config.get("crash"):
+        time.sleep(config.get("crash_after", 0))
         raise RuntimeError("the bot failed on purpose")
     if config.get("hog"):
         hoard = []
@@ -163,9 +164,27 @@ class RealNode:
                                 f"{text!r} in the log of {name}", timeout=timeout,
                                 interval=0.5))
         except AssertionError as exc:
-            pod = self.pod(name)
-            raise AssertionError(f"{exc}; pod status: {pod.status if pod else 'no pod'}"
-                                 ) from None
+            raise AssertionError(f"{exc}\n{self.describe(name)}") from None
+
+    def describe(self, name: str) -> str:
+        """Each container's state and the tail of its log: why a pod did not do its job."""
+        pod = self.pod(name)
+        if pod is None:
+            return "no pod"
+        lines = [f"pod {name}: phase {pod.status.phase}"]
+        for status in [*(pod.status.init_container_statuses or []),
+                       *(pod.status.container_statuses or [])]:
+            lines.append(f"  {status.name}: {status.state} last: {status.last_state}")
+            for previous in (False, True):
+                try:
+                    text = self.core.read_namespaced_pod_log(
+                        name, self.namespace, container=status.name, previous=previous,
+                        tail_lines=15)
+                except Exception:
+                    continue
+                lines.append(f"  --- {status.name} log{' (previous)' if previous else ''}:\n"
+                             f"{text}")
+        return "\n".join(lines)
 
     def saved_state(self, bot_id: str) -> dict[str, bytes] | None:
         """The files of the bot's state object in S3 (None when it has none)."""
