@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tools.stack.process import zombie
+
 # What the kubelet (protectKernelDefaults: false) and the bridge plugin may change.
 SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops",
            "net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables",
@@ -250,6 +252,10 @@ def _descendants(roots: frozenset[int]) -> set[int]:
 
 
 def _interesting(pid: int) -> bool:
+    """A server of ours or a container's process (an exited one waiting to be reaped by init
+    is not left behind)."""
+    if zombie(pid):
+        return False
     comm = _comm(pid)
     argv = _cmdline(pid)
     return (any(comm.startswith(n) for n in PROCESS_NAMES)
@@ -258,6 +264,7 @@ def _interesting(pid: int) -> bool:
 
 # ---------------------------------------------------------------------------- snapshot
 DEEP_PATHS = ("/var/lib/kubelet", "/var/lib/cni", "/run/containerd")  # listed two levels deep
+DEVICE_PLUGINS = "/var/lib/kubelet/device-plugins"  # kubelet.sock: not configurable
 
 
 def _path_entries(path: str, ignore: Footprint, owned: set[str]) -> list[str]:
@@ -265,6 +272,8 @@ def _path_entries(path: str, ignore: Footprint, owned: set[str]) -> list[str]:
         if child.is_symlink():  # e.g. /var/log/containers links into its pod logs
             with contextlib.suppress(OSError):
                 return ignore.owns_path(os.readlink(child))
+        if str(child.parent) == DEVICE_PLUGINS and ignore.nodes:
+            return True  # one hard-coded dir for every kubelet: the last one started owns it
         return (any(child.name.startswith(n + "-") for n in ignore.cni_networks)
                 or child.name in owned or any(f"-{i}-" in child.name for i in owned)
                 or (str(child.parent) in ignore.host_paths and child.is_dir()))

@@ -38,9 +38,18 @@ def start_time(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
+def zombie(pid: int) -> bool:
+    """Exited, waiting for its parent (or init) to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def same_process(pid: int, started: int | None) -> bool:
-    """True when pid still is the process that had start time `started` (no PID reuse)."""
-    return started is not None and start_time(pid) == started
+    """True when pid still runs as the process that had start time `started` (no PID reuse;
+    a zombie has exited)."""
+    return started is not None and start_time(pid) == started and not zombie(pid)
 
 
 def log_tail(path: Path, lines: int = 30) -> str:
@@ -138,5 +147,11 @@ def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
+        return False
+    if zombie(pid):
+        # Exited: reap it if it is our child; someone else's (e.g. `down` stopping what `up`
+        # started) is init's to reap, whenever it gets round to it.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
         return False
     return True

@@ -510,10 +510,14 @@ class RealNode:
             _save(self.record_path, self.record)
 
     def _remember(self, server: Server, key: str = "processes") -> None:
+        """Adds a server to the record: read, change, write under the registry lock, as
+        another stack's clean-up may be handing its host state over to this record."""
         assert self.record_path is not None
-        with self._record_lock:  # the runtime thread and the supervisor both add servers
-            self.record.setdefault(key, []).append(
-                {"name": server.name, "pid": server.pid, "start": server.started})
+        entry = {"name": server.name, "pid": server.pid, "start": server.started}
+        with self._record_lock, _registry_lock():
+            with contextlib.suppress(OSError, json.JSONDecodeError):
+                self.record = json.loads(self.record_path.read_text())
+            self.record.setdefault(key, []).append(entry)
             _save(self.record_path, self.record)
 
     def remember_stack_server(self, server: Server) -> None:
@@ -573,6 +577,12 @@ class RealNode:
         self._runtime_thread = threading.Thread(target=run, name="real-node-runtime",
                                                 daemon=True)
         self._runtime_thread.start()
+
+    def check_runtime(self) -> None:
+        """Raises the runtime's start-up error as soon as there is one (without waiting), so a
+        broken containerd fails the stack before the whole control plane has started."""
+        if self._runtime_thread is not None and not self._runtime_thread.is_alive():
+            self.wait_runtime()
 
     def wait_runtime(self) -> None:
         if self._runtime_thread is not None:

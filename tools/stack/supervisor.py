@@ -214,6 +214,8 @@ class Stack:
     # ------------------------------------------------------------------ helpers
     def _server(self, name: str, argv: list[str], *, env: Mapping[str, str] | None = None,
                 probe: Callable[[], bool], timeout: float = 60.0) -> Server:
+        if self.node is not None:
+            self.node.check_runtime()  # fail fast when the node's runtime already failed
         server = Server(name=name, argv=argv, log=self.workdir / "logs" / f"{name}.log",
                         env=dict(env or {}), cwd=self.workdir)
         self._probes[name] = probe

@@ -29,7 +29,7 @@ from kubernetes.client.rest import ApiException
 from tools.stack import __main__ as cli
 from tools.stack import hoststate, realnode
 from tools.stack.paths import REPO_ROOT
-from tools.stack.process import ServerFailed, start_time
+from tools.stack.process import ServerFailed, same_process, start_time
 from tools.stack.realnode import NodeConfig, RealNode
 from tools.stack.supervisor import Stack, StackEnv
 
@@ -85,8 +85,21 @@ def host_diff(before: dict[str, list[str]], timeout: float = 10.0) -> list[str]:
     while True:
         changes = hoststate.diff(before, host_snapshot())
         if not changes or time.monotonic() > deadline:
-            return changes
+            return [_explained(change) for change in changes]
         time.sleep(0.5)
+
+
+def _explained(change: str) -> str:
+    """A leftover process with its state and command line (which stack it came from)."""
+    if not change.startswith("+ processes: "):
+        return change
+    pid = change.split()[3]
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return change
+    return f"{change} (state {stat[0]}, parent {stat[1]}: {argv[:300]})"
 
 
 # ---------------------------------------------------------------------------- the node itself
@@ -303,8 +316,9 @@ def test_stack_cli_up_down_leaves_the_host_as_found(
     finally:
         assert cli.cmd_down() == 0
     assert not state_dir.exists()
-    assert [s["name"] for s in state["servers"]
-            if start_time(s["pid"]) == s["start"]] == []
+    left = [(s["name"], s["pid"], Path(f"/proc/{s['pid']}/stat").read_text())
+            for s in state["servers"] if same_process(s["pid"], s["start"])]
+    assert left == []
     changes = host_diff(before)
     assert changes == [], "\n".join(changes)
 
