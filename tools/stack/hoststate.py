@@ -53,12 +53,13 @@ class Footprint:
     # Host paths its node created and will remove when it stops (/run/containerd, ...): their
     # directories are its; files in them are still checked against everyone else.
     host_paths: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()  # its own files elsewhere (its record in /run/the0-k8s-stack)
 
     def merged(self, other: Footprint) -> Footprint:
         return Footprint(self.prefixes + other.prefixes, self.bridges + other.bridges,
                          self.cgroup_roots + other.cgroup_roots, self.nodes + other.nodes,
                          self.pids | other.pids, self.cni_networks + other.cni_networks,
-                         self.host_paths + other.host_paths)
+                         self.host_paths + other.host_paths, self.files + other.files)
 
     def owns_path(self, path: str) -> bool:
         return any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.prefixes)
@@ -318,7 +319,8 @@ def snapshot(ignore: Footprint = Footprint()) -> dict[str, list[str]]:
         "processes": sorted(f"{pid} {_comm(pid)}" for pid in all_pids()
                             if pid not in ignored_pids and _interesting(pid)),
         "paths": [e for path in HOST_PATHS for e in _path_entries(path, ignore, owned)]
-        + (sorted(str(p) for p in Path("/run/the0-k8s-stack").iterdir())
+        + (sorted(str(p) for p in Path("/run/the0-k8s-stack").iterdir()
+                  if str(p) not in ignore.files)
            if Path("/run/the0-k8s-stack").is_dir() else []),
     }
 

@@ -168,7 +168,7 @@ def owner_alive(record: dict[str, Any]) -> bool:
     return False
 
 
-def footprint_of(record: dict[str, Any]) -> hoststate.Footprint:
+def footprint_of(record: dict[str, Any], path: Path | None = None) -> hoststate.Footprint:
     """What the stack of `record` owns on the host: its dirs, bridge, cgroups, processes, and
     the host paths it created (and will remove)."""
     before = record.get("before", {}).get("paths", {})
@@ -178,15 +178,16 @@ def footprint_of(record: dict[str, Any]) -> hoststate.Footprint:
         cgroup_roots=(record["cgroup_root"],), nodes=((record["workdir"], record["socket"]),),
         pids=frozenset(p["pid"] for p in procs if same_process(p["pid"], p.get("start"))),
         cni_networks=(record["network"],),
-        host_paths=tuple(path for path, existed in before.items() if not existed))
+        host_paths=tuple(p for p, existed in before.items() if not existed),
+        files=(str(path),) if path else ())
 
 
 def live_footprint() -> hoststate.Footprint:
     """Everything the stacks running right now own (for snapshots taken beside them)."""
     footprint = hoststate.Footprint()
-    for _path, record in _records():
+    for path, record in _records():
         if owner_alive(record):
-            footprint = footprint.merged(footprint_of(record))
+            footprint = footprint.merged(footprint_of(record, path))
     return footprint
 
 
@@ -456,7 +457,7 @@ class RealNode:
         record = self.record
         with contextlib.suppress(OSError, json.JSONDecodeError):
             record = json.loads(self.record_path.read_text())  # its handed-over state too
-        return footprint_of(record)
+        return footprint_of(record, self.record_path)
 
     # ------------------------------------------------------------------ reserve
     def reserve(self) -> None:
