@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.stack.process import zombie
-
 # What the kubelet (protectKernelDefaults: false) and the bridge plugin may change.
 SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops",
            "net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables",
@@ -35,9 +33,11 @@ SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops",
 HOST_PATHS = ("/var/lib/kubelet", "/var/lib/cni", "/run/containerd", "/usr/libexec/kubernetes",
               "/var/log/containers", "/var/log/pods", "/run/netns", "/opt/containerd",
               "/var/lib/containerd", "/etc/cni", "/opt/cni", "/etc/kubernetes")
-PROCESS_NAMES = ("containerd", "containerd-shim", "containerd-shim-runc-v2", "runc", "kubelet",
-                 "pause", "redis-server", "nats-server", "etcd", "kube-apiserver",
-                 "kube-controller", "kube-scheduler", "kwok", "ferretdb", "versitygw")
+# Long-lived processes a stack starts. (Not runc: it lives for milliseconds while a container
+# starts; a container process left behind keeps its cgroup, which the cgroups list shows.)
+PROCESS_NAMES = ("containerd", "containerd-shim", "kubelet", "pause", "redis-server",
+                 "nats-server", "etcd", "kube-apiserver", "kube-controller", "kube-scheduler",
+                 "kwok", "ferretdb", "versitygw")
 
 
 @dataclass(frozen=True)
@@ -235,32 +235,54 @@ def shims_of(socket: str) -> list[int]:
     return found
 
 
-def _descendants(roots: frozenset[int]) -> set[int]:
-    parent: dict[int, int] = {}
+def _process_table() -> dict[int, tuple[str, list[str], int]]:
+    """pid → (comm, argv, parent) of every live process, read in one pass (zombies have
+    exited: one waiting for init to reap it is not left behind)."""
+    table = {}
     for pid in all_pids():
         with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            parent[pid] = int(stat.rsplit(")", 1)[1].split()[1])
-    found = set(roots)
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                table[pid] = (_comm(pid), _cmdline(pid), int(fields[1]))
+    return table
+
+
+def _in_cgroups(pid: int, roots: tuple[str, ...]) -> bool:
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return False
+    paths = [line.split(":", 2)[2] for line in lines if line.count(":") >= 2]
+    return any(path == r or path.startswith(r + "/") for path in paths for r in roots)
+
+
+def _stack_processes(ignore: Footprint) -> list[str]:
+    """Servers and containers' processes, minus those of `ignore`'s stacks: their servers,
+    their shims (which name their containerd's socket) and everything below, and whatever
+    runs in their cgroups."""
+    table = _process_table()
+    roots = set(ignore.pids) | {
+        pid for pid, (_name, argv, _parent) in table.items()
+        if argv and "containerd-shim" in argv[0] and any(s in argv for s in ignore.sockets)}
+    ignored = set(roots) | {os.getpid()}
     changed = True
     while changed:
         changed = False
-        for pid, ppid in parent.items():
-            if ppid in found and pid not in found:
-                found.add(pid)
+        for pid, entry in table.items():
+            if entry[2] in ignored and pid not in ignored:
+                ignored.add(pid)
                 changed = True
-    return found
-
-
-def _interesting(pid: int) -> bool:
-    """A server of ours or a container's process (an exited one waiting to be reaped by init
-    is not left behind)."""
-    if zombie(pid):
-        return False
-    comm = _comm(pid)
-    argv = _cmdline(pid)
-    return (any(comm.startswith(n) for n in PROCESS_NAMES)
-            or any("tools.stack" in a for a in argv[:3]))
+    found = []
+    for pid, (comm, argv, _ppid) in table.items():
+        if pid in ignored:
+            continue
+        if not (any(comm.startswith(n) for n in PROCESS_NAMES)
+                or any("tools.stack" in a for a in argv[:3])):
+            continue
+        if ignore.cgroup_roots and _in_cgroups(pid, ignore.cgroup_roots):
+            continue
+        found.append(f"{pid} {comm}")
+    return sorted(found)
 
 
 # ---------------------------------------------------------------------------- snapshot
@@ -294,12 +316,6 @@ def _path_entries(path: str, ignore: Footprint, owned: set[str]) -> list[str]:
 
 def snapshot(ignore: Footprint = Footprint()) -> dict[str, list[str]]:
     """Everything a real node may leave behind, minus what `ignore`'s stack owns."""
-    ignored_pids = _descendants(ignore.pids)
-    for socket in ignore.sockets:
-        ignored_pids.update(_descendants(frozenset(shims_of(socket))))
-    for root in ignore.cgroup_roots:
-        ignored_pids.update(processes_in_cgroup(root))
-    ignored_pids.add(os.getpid())
     owned = ignore.owned_names()
     link_list = links()
     return {
@@ -316,8 +332,7 @@ def snapshot(ignore: Footprint = Footprint()) -> dict[str, list[str]]:
         "cgroups": [c for c in _cgroup_dirs(depth=2)
                     if not any(c.split(":", 1)[1] == r or c.split(":", 1)[1].startswith(r + "/")
                                for r in ignore.cgroup_roots)],
-        "processes": sorted(f"{pid} {_comm(pid)}" for pid in all_pids()
-                            if pid not in ignored_pids and _interesting(pid)),
+        "processes": _stack_processes(ignore),
         "paths": [e for path in HOST_PATHS for e in _path_entries(path, ignore, owned)]
         + (sorted(str(p) for p in Path("/run/the0-k8s-stack").iterdir()
                   if str(p) not in ignore.files)
