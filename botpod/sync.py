@@ -16,6 +16,7 @@ Must NOT: upload a state over a cap (the previous one stays in the bucket); uplo
 state directory is missing; print a URL; outlive the grace period.
 """
 
+import contextlib
 import os
 import signal
 import tempfile
@@ -165,10 +166,21 @@ class StateSync:
         self._last_skipped = skipped
 
 
+READY_FILE = "ready"
+"""Written into SCRATCH_DIR once the stop signals are ours and the baseline is taken: the pod's
+startupProbe waits for it, so the bot starts only when a SIGTERM can no longer kill the sidecar
+before its final sync (a short scheduled run would otherwise lose its state)."""
+
+
 def run(settings: SyncSettings) -> int:
     stop = StopSignals()
+    ready = os.path.join(settings.scratch_dir, READY_FILE)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(ready)  # a restarted sidecar is not ready until it has its baseline again
     syncer = StateSync(settings, stop)
     syncer.start()
+    with open(ready, "w", encoding="utf-8"):
+        pass
     window = max(settings.interval, MIN_RETRY_WINDOW)  # how long one sync may retry
     while not stop.wait(settings.interval):
         _guarded(lambda: syncer.sync(deadline=time.monotonic() + window, final=False))

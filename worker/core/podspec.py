@@ -277,6 +277,10 @@ def _state_sync_container(settings: PodTemplateSettings) -> dict[str, Any]:
         # A native sidecar: runs beside the bot, stopped after it, and never keeps a Job alive.
         "restartPolicy": "Always",
         "command": list(BOTPOD_SYNC),
+        # The bot starts once this succeeds: by then SIGTERM is the sidecar's to handle, so
+        # even a run of a few milliseconds gets its final state upload.
+        "startupProbe": {"exec": {"command": ["test", "-e", f"{SCRATCH_DIR}/ready"]},
+                         "periodSeconds": 1, "failureThreshold": 120},
         "env": [
             {"name": "STATE_DIR", "value": STATE_DIR},
             {"name": "URLS_DIR", "value": URLS_DIR},

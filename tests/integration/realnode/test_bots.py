@@ -54,6 +54,16 @@ def test_python_node_and_c_bots_run_with_their_id_and_config(
     config = json.loads(c_log.split("config ", 1)[1].splitlines()[0])
     assert config["symbol"] == "BTC/USDT" and config["amount"] == 25
 
+    # Their output reaches S3 through log collection (the kubelet's CRI logs), once.
+    run_log_pass(LogCollector(controller.rt))
+    day = lc.day_of(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    for bot_id, line in (("py-bot", "python bot py-bot run 1"),
+                         ("node-bot", "node bot node-bot symbol=BTC/USDT"),
+                         ("c-bot", "c bot c-bot config ")):
+        shipped_lines = messages(shipped(real.s3, real.env["LOG_BUCKET"],
+                                         lc.object_key(bot_id, day)))
+        assert sum(m.startswith(line) for m in shipped_lines) == 1, (bot_id, shipped_lines)
+
     pod = real.pod("bot-py-bot")
     node = real.core.read_node(pod.spec.node_name)
     assert node.metadata.labels.get("type") == "real"  # the kubelet ran it, not kwok

@@ -222,3 +222,21 @@ def test_a_missing_state_dir_is_never_synced_as_empty(pod, store) -> None:
     assert len(store.puts(pod.STATE_PATH)) == 1
     sync.signal(signal.SIGTERM)
     assert sync.wait() == 0
+
+
+def test_the_ready_file_appears_only_once_sigterm_is_handled(pod, store) -> None:
+    # The pod's startupProbe waits for it before starting the bot: a SIGTERM after that always
+    # gets its final sync, however short the bot's run.
+    _first_run(pod)
+    ready = pod.scratch_dir / "ready"
+    assert not ready.exists()
+    sync = pod.start_sync(STATE_SYNC_INTERVAL="3600")
+    sync.wait_for("watching the state")
+    deadline = time.monotonic() + 5
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ready.exists()
+    (pod.state_dir / "run.json").write_text('{"runs": 1}')
+    sync.signal(signal.SIGTERM)
+    assert sync.wait() == 0
+    assert len(store.puts(pod.STATE_PATH)) == 1

@@ -229,6 +229,8 @@ def test_init_container() -> None:
 def test_state_sync_is_a_native_sidecar() -> None:
     spec = container(build_pod(make_bot(), SETTINGS), "state-sync")
     assert spec["restartPolicy"] == "Always"
+    # The bot waits for the sidecar to own SIGTERM: a short run still gets its final sync.
+    assert spec["startupProbe"]["exec"]["command"] == ["test", "-e", "/sync-tmp/ready"]
     assert spec["image"] == "the0/the0-k8s:latest"
     assert spec["command"] == ["python3", "-m", "botpod", "sync"]
     assert env(spec)["STATE_SYNC_INTERVAL"] == "60"
