@@ -152,6 +152,8 @@ def test_sigterm_stops_the_bot_within_its_grace_and_the_result_says_terminated(
     assert pod.spec.termination_grace_period_seconds == 15
 
     messages_seen: list[str] = []
+    marked: list[float] = []   # when the watch first saw the pod marked for deletion
+    deleted: list[float] = []  # when it saw the pod gone
     stream = watch.Watch()
 
     def follow() -> None:
@@ -159,23 +161,27 @@ def test_sigterm_stops_the_bot_within_its_grace_and_the_result_says_terminated(
                                    field_selector="metadata.name=bot-stopper",
                                    resource_version=pod.metadata.resource_version,
                                    timeout_seconds=60):
+            if event["object"].metadata.deletion_timestamp is not None and not marked:
+                marked.append(time.monotonic())
             for status in event["object"].status.container_statuses or []:
                 terminated = status.state.terminated
                 if status.name == "bot" and terminated is not None:
                     messages_seen.append(terminated.message or "")
             if event["type"] == "DELETED":
+                deleted.append(time.monotonic())
                 stream.stop()
 
     follower = threading.Thread(target=follow, daemon=True)
     follower.start()
     bots.update_one({"id": "stopper"}, {"$set": {"enabled": False}})
-    started = time.monotonic()
     _report, outcomes = run_pass(controller)
     assert outcomes == ["deleted"]
-    wait_for(lambda: real.pod("bot-stopper") is None, "the pod gone", timeout=30)
-    took = time.monotonic() - started
-    follower.join(timeout=10)
-    assert took < 15, f"the pod took {took:.1f} s to stop: SIGTERM was not honoured"
+    follower.join(timeout=40)
+    assert marked and deleted, "the watch saw no deletion"
+    took = deleted[0] - marked[0]
+    # Well inside the 15 s grace: the kubelet never had to SIGKILL (the bot and the sidecar
+    # both stopped on SIGTERM, the sidecar after its final upload).
+    assert took < 10, f"the pod took {took:.1f} s to stop: SIGTERM was not honoured"
     results = [json.loads(m) for m in messages_seen if m.strip()]
     assert results and results[-1]["status"] == "terminated", messages_seen
 
