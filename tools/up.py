@@ -49,8 +49,11 @@ def main(bot_id, config):
 NODE_DEMO = """\
 async function main(botId, config) {
   console.log(`${botId}: grid on ${config.symbol} with ${config.levels} levels`);
-  let tick = 0;
-  setInterval(() => console.log(`${botId}: tick ${++tick}`), config.interval_s * 1000);
+  // A live bot's main never resolves: when it does, the0's wrapper ends the run.
+  for (let tick = 1; ; tick++) {
+    await new Promise((resolve) => setTimeout(resolve, config.interval_s * 1000));
+    console.log(`${botId}: tick ${tick}`);
+  }
 }
 module.exports = { main };
 """
