@@ -186,6 +186,12 @@ class RealNode:
                              f"{text}")
         return "\n".join(lines)
 
+    def wait_crash_loop(self, name: str, timeout: float = 120) -> None:
+        """Waits until the kubelet holds the bot container in CrashLoopBackOff."""
+        wait_for(lambda: (s := self.container_status(name)) is not None
+                 and s.state.waiting is not None and s.state.waiting.reason == "CrashLoopBackOff",
+                 f"{name} in CrashLoopBackOff", timeout=timeout, interval=1)
+
     def saved_state(self, bot_id: str) -> dict[str, bytes] | None:
         """The files of the bot's state object in S3 (None when it has none)."""
         try:
