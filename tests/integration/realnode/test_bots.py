@@ -232,9 +232,12 @@ def test_a_scheduled_run_completes_on_the_real_node_with_its_state_and_result(
                     timeout=120, interval=1) == "Complete"
     assert wait_for(lambda: finished("broken-run"), "the broken run to finish",
                     timeout=120, interval=1) == "Failed"
-    assert real.wait_saved_count("nightly", 1) == 1  # the sidecar synced on its way out
-
     pods = real.core.list_namespaced_pod(real.namespace, label_selector="job-name=nightly-run")
+    try:
+        assert real.wait_saved_count("nightly", 1) == 1  # the sidecar synced on its way out
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{real.describe(pods.items[0].metadata.name)}") from None
+
     bot = next(s for s in pods.items[0].status.container_statuses if s.name == "bot")
     assert json.loads(bot.state.terminated.message)["status"] == "success"
 
