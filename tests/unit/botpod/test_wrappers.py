@@ -137,7 +137,17 @@ def test_python_bad_config_fails_without_showing_it(pod, config: str, message: s
 
 # --- Node ---------------------------------------------------------------------------------
 
-node = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def _require(tool: str) -> None:
+    # A missing tool is a failure with a reason, never a skip (the machine image ships both).
+    assert shutil.which(tool), f"{tool} is needed to test its wrapper; install it"
+
+
+node = pytest.mark.usefixtures("node_available")
+
+
+@pytest.fixture
+def node_available() -> None:
+    _require("node")
 
 NODE_MAIN = """\
 const lib = require('./lib/util');
@@ -273,11 +283,11 @@ int main(void) {
 """
 
 
-@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 @pytest.mark.parametrize("runtime", ["gcc13", "rust-stable"])
 def test_a_compiled_bot_is_execd_with_its_execute_bit_restored(
     pod, tmp_path: Path, runtime: str
 ) -> None:
+    _require("cc")
     build = tmp_path / "c-build"
     build.mkdir()
     source = build / "bot.c"
