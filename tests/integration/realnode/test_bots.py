@@ -101,13 +101,18 @@ def test_output_reaches_s3_once_across_container_restarts(
     assert failures in (len(runs) - 1, len(runs)), "\n".join(lines)
 
 
-def test_state_survives_replace_delete_and_crash_recreate(
-        real: RealNode, bots: Any, core: Any) -> None:
-    key = real.upload_python_bot()
-    bots.insert_one(live_doc("counter", code_key=key))
+def start_running_bot(real: RealNode, bots: Any, bot_id: str) -> Any:
+    """A counting Python bot, created by one pass and seen running (its first log line)."""
+    bots.insert_one(live_doc(bot_id, code_key=real.upload_python_bot()))
     controller = real.controller()
     run_pass(controller)
-    real.wait_log("bot-counter", "run 1 ")
+    real.wait_log(f"bot-{bot_id}", "run 1 ")
+    return controller
+
+
+def test_state_survives_replace_delete_and_crash_recreate(
+        real: RealNode, bots: Any, core: Any) -> None:
+    controller = start_running_bot(real, bots, "counter")
     assert real.wait_saved_count("counter", 1) == 1
 
     # 1. a config change replaces the pod: the new one restores the state and counts on.
@@ -141,11 +146,7 @@ def test_state_survives_replace_delete_and_crash_recreate(
 
 def test_sigterm_stops_the_bot_within_its_grace_and_the_result_says_terminated(
         real: RealNode, bots: Any, core: Any) -> None:
-    key = real.upload_python_bot()
-    bots.insert_one(live_doc("stopper", code_key=key))
-    controller = real.controller()
-    run_pass(controller)
-    real.wait_log("bot-stopper", "run 1 ")
+    controller = start_running_bot(real, bots, "stopper")
     pod = real.pod("bot-stopper")
     assert pod.spec.termination_grace_period_seconds == 15
 
