@@ -13,6 +13,7 @@ import re
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from typing import BinaryIO, TypeVar
@@ -92,23 +93,46 @@ def put_file(
     """PUT `size` bytes of `body` (from its start) to `url()`. One attempt.
 
     `should_abort` is polled between chunks, so a signal or a passed deadline stops the upload
-    at once instead of after the whole body.
+    at once instead of after the whole body. The connection is closed however the attempt
+    ends: an upload stopped halfway must not leave a socket open (the server would wait for
+    the rest of its body) while the next attempt starts.
     """
     body.seek(0)
     address = url()
+    connection: http.client.HTTPConnection | None = None
     try:
-        request = urllib.request.Request(  # its ValueError quotes the URL
-            address,
-            data=_AbortableBody(body, should_abort, what),
-            method="PUT",
-            headers={"Content-Length": str(size), "Content-Type": content_type},
-        )
-        with urllib.request.urlopen(request, timeout=_bounded(timeout)) as response:
-            response.read(CHUNK)  # S3 answers 200 with an empty body; drain what there is
+        parts = urllib.parse.urlsplit(address)  # its ValueError may quote the URL
+        connection_class = {"http": http.client.HTTPConnection,
+                            "https": http.client.HTTPSConnection}.get(parts.scheme)
+        if connection_class is None or not parts.hostname:
+            raise NetworkError(f"{what} failed: the URL is not an http(s) URL")
+        connection = connection_class(parts.hostname, parts.port, timeout=_bounded(timeout))
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        # Host exactly as the URL spells it (an explicit default port too): it is signed.
+        connection.putrequest("PUT", target, skip_host=True, skip_accept_encoding=True)
+        connection.putheader("Host", parts.netloc.rpartition("@")[2])
+        connection.putheader("Content-Length", str(size))
+        connection.putheader("Content-Type", content_type)
+        connection.endheaders()
+        while chunk := body.read(CHUNK):
+            if should_abort():
+                raise Aborted(f"{what}: stopped before the upload finished")
+            connection.send(chunk)
+        response = connection.getresponse()
+        answer = response.read(4096)  # S3 answers 200 with an empty body, errors with XML
+        if not 200 <= response.status < 300:
+            match = _S3_CODE.search(answer)
+            raise HttpStatusError(what, response.status,
+                                  match.group(1).decode("ascii") if match else None)
     except BotpodError:
         raise
     except BaseException as error:  # every other error may quote the URL
         raise _sanitized(error, what) from None
+    finally:
+        if connection is not None:
+            connection.close()
 
 
 def with_retries(
@@ -176,17 +200,3 @@ def _s3_code(error: urllib.error.HTTPError) -> str | None:
     except Exception:  # the body is only a hint
         return None
     return match.group(1).decode("ascii") if match else None
-
-
-class _AbortableBody:
-    """A file-like body that http.client reads in blocks; it stops when asked to."""
-
-    def __init__(self, body: BinaryIO, should_abort: Callable[[], bool], what: str) -> None:
-        self._body = body
-        self._should_abort = should_abort
-        self._what = what
-
-    def read(self, n: int = -1) -> bytes:
-        if self._should_abort():
-            raise Aborted(f"{self._what}: stopped before the upload finished")
-        return self._body.read(n if n > 0 else CHUNK)

@@ -25,6 +25,7 @@ DEFAULT_STATE_MAX_BYTES = 64 * MiB
 STATE_UNPACKED_FACTOR = 4  # default decompressed cap: this many times STATE_MAX_BYTES
 DEFAULT_STATE_MAX_ENTRIES = 20_000
 DEFAULT_SYNC_INTERVAL = 60.0
+DEFAULT_FINAL_SYNC_SECONDS = 15.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +50,7 @@ class SyncSettings:
     urls_dir: str
     scratch_dir: str
     interval: float
+    final_sync_seconds: float  # the last upload's budget after SIGTERM: inside the grace
     state_limits: StateLimits
 
 
@@ -81,6 +83,9 @@ def sync_settings(env: Mapping[str, str] = os.environ) -> SyncSettings:
         urls_dir=_path(env, "URLS_DIR", DEFAULT_URLS_DIR),
         scratch_dir=_path(env, "SCRATCH_DIR", env.get("TMPDIR") or "/tmp"),
         interval=interval,
+        final_sync_seconds=_positive_float(
+            env, "STATE_FINAL_SYNC_SECONDS", DEFAULT_FINAL_SYNC_SECONDS
+        ),
         state_limits=_state_limits(env),
     )
 

@@ -5,10 +5,11 @@ Any other failure raises, and STATE_DIR is replaced only after the whole archive
 a staging directory beside it — a failed restore leaves STATE_DIR as it was, so the sidecar
 can never upload an empty state over a real one.
 
-The record (`<STATE_DIR>.synced`, beside the directory on the same volume) holds the
-fingerprint of the state last known to be in the bucket: init writes what it restored, the
-sidecar what it uploaded. The sidecar starts from it, so a change the bot makes before the
-sidecar's first look, or while the sidecar restarts, is still uploaded.
+A record holds the fingerprint of the state last known to be in the bucket: init writes what it
+restored (`<STATE_DIR>.synced`, beside the directory on the same volume), the sidecar what it
+uploaded (in its own scratch volume: it mounts the state read-only). The sidecar starts from
+its own record, else init's, so a change the bot makes before the sidecar's first look, or
+while the sidecar restarts, is still uploaded.
 
 Must NOT: upload (sync.py does); write a partial STATE_DIR; treat a 403 or 5xx as "no state".
 """
@@ -42,19 +43,19 @@ def synced_record(state_dir: str) -> str:
     return state_dir.rstrip("/") + ".synced"
 
 
-def read_synced(state_dir: str) -> str | None:
-    """The recorded fingerprint, or None if there is none (or it is unreadable)."""
+def read_synced(record: str) -> str | None:
+    """The fingerprint recorded in file `record`, or None if there is none (or unreadable)."""
     try:
-        with open(synced_record(state_dir), encoding="ascii") as f:
+        with open(record, encoding="ascii") as f:
             text = f.read(100).strip()
     except (OSError, UnicodeDecodeError):
         return None
     return text if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else None
 
 
-def write_synced(state_dir: str, fingerprint: str) -> None:
-    """Record `fingerprint` atomically (write, then rename); OSError if the volume refuses."""
-    record = synced_record(state_dir)
+def write_synced(record: str, fingerprint: str) -> None:
+    """Record `fingerprint` in file `record` atomically (write, then rename); OSError if the
+    volume refuses."""
     partial = f"{record}.{secrets.token_hex(4)}.tmp"
     with open(partial, "w", encoding="ascii") as f:
         f.write(fingerprint + "\n")
@@ -87,7 +88,7 @@ def restore(
             shutil.rmtree(staging, ignore_errors=True)  # gone already unless we failed
     if baseline is not None:
         try:
-            write_synced(state_dir, baseline)
+            write_synced(synced_record(state_dir), baseline)
         except OSError as error:
             console.warn(f"could not record the restored state's fingerprint: {error.strerror}")
     return result

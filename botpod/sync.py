@@ -6,11 +6,11 @@ same bytes all the time, and a metadata fingerprint would upload each of those r
 could miss a same-size rewrite within one mtime tick). Reading a state that is capped at
 STATE_MAX_UNPACKED_BYTES once a minute is cheap. Only a changed state is packed and PUT, with
 retries until the next interval; on SIGTERM/SIGINT one final sync (bounded by
-FINAL_SYNC_SECONDS) and exit 0.
+STATE_FINAL_SYNC_SECONDS, which the pod spec derives from the pod's grace period) and exit 0.
 
-Signals are blocked and taken with sigtimedwait, not handled: no handler can interrupt the loop
-halfway (e.g. inside an Event's lock), and an upload in flight sees a pending SIGTERM between
-chunks and stops, so the final sync starts at once.
+Signals are blocked and taken by a thread waiting in sigwait, not handled: no handler can
+interrupt the loop halfway, and an upload in flight sees the stop between chunks and gives way
+to the final sync, whose budget counts from the signal's arrival.
 
 Must NOT: upload a state over a cap (the previous one stays in the bucket); upload when the
 state directory is missing; print a URL; outlive the grace period.
@@ -20,6 +20,7 @@ import contextlib
 import os
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import BinaryIO
@@ -31,28 +32,36 @@ from botpod.settings import SyncSettings
 from botpod.statetar import StateTooLargeError
 from botpod.urls import STATE_PUT_URL, UrlReader
 
-FINAL_SYNC_SECONDS = 15.0  # + one socket timeout (10 s) in flight: inside the default 30 s grace
 MIN_RETRY_WINDOW = 10.0
+SYNCED_RECORD = "synced"  # in SCRATCH_DIR: what this pod's sidecar last uploaded
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 class StopSignals:
-    """SIGTERM/SIGINT, blocked and waited for; `requested()` peeks without consuming."""
+    """SIGTERM/SIGINT, blocked in every thread and taken by one waiting thread, which notes
+    when the signal came: the final sync's budget counts from that moment, however long the
+    sync in progress then takes to give way."""
 
     def __init__(self) -> None:
+        # Before any other thread exists, so every thread inherits the mask.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         self.received: int | None = None
+        self.received_at: float | None = None  # time.monotonic() when it came
+        self._event = threading.Event()
+        threading.Thread(target=self._take, name="stop-signals", daemon=True).start()
+
+    def _take(self) -> None:
+        signo = signal.sigwait(STOP_SIGNALS)
+        self.received_at = time.monotonic()
+        self.received = signo
+        self._event.set()
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to `seconds`; True (at once) when a stop signal came."""
-        if self.received is None:
-            info = signal.sigtimedwait(STOP_SIGNALS, max(seconds, 0.0))
-            if info is not None:
-                self.received = info.si_signo
-        return self.received is not None
+        return self._event.wait(max(seconds, 0.0))
 
     def requested(self) -> bool:
-        return self.received is not None or bool(signal.sigpending() & STOP_SIGNALS)
+        return self._event.is_set()
 
 
 class StateSync:
@@ -62,6 +71,7 @@ class StateSync:
         self._settings = settings
         self._stop = stop
         self._url = UrlReader(settings.urls_dir, STATE_PUT_URL)
+        self._record = os.path.join(settings.scratch_dir, SYNCED_RECORD)
         self.synced: str | None = None  # fingerprint of the state in the bucket
         self._refused: str | None = None  # a state already found too large when packed
         self._last_problem: str | None = None
@@ -69,10 +79,12 @@ class StateSync:
 
     def start(self) -> None:
         """Take the baseline: init's record of what it restored, else the directory as it is."""
-        recorded = state.read_synced(self._settings.state_dir)
+        own = state.read_synced(self._record)
+        recorded = own or state.read_synced(state.synced_record(self._settings.state_dir))
         if recorded is not None:
             self.synced = recorded
-            say("watching the state (baseline: the state init restored)")
+            source = "this pod's last upload" if own else "the state init restored"
+            say(f"watching the state (baseline: {source})")
             return
         try:
             seen = statetar.fingerprint(self._settings.state_dir, self._settings.state_limits)
@@ -115,7 +127,7 @@ class StateSync:
         self._last_problem = None
         say(f"state synced: {count(packed.files, 'file')}, {packed_size} bytes")
         try:
-            state.write_synced(settings.state_dir, packed.fingerprint)
+            state.write_synced(self._record, packed.fingerprint)
         except OSError as error:
             console.warn(f"could not record the synced fingerprint: {error.strerror}")
         return True
@@ -186,7 +198,8 @@ def run(settings: SyncSettings) -> int:
         _guarded(lambda: syncer.sync(deadline=time.monotonic() + window, final=False))
     name = signal.Signals(stop.received).name if stop.received else "stop"
     say(f"{name}: final sync")
-    _guarded(lambda: syncer.sync(deadline=time.monotonic() + FINAL_SYNC_SECONDS, final=True))
+    deadline = (stop.received_at or time.monotonic()) + settings.final_sync_seconds
+    _guarded(lambda: syncer.sync(deadline=deadline, final=True))
     say("stopped")
     return 0
 

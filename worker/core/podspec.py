@@ -269,6 +269,16 @@ def _init_container(bot: Bot, settings: PodTemplateSettings) -> dict[str, Any]:
     }
 
 
+FINAL_SYNC_MARGIN_S = 5
+
+
+def final_sync_seconds(grace_s: int) -> int:
+    """The sidecar's budget for its last upload. The kubelet stops it only after the bot has
+    exited, within the pod's one grace period: the margin is for the bot's own exit (the
+    wrappers exit at once on SIGTERM) and the sidecar's, so the upload ends before SIGKILL."""
+    return max(1, grace_s - FINAL_SYNC_MARGIN_S)
+
+
 def _state_sync_container(settings: PodTemplateSettings) -> dict[str, Any]:
     return {
         "name": "state-sync",
@@ -286,6 +296,8 @@ def _state_sync_container(settings: PodTemplateSettings) -> dict[str, Any]:
             {"name": "URLS_DIR", "value": URLS_DIR},
             {"name": "SCRATCH_DIR", "value": SCRATCH_DIR},
             {"name": "STATE_SYNC_INTERVAL", "value": str(settings.state_sync_interval_s)},
+            {"name": "STATE_FINAL_SYNC_SECONDS",
+             "value": str(final_sync_seconds(settings.termination_grace_s))},
             {"name": "STATE_MAX_BYTES", "value": str(settings.state_max_bytes)},
             {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
         ],

@@ -36,6 +36,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    complete: bool = True  # the whole declared body arrived (False: the client hung up)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class ObjectStore:
 
     objects: dict[str, bytes] = field(default_factory=dict)
     failures: dict[str, list[int]] = field(default_factory=dict)  # path → statuses, in order
+    stalls: dict[str, list[float]] = field(default_factory=dict)  # path → seconds, per PUT
     requests: list[Request] = field(default_factory=list)
     port: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -54,6 +56,11 @@ class ObjectStore:
     def fail(self, path: str, *statuses: int) -> None:
         """The next requests to `path` answer these statuses (then it behaves normally)."""
         self.failures[path] = list(statuses)
+
+    def stall(self, path: str, *seconds: float) -> None:
+        """The next PUTs to `path` wait this long before reading their body (a stuck server:
+        the client's send blocks once the socket buffers are full)."""
+        self.stalls[path] = list(seconds)
 
     def puts(self, path: str) -> list[Request]:
         with self.lock:
@@ -82,10 +89,11 @@ def _handler(store: ObjectStore) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def _record(self, body: bytes) -> str:
+        def _record(self, body: bytes, complete: bool = True) -> str:
             path = self.path.split("?", 1)[0]
             with store.lock:
-                store.requests.append(Request(self.command, path, dict(self.headers), body))
+                store.requests.append(
+                    Request(self.command, path, dict(self.headers), body, complete))
             return path
 
         def _forced(self, path: str) -> bool:
@@ -110,9 +118,18 @@ def _handler(store: ObjectStore) -> type[BaseHTTPRequestHandler]:
                 self._answer(200, body, "application/octet-stream")
 
         def do_PUT(self) -> None:
+            with store.lock:
+                stalls = store.stalls.get(self.path.split("?", 1)[0])
+                stall = stalls.pop(0) if stalls else 0.0
+            time.sleep(stall)
             length = int(self.headers.get("Content-Length", "0"))
-            body = self.rfile.read(length)
-            path = self._record(body)
+            try:
+                body = self.rfile.read(length)
+            except ConnectionError:
+                body = b""
+            path = self._record(body, complete=len(body) == length)
+            if len(body) != length:
+                return  # the client hung up halfway: nothing stored, nobody to answer
             if self._forced(path):
                 return
             with store.lock:

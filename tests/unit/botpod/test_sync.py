@@ -74,6 +74,44 @@ def test_the_baseline_is_what_init_restored(pod, store) -> None:
     assert sync.wait() == 0
 
 
+def _tree(directory: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under `directory`: (mtime in ns, content)."""
+    return {str(p.relative_to(directory)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_the_sidecar_never_writes_to_the_state_volume(pod, store) -> None:
+    # In the pod it mounts the state read-only (and runs as root nowhere): its record of what
+    # it uploaded lives in its own scratch volume.
+    _first_run(pod)
+    (pod.state_dir / "a.json").write_text("1")
+    volume = pod.state_dir.parent
+    before = _tree(volume)
+    sync = pod.start_sync()
+    store.wait_for_puts(pod.STATE_PATH, 1)
+    sync.signal(signal.SIGTERM)
+    assert sync.wait() == 0
+    assert _tree(volume) == before
+    assert "could not record" not in sync.output
+    record = (pod.scratch_dir / "synced").read_text().strip()
+    assert len(record) == 64 and int(record, 16) >= 0  # the uploaded state's fingerprint
+
+
+def test_a_restarted_sidecar_starts_from_its_own_last_upload(pod, store) -> None:
+    _first_run(pod)
+    (pod.state_dir / "a.json").write_text("1")
+    sync = pod.start_sync()
+    store.wait_for_puts(pod.STATE_PATH, 1)
+    sync.signal(signal.SIGTERM)
+    assert sync.wait() == 0
+    again = pod.start_sync()  # the kubelet restarts it; its scratch volume is the same
+    again.wait_for("baseline: this pod's last upload")
+    time.sleep(0.8)  # four intervals: init's older record would have re-uploaded a.json
+    assert len(store.puts(pod.STATE_PATH)) == 1
+    again.signal(signal.SIGTERM)
+    assert again.wait() == 0
+
+
 def test_without_inits_record_the_baseline_is_the_directory_as_found(pod, store) -> None:
     _first_run(pod)
     Path(f"{pod.state_dir}.synced").unlink()
@@ -141,6 +179,37 @@ def test_sigterm_makes_one_final_upload_and_exits_0(pod, store) -> None:
     assert len(store.puts(pod.STATE_PATH)) == 1
     assert "botpod sync: SIGTERM: final sync" in sync.output
     assert "botpod sync: state synced: 1 file" in sync.output
+
+
+def test_a_stuck_store_cannot_hold_the_sidecar_past_its_final_budget(pod, store) -> None:
+    _first_run(pod)
+    store.stall(pod.STATE_PATH, 30)
+    sync = pod.start_sync(STATE_SYNC_INTERVAL="3600", STATE_FINAL_SYNC_SECONDS="2")
+    sync.wait_for("watching the state")
+    (pod.state_dir / "big.bin").write_bytes(os.urandom(8 * 2**20))  # more than socket buffers
+    started = time.monotonic()
+    sync.signal(signal.SIGTERM)
+    assert sync.wait(timeout=15) == 0
+    assert time.monotonic() - started < 4, sync.output  # 2 s budget + start and exit
+    assert "state not synced" in sync.output
+    assert pod.STATE_PATH not in store.objects
+
+
+def test_an_upload_cut_short_by_sigterm_hangs_up_and_the_final_one_stores_the_state(
+        pod, store) -> None:
+    _first_run(pod)
+    sync = pod.start_sync(STATE_SYNC_INTERVAL="0.2", STATE_FINAL_SYNC_SECONDS="10")
+    sync.wait_for("watching the state")
+    store.stall(pod.STATE_PATH, 1.5)  # the regular upload is stuck when SIGTERM comes
+    (pod.state_dir / "big.bin").write_bytes(os.urandom(8 * 2**20))
+    time.sleep(1.0)
+    (pod.state_dir / "last.json").write_text('{"seen": true}')
+    sync.signal(signal.SIGTERM)
+    assert sync.wait(timeout=15) == 0, sync.output
+    first, *rest = store.wait_for_puts(pod.STATE_PATH, 2)
+    assert not first.complete  # the cut upload's connection was closed, not left waiting
+    assert rest[-1].complete and store.objects[pod.STATE_PATH] == rest[-1].body
+    assert "botpod sync: state synced: 2 files" in sync.output
 
 
 def test_sigint_stops_cleanly(pod, store) -> None:

@@ -227,7 +227,8 @@ def test_init_container() -> None:
 
 
 def test_state_sync_is_a_native_sidecar() -> None:
-    spec = container(build_pod(make_bot(), SETTINGS), "state-sync")
+    pod = build_pod(make_bot(), SETTINGS)
+    spec = container(pod, "state-sync")
     assert spec["restartPolicy"] == "Always"
     # The bot waits for the sidecar to own SIGTERM: a short run still gets its final sync.
     assert spec["startupProbe"]["exec"]["command"] == ["test", "-e", "/sync-tmp/ready"]
@@ -235,6 +236,9 @@ def test_state_sync_is_a_native_sidecar() -> None:
     assert spec["command"] == ["python3", "-m", "botpod", "sync"]
     assert env(spec)["STATE_SYNC_INTERVAL"] == "60"
     assert env(spec)["STATE_DIR"] == "/state/.the0-state"
+    # The last upload ends inside the pod's grace (30 s), with room for the bot's own exit.
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 30
+    assert env(spec)["STATE_FINAL_SYNC_SECONDS"] == "25"
     assert {m["mountPath"]: m.get("readOnly", False) for m in spec["volumeMounts"]} == {
         "/state": True, "/sync-tmp": False, "/etc/the0/urls": True}
 
