@@ -105,7 +105,7 @@ def main() -> int:
         settings = load_settings(env={
             **env.as_env(), **env.real_node_settings(), "KUBECONFIG": env.controller_kubeconfig,
             "KUBE_MODE": "kubeconfig", "NAMESPACE": NAMESPACE, "MINIO_BUCKET": "code",
-            "DESIRED_FULL_READ_INTERVAL": "0s", "STATE_SYNC_INTERVAL": str(args.sync_interval),
+            "STATE_SYNC_INTERVAL": str(args.sync_interval),
             "MAX_CREATES_PER_SECOND": "100"})
         rt = Runtime(settings)
         controller = LiveBotController(rt)

@@ -279,9 +279,7 @@ def main() -> int:
                 quiet = measure(controller, "live")
             if quiet is first:
                 quiet = measure(controller, "live")
-            # The same pass when it must read every document again (an event wrote one since
-            # the last read, or DESIRED_FULL_READ_INTERVAL passed).
-            rt.redis.bump_desired_generation("live")
+            # A second no-op pass (every pass reads every document from Mongo afresh).
             full = measure(controller, "live")
             if args.profile:
                 import cProfile
@@ -304,7 +302,6 @@ def main() -> int:
                 squiet = measure(schedules, "scheduled")
                 while squiet.report.status_writes and time.monotonic() - started < 3600:
                     squiet = measure(schedules, "scheduled")
-                rt.redis.bump_desired_generation("scheduled")
                 sfull = measure(schedules, "scheduled")
                 schedule_pass_s, schedule_full_read_s = squiet.seconds, sfull.seconds
                 schedule_writes = squiet.writes + sfull.writes
@@ -320,9 +317,6 @@ def main() -> int:
             bots.update_many({"id": {"$in": changed}}, {"$set": {"config.symbol": "ETH/USDT"}})
             print(f"  {len(changed)} documents updated in {time.monotonic() - t_update:.1f} s "
                   "(FerretDB)", flush=True)
-            # As the events consumer does after its writes: passes must re-read Mongo (without
-            # it the workers keep their last read for DESIRED_FULL_READ_INTERVAL).
-            rt.redis.bump_desired_generation("live")
             t0 = time.monotonic()
             create_app(settings).send_task("reconcile.bots")
             while True:

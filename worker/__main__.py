@@ -75,7 +75,6 @@ def cmd_reconcile(rt: Runtime) -> int:
     failures = 0
     for label, controller in controllers(rt):
         queued: list[Action] = []
-        as_of = rt.clock()
         report = controller.reconcile(
             enqueue=lambda action, _as_of, queued=queued: queued.append(action))
         if report.skipped:
@@ -89,7 +88,7 @@ def cmd_reconcile(rt: Runtime) -> int:
         kind = "live" if label == "live bots" else "scheduled"
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=8) as pool:
-            futures = {pool.submit(_converge, controller, a, as_of): a for a in queued}
+            futures = {pool.submit(_converge, controller, a): a for a in queued}
             for done, future in enumerate(as_completed(futures), start=1):
                 action = futures[future]
                 try:
@@ -106,11 +105,11 @@ def cmd_reconcile(rt: Runtime) -> int:
     return 1 if failures else 0
 
 
-def _converge(controller: Any, action: Action, as_of: float) -> str:
+def _converge(controller: Any, action: Action) -> str:
     if isinstance(controller, LiveBotController):
-        return controller.converge(action.bot_id, intent=action.kind.value, as_of=as_of,
+        return controller.converge(action.bot_id, intent=action.kind.value,
                                    pod=action.pod_name)
-    return str(controller.converge(action.bot_id, intent=action.kind.value, as_of=as_of))
+    return str(controller.converge(action.bot_id, intent=action.kind.value))
 
 
 def cmd_controller(args: argparse.Namespace) -> int:

@@ -38,7 +38,6 @@ from worker.core.events import QUEUE_GROUP, BotEvent, Rejected, parse_event, sub
 from worker.core.metrics import EVENTS
 from worker.core.text import excerpt
 from worker.runtime import Runtime
-from worker.snapshot import index_is_fresh
 
 log = logging.getLogger("the0.events")
 
@@ -159,31 +158,8 @@ class EventConsumer:
                 delay = min(delay * 2, 5.0)
 
     def apply(self, event: BotEvent) -> str:
-        """The Mongo effect, found by `_id` through the passes' index when it can be (FerretDB
-        scans the collection for a filter on `id`), and the index kept up to date."""
-        kind, s = event.kind.value, self.settings
-        try:
-            known, hint, synced_at = self.rt.redis.lookup_object_id(kind, event.bot_id)
-        except TemporaryError:
-            known, hint, synced_at = False, None, float("-inf")  # slower, not wrong
-        # An id a fresh index does not know has no document (a write made around us within
-        # that window could make this wrong; the pass then reports a duplicate id).
-        fresh = index_is_fresh(s, synced_at=synced_at, now=self.rt.clock())
-        outcome, object_id = self.rt.store(event.kind).apply_event(
-            event, object_id=hint, known_absent=fresh and not known)
-        if outcome in ("inserted", "updated", "deleted"):
-            try:  # passes that kept the last full read must read again
-                self.rt.redis.bump_desired_generation(kind)
-            except TemporaryError as exc:
-                log.warning("events: generation not bumped (%s); passes see this write within "
-                            "DESIRED_FULL_READ_INTERVAL", exc)
-        if object_id != hint:
-            try:
-                self.rt.redis.set_object_id(kind, event.bot_id, object_id,
-                                            now=self.rt.clock())
-            except TemporaryError:
-                pass  # the next pass rebuilds the index
-        return outcome
+        """The event's effect in Mongo (the platform's own semantics, see BotStore)."""
+        return self.rt.store(event.kind).apply_event(event)
 
     def trigger(self, event: BotEvent) -> None:
         """Queues the single-bot reconcile, once per burst. If Redis cannot say whether one is

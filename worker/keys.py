@@ -14,10 +14,6 @@ BACKOFF = f"{PREFIX}:backoff:{{kind}}"                 # hash bot_id → {"failu
 STATUS_FINGERPRINTS = f"{PREFIX}:status-fp:{{kind}}"   # hash bot_id → fingerprint of stored status
 LAST_ERRORS = f"{PREFIX}:last-error:{{kind}}"          # hash bot_id → last task error (no secrets)
 EVENT_PENDING = f"{PREFIX}:event-pending:{{kind}}:{{bot_id}}"  # an event's reconcile is queued
-OBJECT_IDS = f"{PREFIX}:object-ids:{{kind}}"  # hash bot id → its document's _id ("" = several)
-OBJECT_IDS_TOUCHED = f"{PREFIX}:object-ids-touched:{{kind}}"  # zset bot id → consumer write time
-OBJECT_IDS_SYNCED = f"{PREFIX}:object-ids-synced:{{kind}}"  # when a full read last rebuilt it
-DESIRED_GENERATION = f"{PREFIX}:desired-generation:{{kind}}"  # bumped by every event write
 URLS_SIGNED = f"{PREFIX}:urls-signed"  # hash pod uid → when its Secret's URLs were signed (epoch s)
 
 # Whole-system coordination.
@@ -103,19 +99,3 @@ def log_lock(bot_id: str) -> str:
 
 def log_pass(pass_id: str) -> str:
     return LOG_PASS.format(pass_id=pass_id)
-
-
-def object_ids(kind: str) -> str:
-    return OBJECT_IDS.format(kind=kind)
-
-
-def desired_generation(kind: str) -> str:
-    return DESIRED_GENERATION.format(kind=kind)
-
-
-def object_ids_touched(kind: str) -> str:
-    return OBJECT_IDS_TOUCHED.format(kind=kind)
-
-
-def object_ids_synced(kind: str) -> str:
-    return OBJECT_IDS_SYNCED.format(kind=kind)

@@ -51,7 +51,6 @@ from worker.core.podstatus import PodHealth
 from worker.core.status import fingerprint, observed_status
 from worker.log_collector import LogCollector
 from worker.runtime import Runtime
-from worker.snapshot import read_desired, read_one_bot
 from worker.telemetry import record_pass
 
 log = logging.getLogger("the0.live_bots")
@@ -106,7 +105,6 @@ class LiveBotController:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.settings = rt.settings
-        self.object_ids: dict[str, str] | None = None  # id → _id, when observe read Mongo
         self.desired_read_at = 0.0  # when the desired documents observe used were read
         self._local = threading.local()  # the bot lock this thread holds in converge()
 
@@ -126,7 +124,8 @@ class LiveBotController:
         return Observation(state=state, pods=pods, backoff=self.rt.redis.load_backoff(KIND))
 
     def read_desired(self) -> list[dict[str, Any]]:
-        return read_desired(self, KIND)
+        self.desired_read_at = self.rt.clock()
+        return self.rt.store(KIND).load_all()
 
     def plan(self, observation: Observation, *, now: float) -> Plan:
         """3. plan (pure)."""
@@ -138,7 +137,8 @@ class LiveBotController:
 
     def reconcile(self, *, enqueue: Callable[[Action, float], None]) -> PassReport:
         """One full pass; at most one at a time across all workers. `enqueue(action, as_of)`
-        sends the per-bot task; `as_of` (epoch s) is when this pass's reads started."""
+        sends the per-bot task; `as_of` (epoch s) is when this pass's reads started (logged
+        with the task; the task reads the bot afresh anyway)."""
         started = time.monotonic()
         lock_ttl = max(60.0, 4 * self.settings.RECONCILE_INTERVAL)
         with self.rt.redis.hold(keys.reconcile_lock(KIND.value), ttl=lock_ttl) as held:
@@ -147,11 +147,6 @@ class LiveBotController:
                 return PassReport(skipped=True)
             observation = self.observe()
             as_of = self.desired_read_at  # tasks act on data no older than what was planned
-            if self.object_ids is not None:
-                # The id → _id index of one-bot reads (events): refreshed from this full read.
-                self.rt.redis.sync_object_ids(KIND.value, self.object_ids,
-                                              read_started_at=self.desired_read_at,
-                                              now=self.rt.clock())
             now = self.rt.clock()
             the_plan = self.plan(observation, now=now)
             report = PassReport(plan=the_plan, counts=the_plan.counts(),
@@ -235,13 +230,11 @@ class LiveBotController:
         self.rt.redis.clear_backoff(KIND.value, recovered)
 
     # ================================================================== one bot
-    def converge(self, bot_id: str, *, intent: str, as_of: float | None = None,
-                 pod: str | None = None, read_one: bool = False) -> str:
-        """Re-reads one bot (as of no earlier than `as_of`, default now) and its pods, plans
-        with the same rules, and acts. `pod`: the pod the pass planned for, when it is not the
-        bot's own fixed name (an extra or legacy pod to delete). `read_one`: read just this
-        bot's document now (an event's reconcile) instead of the shared snapshot. Returns what
-        it did ("created", "deleted", "replaced", "recreated", "nothing", "backing off", …)."""
+    def converge(self, bot_id: str, *, intent: str, pod: str | None = None) -> str:
+        """Re-reads one bot (its documents, now) and its pods, plans with the same rules, and
+        acts. `pod`: the pod the pass planned for, when it is not the bot's own fixed name (an
+        extra or legacy pod to delete). Returns what it did ("created", "deleted",
+        "replaced", "recreated", "nothing", "backing off", …)."""
         # Short, renewed while the task waits: a killed worker blocks this bot ≤ BOT_LOCK_TTL.
         with self.rt.redis.hold(keys.lock(KIND.value, bot_id),
                                 ttl=self.settings.BOT_LOCK_TTL) as held:
@@ -249,18 +242,15 @@ class LiveBotController:
                 raise BotBusy("another task is acting on this bot")
             self._local.held = held
             names = {pod_name(bot_id)} | ({pod} if pod else set())
-            return self._converge_locked(
-                BotId(bot_id), intent=intent, pod_names=sorted(names),
-                as_of=self.rt.clock() if as_of is None else as_of, read_one=read_one)
+            return self._converge_locked(BotId(bot_id), intent=intent,
+                                         pod_names=sorted(names))
 
-    def observe_one(self, bot_id: BotId, *, as_of: float, pod_names: Sequence[str],
-                    read_one: bool = False) -> Observation:
+    def observe_one(self, bot_id: BotId, *, pod_names: Sequence[str]) -> Observation:
         """The bot's documents and its pods. Pods are fetched by name (GET), not by a label
         LIST: the API server answers a GET in O(1) but filters every pod for a LIST, which made
         a 10,000-bot cold start quadratic. Extra pods under other names are found by the full
         pass, which names them to the task."""
-        docs = (read_one_bot(self.rt, KIND, bot_id) if read_one
-                else self.rt.snapshot(KIND).docs_for(bot_id, not_before=as_of))
+        docs = self.rt.store(KIND).load_one(bot_id)
         raw_pods = [raw for raw in map(self.rt.kube.get_pod, pod_names) if raw is not None]
         pods = [p for p in map(observed_pod, raw_pods) if p is not None and p.bot_id == bot_id]
         s = self.settings
@@ -271,11 +261,9 @@ class LiveBotController:
         return Observation(state=state, pods=pods,
                            backoff={bot_id: backoff} if backoff else {})
 
-    def _converge_locked(self, bot_id: BotId, *, intent: str, as_of: float,
-                         pod_names: Sequence[str], read_one: bool) -> str:
+    def _converge_locked(self, bot_id: BotId, *, intent: str, pod_names: Sequence[str]) -> str:
         for _attempt in range(2):
-            observation = self.observe_one(bot_id, as_of=as_of, pod_names=pod_names,
-                                           read_one=read_one)
+            observation = self.observe_one(bot_id, pod_names=pod_names)
             now = self.rt.clock()
             the_plan = plan(desired=observation.state.desired, actual=observation.pods,
                             backoff=observation.backoff, now=now, max_delete_fraction=1.0,
@@ -451,18 +439,16 @@ STALE_FINGERPRINT = "stale"
 def record_outcome(rt: Runtime, kind: BotKind, bot_id: str, *,
                    last_error: str | None) -> None:
     """What a task records about its outcome. Status documents themselves are written only by
-    the pass, in batches: FerretDB scans its collection on every update or delete, so one
-    write per task would make a 10,000-bot cold start quadratic. The task keeps its error in
-    Redis ("" = success clears it) and marks the bot's status stale, so the next pass
-    (≤ one interval later) rewrites that bot's status with it."""
+    the pass, which sees the pod as it is after the action and bounds its writes. The task
+    keeps its error in Redis ("" = success clears it) and marks the bot's status stale, so the
+    next pass (≤ one interval later) rewrites that bot's status with it."""
     if last_error is not None:
         rt.redis.set_last_error(kind.value, bot_id, last_error)
     # Mark, not forget: the memo is also the index of status documents that exist.
     rt.redis.save_status_fingerprints(kind.value, {bot_id: STALE_FINGERPRINT})
 
 
-# Status documents per write batch: each batch replacing existing documents costs FerretDB one
-# scan of the collection (its `$in` delete; ~1 s at 10,000 documents), whatever its size.
+# Status documents written between two checks of the pass's time budget (and memo saves).
 STATUS_BATCH = 250
 _ROUTINE_PHASES = frozenset({"Running", "Pending", "Creating", "Scheduled", "Active"})
 

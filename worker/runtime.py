@@ -23,8 +23,8 @@ from worker.core.bot import BotKind
 from worker.core.desired import parse_desired, parse_desired_schedule
 from worker.core.metrics import MetricBuffer
 from worker.informer import Informer
+from worker.parse_memo import ParseMemo
 from worker.settings import Settings
-from worker.snapshot import DesiredSnapshot, ParseMemo
 
 T = TypeVar("T")
 # A watch ends on the server after 5 to 10 min (spread, as client-go does) and is resumed.
@@ -103,8 +103,10 @@ class Runtime:
         def build() -> BotStore:
             client = self._once("mongo", lambda: BotStore.connect(
                 s.MONGO_URI.get_secret_value(), timeout=s.MONGO_TIMEOUT))
-            return BotStore(client, collections_for(kind, bot_runner_db=s.BOT_RUNNER_DB,
-                                                    bot_scheduler_db=s.BOT_SCHEDULER_DB))
+            store = BotStore(client, collections_for(kind, bot_runner_db=s.BOT_RUNNER_DB,
+                                                     bot_scheduler_db=s.BOT_SCHEDULER_DB))
+            store.ensure_indexes()  # once per process: one listIndexes when it exists
+            return store
 
         return self._once(f"store:{kind.value}", build)
 
@@ -121,10 +123,6 @@ class Runtime:
                                      default_resources=s.default_resources))
 
         return self._once(f"parse-memo:{kind.value}", build)
-
-    def snapshot(self, kind: BotKind) -> DesiredSnapshot:
-        return self._once(f"snapshot:{kind.value}", lambda: DesiredSnapshot(
-            self.store(kind).load_all, self.clock))
 
     def read_objects(self, resource: str, selector: str, keep: Callable[[Json], T | None]
                      ) -> list[T]:

@@ -41,7 +41,6 @@ from worker.core.planner import (
 from worker.core.status import fingerprint, observed_schedule_status
 from worker.live_bots import BotBusy, PassReport, _iso, record_outcome, write_changed_statuses
 from worker.runtime import Runtime
-from worker.snapshot import read_desired, read_one_bot
 from worker.telemetry import record_pass
 
 log = logging.getLogger("the0.schedules")
@@ -109,7 +108,6 @@ class ScheduleController:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.settings = rt.settings
-        self.object_ids: dict[str, str] | None = None  # id → _id, when observe read Mongo
         self.desired_read_at = 0.0  # when the desired documents observe used were read
 
     # ================================================================== the whole pass
@@ -119,7 +117,8 @@ class ScheduleController:
                                           slim_cronjob)
             jobs_future = (pool.submit(self.rt.read_objects, "jobs", SELECTOR, slim_job)
                            if with_jobs else None)
-            docs = read_desired(self, KIND)
+            self.desired_read_at = self.rt.clock()
+            docs = self.rt.store(KIND).load_all()
             raw_cronjobs = cronjobs_future.result()
             raw_jobs = jobs_future.result() if jobs_future else []
         return self._observation(docs, raw_cronjobs, raw_jobs,
@@ -183,12 +182,7 @@ class ScheduleController:
             if held is None:
                 return PassReport(skipped=True)
             observation = self.observe()
-            as_of = self.desired_read_at  # tasks act on data no older than what was planned
-            if self.object_ids is not None:
-                # The id → _id index of one-bot reads (events): refreshed from this full read.
-                self.rt.redis.sync_object_ids(KIND.value, self.object_ids,
-                                              read_started_at=self.desired_read_at,
-                                              now=self.rt.clock())
+            as_of = self.desired_read_at  # when the plan's reads started (tasks read afresh)
             now = self.rt.clock()
             the_plan = self.plan_with_refresh(observation, now=now)
             report = PassReport(plan=the_plan, counts=the_plan.counts(),
@@ -247,16 +241,13 @@ class ScheduleController:
         return write_changed_statuses(self.rt, KIND, changed, new_memo, gone)
 
     # ================================================================== one schedule
-    def converge(self, bot_id: str, *, intent: str, as_of: float | None = None,
-                 read_one: bool = False) -> str:
+    def converge(self, bot_id: str, *, intent: str) -> str:
         """As LiveBotController.converge, for one schedule and its CronJob."""
         with self.rt.redis.hold(keys.lock(KIND.value, bot_id),
                                 ttl=self.settings.BOT_LOCK_TTL) as held:
             if held is None:
                 raise BotBusy("another task is acting on this schedule")
-            as_of = self.rt.clock() if as_of is None else as_of
-            docs = (read_one_bot(self.rt, KIND, bot_id) if read_one
-                    else self.rt.snapshot(KIND).docs_for(bot_id, not_before=as_of))
+            docs = self.rt.store(KIND).load_one(bot_id)
             raw = self.rt.kube.get_cronjob(cronjob_name(bot_id))
             backoff = self.rt.redis.get_backoff(KIND.value, bot_id)
             observation = self._observation(docs, [raw] if raw else [], [],

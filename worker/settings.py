@@ -49,16 +49,6 @@ def parse_duration(value: Any) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
-def parse_duration_or_zero(value: Any) -> float:
-    """As parse_duration, but 0 (or '0s') is allowed: it means "every time"."""
-    if str(value).strip() in ("0", "0s", "0.0"):
-        return 0.0
-    return parse_duration(value)
-
-
-DurationOrZero = Annotated[float, BeforeValidator(parse_duration_or_zero)]
-
-
 def _d(text: str) -> float:
     """A default written the way operators write it ("30s"), stored as seconds."""
     return parse_duration(text)
@@ -187,11 +177,6 @@ class Settings(BaseSettings):
     INFLIGHT_TTL: Duration = Field(
         _d("3m"), description="Lifetime of a per-bot dedup key if its task never finishes "
                           "(worker killed): after it the next reconcile re-plans the bot.")
-    DESIRED_FULL_READ_INTERVAL: DurationOrZero = Field(
-        _d("5m"), description="A pass re-reads every bot document from Mongo when the events "
-                          "consumer wrote one since the last read, and at least this often "
-                          "(writes made around the consumer are seen within it). 0 = every "
-                          "pass. The last read is kept per worker process.")
     STATUS_WRITES_PER_PASS: int = Field(
         1000, ge=1, description="Status documents a pass writes at most (errors first); the "
                                 "rest follow in the next passes. Keeps a pass short.")

@@ -61,7 +61,6 @@ def settings_env(stack_env: StackEnv, restricted_namespace: str, db_names: dict[
         "MINIO_BUCKET": bucket,
         "RECONCILE_INTERVAL": "2s",
         # Tests change Mongo directly (not through events) and expect the next pass to see it.
-        "DESIRED_FULL_READ_INTERVAL": "0s",
         "MAX_CREATES_PER_SECOND": "200",
         "CRASH_BACKOFF_BASE": "2s",
         "WORKER_CONCURRENCY": "8",

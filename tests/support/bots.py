@@ -42,13 +42,13 @@ def bot_doc(bot_id: str, *, runtime: str = "python3.11", code_key: str = CODE_KE
 
 def run_pass(controller: LiveBotController) -> tuple[PassReport, list[str]]:
     """One reconcile pass whose per-bot actions run right here, one after another."""
-    queued: list[tuple[Action, float]] = []
-    report = controller.reconcile(enqueue=lambda action, as_of: queued.append((action, as_of)))
+    queued: list[Action] = []
+    report = controller.reconcile(enqueue=lambda action, _as_of: queued.append(action))
     outcomes = []
-    for action, as_of in queued:
+    for action in queued:
         try:
             outcomes.append(controller.converge(action.bot_id, intent=action.kind.value,
-                                                as_of=as_of, pod=action.pod_name))
+                                                pod=action.pod_name))
         finally:
             controller.rt.redis.release_inflight(KIND.value, action.bot_id)
     return report, outcomes
@@ -86,13 +86,12 @@ def schedule_doc(bot_id: str, schedule: str = "0 3 * * *", *, timezone: str | No
 
 def run_schedule_pass(controller: Any) -> tuple[Any, list[str]]:
     """One schedule reconcile pass whose actions run right here."""
-    queued: list[tuple[Action, float]] = []
-    report = controller.reconcile(enqueue=lambda action, as_of: queued.append((action, as_of)))
+    queued: list[Action] = []
+    report = controller.reconcile(enqueue=lambda action, _as_of: queued.append(action))
     outcomes = []
-    for action, as_of in queued:
+    for action in queued:
         try:
-            outcomes.append(controller.converge(action.bot_id, intent=action.kind.value,
-                                                as_of=as_of))
+            outcomes.append(controller.converge(action.bot_id, intent=action.kind.value))
         finally:
             controller.rt.redis.release_inflight("scheduled", action.bot_id)
     return report, outcomes

@@ -5,7 +5,6 @@ Every key name comes from `worker.keys`. Redis errors become `TemporaryError`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,27 +36,6 @@ return tostring(wait)
 """
 
 
-_CLOCK_SKEW = 5.0  # s: a consumer write this close before a read began counts as after it
-# KEYS: index hash, touched zset. ARGV: cutoff, then id, _id pairs of the full read.
-_SYNC_INDEX = """
-local cutoff = tonumber(ARGV[1])
-local function newer(id)
-  local t = redis.call('ZSCORE', KEYS[2], id)
-  return t and tonumber(t) >= cutoff
-end
-local seen = {}
-for i = 2, #ARGV, 2 do seen[ARGV[i]] = true end
-for _, id in ipairs(redis.call('HKEYS', KEYS[1])) do
-  if not seen[id] and not newer(id) then redis.call('HDEL', KEYS[1], id) end
-end
-for i = 2, #ARGV, 2 do
-  if not newer(ARGV[i]) then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', cutoff - 86400)
-return 1
-"""
-
-
 @contextmanager
 def _temporary_on_redis_error() -> Iterator[None]:
     try:
@@ -83,8 +61,6 @@ class RedisState:
     def __init__(self, client: redis_lib.Redis) -> None:
         self.client = client
         self._take_token = client.register_script(_TAKE_TOKEN)
-        self._object_ids_digest: dict[str, str] = {}  # kind → what this process last wrote
-        self._sync_index = client.register_script(_SYNC_INDEX)
 
     @classmethod
     def from_url(cls, url: str, *, timeout: float = 5.0) -> RedisState:
@@ -120,54 +96,6 @@ class RedisState:
     def clear_event_pending(self, kind: str, bot_id: str) -> None:
         with _temporary_on_redis_error():
             self.client.delete(keys.event_pending(kind, bot_id))
-
-    # --- id → _id of the platform's documents: lets one-bot reads skip FerretDB's scan ------
-    def sync_object_ids(self, kind: str, object_ids: Mapping[str, str], *,
-                        read_started_at: float, now: float) -> None:
-        """Rebuilds the index from a full read (atomically, in Redis): entries the read did
-        not see are dropped and the read's entries set — except those the consumer wrote
-        since the read began (or just before: clocks differ), which are newer. Rewritten only
-        when the read's entries changed; the sync time is refreshed every time."""
-        digest = hashlib.sha256(json.dumps(sorted(object_ids.items())).encode()).hexdigest()
-        with _temporary_on_redis_error():
-            if self._object_ids_digest.get(kind) != digest:
-                pairs = [x for item in object_ids.items() for x in item]
-                self._sync_index(keys=[keys.object_ids(kind), keys.object_ids_touched(kind)],
-                                 args=[read_started_at - _CLOCK_SKEW, *pairs])
-                self._object_ids_digest[kind] = digest
-            self.client.set(keys.object_ids_synced(kind), repr(now))
-
-    def lookup_object_id(self, kind: str, bot_id: str) -> tuple[bool, str | None, float]:
-        """(the index knows this id, its `_id` or None, when a full read last synced it)."""
-        with _temporary_on_redis_error():
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hget(keys.object_ids(kind), bot_id)
-            pipe.get(keys.object_ids_synced(kind))
-            raw, synced = pipe.execute()
-        return (raw is not None, raw.decode() if raw else None,
-                float(synced) if synced else float("-inf"))
-
-    def desired_generation(self, kind: str) -> int:
-        """Changes whenever the events consumer wrote a desired-state document of this kind."""
-        with _temporary_on_redis_error():
-            raw = self.client.get(keys.desired_generation(kind))
-        return int(raw) if raw else 0
-
-    def bump_desired_generation(self, kind: str) -> None:
-        with _temporary_on_redis_error():
-            self.client.incr(keys.desired_generation(kind))
-
-    def set_object_id(self, kind: str, bot_id: str, object_id: str | None, *,
-                      now: float) -> None:
-        """The consumer's write: the id now has this `_id` (None: no document any more)."""
-        with _temporary_on_redis_error():
-            pipe = self.client.pipeline(transaction=True)
-            if object_id:
-                pipe.hset(keys.object_ids(kind), bot_id, object_id)
-            else:
-                pipe.hdel(keys.object_ids(kind), bot_id)
-            pipe.zadd(keys.object_ids_touched(kind), {bot_id: now})
-            pipe.execute()
 
     # --- mutual exclusion -------------------------------------------------------------------
     @contextmanager

@@ -16,7 +16,7 @@ def converge(task: RuntimeTask, bot_id: str, intent: str, as_of: float | None,
     release = True
     try:
         return counted_action(task.rt.metrics, KIND.value, intent, lambda: LiveBotController(
-            task.rt).converge(bot_id, intent=intent, as_of=as_of, pod=pod))
+            task.rt).converge(bot_id, intent=intent, pod=pod))
     except TemporaryError as exc:
         if task.request.retries < task.settings.TASK_MAX_RETRIES:
             release = False  # still in flight: the retry is queued
@@ -56,6 +56,6 @@ def reconcile_bot(self: RuntimeTask, bot_id: str) -> str:
     # Cleared before the read: an event written after this point queues a new task.
     try:
         self.rt.redis.clear_event_pending(KIND.value, bot_id)
-        return LiveBotController(self.rt).converge(bot_id, intent="event", read_one=True)
+        return LiveBotController(self.rt).converge(bot_id, intent="event")
     except TemporaryError as exc:
         raise self.retry_later(exc) from None

@@ -47,7 +47,7 @@ def converge(task: RuntimeTask, bot_id: str, intent: str, as_of: float | None) -
     release = True
     try:
         return counted_action(task.rt.metrics, KIND.value, intent, lambda: ScheduleController(
-            task.rt).converge(bot_id, intent=intent, as_of=as_of))
+            task.rt).converge(bot_id, intent=intent))
     except TemporaryError as exc:
         if task.request.retries < task.settings.TASK_MAX_RETRIES:
             release = False
@@ -77,6 +77,6 @@ def reconcile_schedule(self: RuntimeTask, bot_id: str) -> str:
     """One schedule, now (sent by the NATS consumer after it wrote the event to Mongo)."""
     try:
         self.rt.redis.clear_event_pending(KIND.value, bot_id)
-        return ScheduleController(self.rt).converge(bot_id, intent="event", read_one=True)
+        return ScheduleController(self.rt).converge(bot_id, intent="event")
     except TemporaryError as exc:
         raise self.retry_later(exc) from None

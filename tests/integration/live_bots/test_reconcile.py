@@ -348,40 +348,21 @@ def test_an_extra_pod_of_a_bot_under_another_name_is_deleted(
              "the extra pod gone, the bot's own pod kept")
 
 
-def test_a_pass_reuses_the_last_full_read_until_an_event_write_or_its_age(
+def test_every_pass_reads_mongo_afresh_so_a_direct_write_is_acted_on_by_the_next_pass(
         make_controller: Callable[..., LiveBotController], bots: Any, core: Any,
         namespace: str) -> None:
-    """DESIRED_FULL_READ_INTERVAL > 0: the consumer is the platform's writer, so a pass keeps
-    its last full read while the desired-state generation is unchanged — and reads again as
-    soon as it changes, or once the read is older than the interval."""
-    controller = make_controller(DESIRED_FULL_READ_INTERVAL="3s")
-    store = controller.rt.store(controller_kind())
-    bots.insert_one(bot_doc("cache-a"))
+    """Writes made around the events consumer (an operator, the platform's own API, a script)
+    are seen by the very next pass: nothing is cached between passes."""
+    controller = make_controller()
+    bots.insert_one(bot_doc("direct-a"))
     run_pass(controller)
-    assert controller.object_ids is not None  # a full read (and the id → _id index)
-    reads: list[int] = []
-    original = store.load_all
-    store.load_all = lambda *a, **k: reads.append(1) or original(*a, **k)  # type: ignore[method-assign]
-    try:
-        bots.insert_one(bot_doc("cache-b"))  # written around the consumer
-        run_pass(controller)
-        assert reads == [] and controller.object_ids is None  # reused
-        assert "cache-b" not in bots_with_pods(core, namespace)
-        # The consumer's write bumps the generation: the next pass reads again.
-        controller.rt.redis.bump_desired_generation("live")
-        run_pass(controller)
-        assert reads == [1]
-        wait_for(lambda: "cache-b" in bots_with_pods(core, namespace), "cache-b's pod", timeout=10)
-        # Nothing bumped, but older than the interval: read again.
-        bots.insert_one(bot_doc("cache-c"))
-        run_pass(controller)
-        assert reads == [1]
-        time.sleep(3.2)
-        run_pass(controller)
-        assert reads == [1, 1]
-        wait_for(lambda: "cache-c" in bots_with_pods(core, namespace), "cache-c's pod", timeout=10)
-    finally:
-        store.load_all = original  # type: ignore[method-assign]
+    wait_for(lambda: "direct-a" in bots_with_pods(core, namespace), "direct-a's pod", timeout=10)
+    bots.insert_one(bot_doc("direct-b"))  # straight into Mongo, no event
+    bots.update_one({"id": "direct-a"}, {"$set": {"enabled": False}})
+    _, outcomes = run_pass(controller)
+    assert sorted(outcomes) == ["created", "deleted"]
+    wait_for(lambda: bots_with_pods(core, namespace) == {"direct-b"},
+             "direct-b's pod, direct-a's gone", timeout=30)
 
 
 def controller_kind() -> Any:

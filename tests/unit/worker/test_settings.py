@@ -83,14 +83,6 @@ def test_log_collection_defaults() -> None:
     assert load_settings(env={**REQUIRED, "LOG_INTERVAL": "10s"}).LOG_INTERVAL == 10.0
 
 
-def test_the_desired_full_read_interval_may_be_zero_but_not_negative() -> None:
-    assert load_settings(env=REQUIRED).DESIRED_FULL_READ_INTERVAL == 300.0
-    assert load_settings(env={**REQUIRED, "DESIRED_FULL_READ_INTERVAL": "0s"}
-                         ).DESIRED_FULL_READ_INTERVAL == 0.0
-    with pytest.raises(SettingsError, match="DESIRED_FULL_READ_INTERVAL"):
-        load_settings(env={**REQUIRED, "DESIRED_FULL_READ_INTERVAL": "-5s"})
-
-
 def test_bot_placement_settings_are_json() -> None:
     s = load_settings(env={**REQUIRED,
                            "BOT_TOLERATIONS": '[{"key": "dedicated", "operator": "Exists"}]',
