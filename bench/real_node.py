@@ -80,7 +80,7 @@ def main() -> int:
     from kubernetes import client, config
     from minio import Minio
 
-    from worker.live_bots import LiveBotController
+    from worker.reconcile.controller import LiveBotController
     from worker.runtime import Runtime
     from worker.settings import load_settings
 

@@ -46,9 +46,8 @@ from tools.stack.supervisor import Stack
 from worker.app import create_app
 from worker.core.naming import pod_name
 from worker.core.planner import Action
-from worker.live_bots import LiveBotController
+from worker.reconcile.controller import LiveBotController, ScheduleController
 from worker.runtime import Runtime
-from worker.schedules import ScheduleController
 from worker.settings import load_settings
 
 NAMESPACE = "the0"

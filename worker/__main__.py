@@ -19,13 +19,11 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any
 
 from worker.core.errors import The0Error
 from worker.core.planner import Action
-from worker.live_bots import LiveBotController
+from worker.reconcile.controller import Controller, LiveBotController, ScheduleController
 from worker.runtime import Runtime
-from worker.schedules import ScheduleController
 from worker.settings import load_settings
 
 
@@ -33,19 +31,16 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def controllers(rt: Runtime) -> list[tuple[str, Any]]:
+def controllers(rt: Runtime) -> list[tuple[str, Controller]]:
     return [("live bots", LiveBotController(rt)), ("scheduled bots", ScheduleController(rt))]
 
 
 def cmd_plan(rt: Runtime) -> int:
     for label, controller in controllers(rt):
         observation = controller.observe()
-        if isinstance(controller, ScheduleController):
-            the_plan = controller.plan_with_refresh(observation, now=rt.clock())
-        else:
-            the_plan = controller.plan(observation, now=rt.clock())
+        the_plan = controller.plan(observation, now=rt.clock())
         state = observation.state
-        objects = getattr(observation, "pods", None) or getattr(observation, "objects", [])
+        objects = observation.objects
         print(f"{label}: {len(state.desired)} desired, {len(state.disabled)} disabled, "
               f"{len(state.invalid)} invalid, {state.unidentifiable} without a usable id; "
               f"{len(objects)} objects observed")
@@ -75,8 +70,11 @@ def cmd_reconcile(rt: Runtime) -> int:
     failures = 0
     for label, controller in controllers(rt):
         queued: list[Action] = []
-        report = controller.reconcile(
-            enqueue=lambda action, _as_of, queued=queued: queued.append(action))
+
+        def collect(action: Action, _as_of: float, queued: list[Action] = queued) -> None:
+            queued.append(action)
+
+        report = controller.reconcile(enqueue=collect)
         if report.skipped:
             print(f"{label}: another reconcile pass is running; try again shortly")
             failures += 1
@@ -105,11 +103,8 @@ def cmd_reconcile(rt: Runtime) -> int:
     return 1 if failures else 0
 
 
-def _converge(controller: Any, action: Action) -> str:
-    if isinstance(controller, LiveBotController):
-        return controller.converge(action.bot_id, intent=action.kind.value,
-                                   pod=action.pod_name)
-    return str(controller.converge(action.bot_id, intent=action.kind.value))
+def _converge(controller: Controller, action: Action) -> str:
+    return controller.converge(action.bot_id, intent=action.kind.value, pod=action.pod_name)
 
 
 def cmd_controller(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ class WorkerTelemetry(bootsteps.StartStopStep):  # type: ignore[misc]
         self.heartbeat: Heartbeat | None = None
 
     def start(self, parent: Any) -> None:
-        from worker.tasks.base import process_runtime
+        from worker.runtime import process_runtime
 
         rt = process_runtime(parent.app.the0_settings)
         self.heartbeat = Heartbeat(rt, str(parent.hostname))

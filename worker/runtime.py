@@ -172,3 +172,17 @@ class Runtime:
         """Stops the watches of this runtime's caches (tests build many runtimes per process)."""
         for informer in self.informers():
             informer.stop()
+
+
+_process_runtime: Runtime | None = None
+_process_runtime_lock = threading.Lock()
+
+
+def process_runtime(settings: Settings) -> Runtime:
+    """The Runtime of this process (a Celery worker's tasks and its heartbeat share it),
+    built on first use."""
+    global _process_runtime
+    with _process_runtime_lock:
+        if _process_runtime is None:
+            _process_runtime = Runtime(settings)
+        return _process_runtime

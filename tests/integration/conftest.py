@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.bots import upload_code
 from tools.stack.supervisor import Stack, StackEnv
-from worker.live_bots import LiveBotController
+from worker.reconcile.controller import LiveBotController
 from worker.runtime import Runtime
 from worker.settings import Settings, load_settings
 

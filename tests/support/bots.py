@@ -9,7 +9,9 @@ from collections.abc import Callable
 from typing import Any
 
 from worker.core.planner import Action, ObservedPod, observed_pod
-from worker.live_bots import KIND, POD_SELECTOR, LiveBotController, PassReport
+from worker.reconcile.controller import Controller, LiveBotController
+from worker.reconcile.passes import PassReport
+from worker.reconcile.pods import POD_SELECTOR
 
 CODE_KEY = "bots/demo/v1.zip"
 
@@ -40,8 +42,8 @@ def bot_doc(bot_id: str, *, runtime: str = "python3.11", code_key: str = CODE_KE
     }
 
 
-def run_pass(controller: LiveBotController) -> tuple[PassReport, list[str]]:
-    """One reconcile pass whose per-bot actions run right here, one after another."""
+def run_pass(controller: Controller) -> tuple[PassReport, list[str]]:
+    """One reconcile pass (either kind) whose per-bot actions run right here, in turn."""
     queued: list[Action] = []
     report = controller.reconcile(enqueue=lambda action, _as_of: queued.append(action))
     outcomes = []
@@ -50,7 +52,7 @@ def run_pass(controller: LiveBotController) -> tuple[PassReport, list[str]]:
             outcomes.append(controller.converge(action.bot_id, intent=action.kind.value,
                                                 pod=action.pod_name))
         finally:
-            controller.rt.redis.release_inflight(KIND.value, action.bot_id)
+            controller.rt.redis.release_inflight(controller.kind.bot_kind.value, action.bot_id)
     return report, outcomes
 
 
@@ -82,16 +84,3 @@ def schedule_doc(bot_id: str, schedule: str = "0 3 * * *", *, timezone: str | No
     if timezone is not None:
         doc["config"]["timezone"] = timezone
     return doc
-
-
-def run_schedule_pass(controller: Any) -> tuple[Any, list[str]]:
-    """One schedule reconcile pass whose actions run right here."""
-    queued: list[Action] = []
-    report = controller.reconcile(enqueue=lambda action, _as_of: queued.append(action))
-    outcomes = []
-    for action in queued:
-        try:
-            outcomes.append(controller.converge(action.bot_id, intent=action.kind.value))
-        finally:
-            controller.rt.redis.release_inflight("scheduled", action.bot_id)
-    return report, outcomes

@@ -6,6 +6,7 @@ task-owned `last_error` are left out of the fingerprint: they are not observatio
 """
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from worker.core.canonical import canonical_json, sha256_hex
@@ -138,3 +139,37 @@ def observed_schedule_status(*, bot_id: str, namespace: str, cronjob: Mapping[st
         doc.update(phase=PHASE_BACKING_OFF, reason="CreateFailed",
                    message="the last attempt failed (see last_error); retrying after backoff")
     return doc
+
+
+# Routine phases are written after the others when a pass cannot write every change.
+_ROUTINE_PHASES = frozenset({PHASE_RUNNING, PHASE_PENDING, PHASE_CREATING, PHASE_SCHEDULED,
+                             PHASE_ACTIVE})
+
+
+@dataclass(frozen=True)
+class StatusDiff:
+    """What a pass must write: changed documents (errors first), their new fingerprints, and
+    the bots whose stored status no longer has a bot or an object behind it."""
+
+    changed: list[dict[str, Any]]
+    fingerprints: dict[str, str]
+    gone: list[str]
+
+
+def diff_statuses(current: Mapping[str, dict[str, Any]], *, stored: Mapping[str, str],
+                  last_errors: Mapping[str, str], updated_at: str) -> StatusDiff:
+    """Compares each bot's status as observed now (`current`, without `last_error` and
+    `updated_at`) with the fingerprints of the stored ones."""
+    changed: list[dict[str, Any]] = []
+    fingerprints: dict[str, str] = {}
+    for bot_id, observed in current.items():
+        doc = dict(observed)
+        doc.setdefault("last_error", last_errors.get(bot_id, ""))
+        mark = fingerprint(doc)
+        if stored.get(bot_id) != mark:
+            doc["updated_at"] = updated_at
+            changed.append(doc)
+            fingerprints[bot_id] = mark
+    changed.sort(key=lambda d: (d["phase"] in _ROUTINE_PHASES, d["id"]))
+    return StatusDiff(changed=changed, fingerprints=fingerprints,
+                      gone=[bot_id for bot_id in stored if bot_id not in current])

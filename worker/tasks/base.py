@@ -1,40 +1,33 @@
-"""The base of every task: the process's Runtime, and errors mapped to retry or give up.
+"""The base of every task, and the one place that owns what tasks have in common.
 
-TemporaryError (and 409/429/5xx from Kubernetes) → retry with exponential backoff and jitter,
-honouring Retry-After; PermanentError / InvalidBot → no retry (the status says why).
+`RuntimeTask`: the process's Runtime; TemporaryError (and 409/429/5xx from Kubernetes) → retry
+with exponential backoff and jitter, honouring Retry-After; PermanentError / InvalidBot → no
+retry (the status says why). The decorators below own counting, retries, in-flight release and
+the record of a failed pass, so each task's body is one call.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import threading
+import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from celery import Task
+from celery import Task, shared_task
 
 from worker.core.bot import BotKind
 from worker.core.errors import TemporaryError
 from worker.core.metrics import TASK_RETRIES
+from worker.core.planner import Action
 from worker.core.text import excerpt
-from worker.runtime import Runtime
+from worker.reconcile.passes import Enqueue, PassReport
+from worker.runtime import Runtime, process_runtime
 from worker.settings import Settings
+from worker.telemetry import counted_action, record_failed_pass
 
 log = logging.getLogger("the0.tasks")
-_runtime: Runtime | None = None
-_runtime_lock = threading.Lock()
-
-
-def process_runtime(settings: Settings) -> Runtime:
-    """One Runtime per process, built on first use."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None:
-            _runtime = Runtime(settings)
-        return _runtime
-
-
 def reconcile_bot_soon(app: Any, rt: Runtime, bot_id: str) -> None:
     """Queues `reconcile.bot` for a bot whose pod someone else deleted, once per burst (the
     NATS consumer's Redis mark): its replacement need not wait for the next pass. If Redis
@@ -79,3 +72,77 @@ class RuntimeTask(Task):  # type: ignore[misc]
         if self.request.retries < s.TASK_MAX_RETRIES:
             self.rt.metrics.inc(TASK_RETRIES, task=self.name)
         return self.retry(exc=exc, countdown=delay, max_retries=s.TASK_MAX_RETRIES)
+
+
+# ------------------------------------------------------------------ task decorators
+ConvergeBot = Callable[[Runtime, str, str | None], str]  # (rt, bot id, planned object)
+
+
+def action_task(name: str, *, kind: BotKind, intent: str) -> Callable[[ConvergeBot], Any]:
+    """A per-bot action the pass fanned out (`bots.*`, `schedules.*`): its outcome counted,
+    temporary errors retried with backoff (the bot stays "in flight" meanwhile), and its
+    in-flight mark released once it ends for good. `reason` and `as_of` are in the message
+    for the log and Flower; the body reads its bot afresh."""
+    def register(body: ConvergeBot) -> Any:
+        @shared_task(name=name, base=RuntimeTask, bind=True, ignore_result=True)
+        def task(self: RuntimeTask, bot_id: str, reason: str = "", as_of: float | None = None,
+                 pod: str | None = None) -> str:
+            release = True
+            try:
+                return counted_action(self.rt.metrics, kind.value, intent,
+                                      lambda: body(self.rt, bot_id, pod))
+            except TemporaryError as exc:
+                if self.request.retries < self.settings.TASK_MAX_RETRIES:
+                    release = False  # still in flight: the retry is queued
+                raise self.retry_later(exc) from None
+            finally:
+                if release:
+                    self.rt.redis.release_inflight(kind.value, bot_id)
+
+        return task
+
+    return register
+
+
+def event_task(name: str, *, kind: BotKind) -> Callable[[ConvergeBot], Any]:
+    """One bot, now (`reconcile.bot`, `reconcile.schedule`: sent by the NATS consumer after it
+    wrote the event to Mongo, or when someone else deleted a bot's pod). The burst mark is
+    cleared BEFORE the read, so an event written after this point queues a new task."""
+    def register(body: ConvergeBot) -> Any:
+        @shared_task(name=name, base=RuntimeTask, bind=True, ignore_result=True)
+        def task(self: RuntimeTask, bot_id: str) -> str:
+            try:
+                self.rt.redis.clear_event_pending(kind.value, bot_id)
+                return counted_action(self.rt.metrics, kind.value, "event",
+                                      lambda: body(self.rt, bot_id, None))
+            except TemporaryError as exc:
+                raise self.retry_later(exc) from None
+
+        return task
+
+    return register
+
+
+RunPass = Callable[[Runtime, Enqueue], PassReport]
+
+
+def pass_task(name: str, *, kind: BotKind, send: Callable[[Any, Action, float], None]
+              ) -> Callable[[RunPass], Any]:
+    """A full reconcile pass (fired by beat). A failed one (a failed read: nothing was
+    written) is recorded for /readyz and metrics, and raised; the next tick tries again."""
+    def register(body: RunPass) -> Any:
+        @shared_task(name=name, base=RuntimeTask, bind=True, ignore_result=True)
+        def task(self: RuntimeTask) -> dict[str, Any]:
+            started = time.monotonic()
+            try:
+                report = body(self.rt, lambda action, as_of: send(self.app, action, as_of))
+            except Exception as exc:
+                if isinstance(exc, TemporaryError):
+                    log.error("%s reconcile failed, nothing written: %s", kind.value, exc)
+                record_failed_pass(self.rt, kind.value, exc, started)
+                raise
+            return report.summary()
+
+        return task
+
+    return register

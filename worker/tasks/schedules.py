@@ -3,80 +3,46 @@ and `reconcile.schedule` (NATS events)."""
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
-from celery import shared_task
-
-from worker.core.errors import TemporaryError
+from worker.core.bot import BotKind
 from worker.core.planner import Action
-from worker.schedules import KIND, ScheduleController
-from worker.tasks.base import RuntimeTask
-from worker.telemetry import counted_action, record_failed_pass
+from worker.reconcile.controller import ScheduleController
+from worker.reconcile.passes import Enqueue, PassReport
+from worker.runtime import Runtime
+from worker.tasks.base import action_task, event_task, pass_task
 
-log = logging.getLogger("the0.tasks.schedules")
-
+SCHEDULED = BotKind.SCHEDULED
 # A REPLACE of a CronJob is an update in place.
 TASK_FOR_ACTION = {"create": "schedules.create", "delete": "schedules.delete",
                    "replace": "schedules.update", "recreate": "schedules.update"}
 
 
-def send_action(task: RuntimeTask, action: Action, as_of: float) -> None:
-    task.app.send_task(TASK_FOR_ACTION[action.kind.value], args=(action.bot_id,),
-                       kwargs={"reason": action.reason, "as_of": as_of})
+def send_action(app: Any, action: Action, as_of: float) -> None:
+    app.send_task(TASK_FOR_ACTION[action.kind.value], args=(action.bot_id,),
+                  kwargs={"reason": action.reason, "as_of": as_of})
 
 
-@shared_task(name="reconcile.schedules", base=RuntimeTask, bind=True, ignore_result=True)
-def reconcile_schedules(self: RuntimeTask) -> dict[str, Any]:
-    started = time.monotonic()
-    try:
-        report = ScheduleController(self.rt).reconcile(
-            enqueue=lambda action, as_of: send_action(self, action, as_of))
-    except TemporaryError as exc:
-        log.error("schedule reconcile failed, nothing written: %s", exc)
-        record_failed_pass(self.rt, KIND.value, exc, started)
-        raise
-    except Exception as exc:
-        record_failed_pass(self.rt, KIND.value, exc, started)
-        raise
-    return report.summary()
+@pass_task("reconcile.schedules", kind=SCHEDULED, send=send_action)
+def reconcile_schedules(rt: Runtime, enqueue: Enqueue) -> PassReport:
+    return ScheduleController(rt).reconcile(enqueue=enqueue)
 
 
-def converge(task: RuntimeTask, bot_id: str, intent: str, as_of: float | None) -> str:
-    release = True
-    try:
-        return counted_action(task.rt.metrics, KIND.value, intent, lambda: ScheduleController(
-            task.rt).converge(bot_id, intent=intent))
-    except TemporaryError as exc:
-        if task.request.retries < task.settings.TASK_MAX_RETRIES:
-            release = False
-        raise task.retry_later(exc) from None
-    finally:
-        if release:
-            task.rt.redis.release_inflight(KIND.value, bot_id)
+@action_task("schedules.create", kind=SCHEDULED, intent="create")
+def create(rt: Runtime, bot_id: str, _pod: str | None) -> str:
+    return ScheduleController(rt).converge(bot_id, intent="create")
 
 
-@shared_task(name="schedules.create", base=RuntimeTask, bind=True, ignore_result=True)
-def create(self: RuntimeTask, bot_id: str, reason: str = "", as_of: float | None = None) -> str:
-    return converge(self, bot_id, "create", as_of)
+@action_task("schedules.update", kind=SCHEDULED, intent="update")
+def update(rt: Runtime, bot_id: str, _pod: str | None) -> str:
+    return ScheduleController(rt).converge(bot_id, intent="update")
 
 
-@shared_task(name="schedules.update", base=RuntimeTask, bind=True, ignore_result=True)
-def update(self: RuntimeTask, bot_id: str, reason: str = "", as_of: float | None = None) -> str:
-    return converge(self, bot_id, "update", as_of)
+@action_task("schedules.delete", kind=SCHEDULED, intent="delete")
+def delete(rt: Runtime, bot_id: str, _pod: str | None) -> str:
+    return ScheduleController(rt).converge(bot_id, intent="delete")
 
 
-@shared_task(name="schedules.delete", base=RuntimeTask, bind=True, ignore_result=True)
-def delete(self: RuntimeTask, bot_id: str, reason: str = "", as_of: float | None = None) -> str:
-    return converge(self, bot_id, "delete", as_of)
-
-
-@shared_task(name="reconcile.schedule", base=RuntimeTask, bind=True, ignore_result=True)
-def reconcile_schedule(self: RuntimeTask, bot_id: str) -> str:
-    """One schedule, now (sent by the NATS consumer after it wrote the event to Mongo)."""
-    try:
-        self.rt.redis.clear_event_pending(KIND.value, bot_id)
-        return ScheduleController(self.rt).converge(bot_id, intent="event")
-    except TemporaryError as exc:
-        raise self.retry_later(exc) from None
+@event_task("reconcile.schedule", kind=SCHEDULED)
+def reconcile_schedule(rt: Runtime, bot_id: str, _pod: str | None) -> str:
+    return ScheduleController(rt).converge(bot_id, intent="event")

@@ -22,7 +22,7 @@ from kubernetes import client
 
 from tests.support.bots import bot_doc, run_pass, wait_for
 from worker.core.naming import ANNOTATION_BOT_ID, LABEL_BOT_ID, label_value, pod_name
-from worker.live_bots import LiveBotController
+from worker.reconcile.controller import LiveBotController
 
 SELECTOR = "managed-by=the0-bot-controller"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

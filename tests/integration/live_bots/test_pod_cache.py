@@ -14,7 +14,8 @@ from tools.stack.supervisor import Stack
 from worker.core.errors import ReadFailed
 from worker.core.planner import observed_pod
 from worker.informer import Informer
-from worker.live_bots import POD_SELECTOR, LiveBotController
+from worker.reconcile.controller import LiveBotController
+from worker.reconcile.pods import POD_SELECTOR
 
 
 def pod_cache(controller: LiveBotController) -> Informer[Any]:

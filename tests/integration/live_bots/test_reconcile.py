@@ -15,7 +15,7 @@ from tools.stack.supervisor import Stack
 from worker.core.errors import ReadFailed
 from worker.core.naming import ANNOTATION_BOT_ID, ANNOTATION_CONFIG_HASH, pod_name
 from worker.core.podstatus import PodHealth
-from worker.live_bots import LiveBotController
+from worker.reconcile.controller import LiveBotController
 
 SELECTOR = "managed-by=the0-bot-controller"
 

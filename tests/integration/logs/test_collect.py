@@ -230,7 +230,7 @@ def test_a_pod_the_controller_deletes_gets_its_last_lines_shipped_first(
     """No log pass runs at all: the delete path itself ships what the pod wrote."""
     from kubernetes import client
 
-    from worker.live_bots import LiveBotController
+    from worker.reconcile.controller import LiveBotController
     from worker.runtime import Runtime
     from worker.settings import load_settings
 

@@ -20,9 +20,8 @@ import pytest
 
 from tests.support.bots import wait_for
 from tools.stack.supervisor import StackEnv
-from worker.live_bots import LiveBotController
+from worker.reconcile.controller import LiveBotController, ScheduleController
 from worker.runtime import Runtime
-from worker.schedules import ScheduleController
 from worker.settings import load_settings
 
 PYTHON_BOT = '''\

@@ -20,7 +20,7 @@ from kubernetes import watch
 from tests.integration.logs.conftest import run_pass as run_log_pass
 from tests.integration.realnode.conftest import C_BOT, NODE_BOT, RealNode, live_doc
 from tests.support.botlogs import messages, shipped
-from tests.support.bots import run_pass, run_schedule_pass, wait_for
+from tests.support.bots import run_pass, wait_for
 from worker.core import logcursor as lc
 from worker.log_collector import LogCollector
 
@@ -219,7 +219,7 @@ def test_a_scheduled_run_completes_on_the_real_node_with_its_state_and_result(
         doc["config"].update(type="scheduled", schedule="0 3 * * *")
         schedules.insert_one(doc)
     controller = real.schedule_controller()
-    report, outcomes = run_schedule_pass(controller)
+    report, outcomes = run_pass(controller)
     assert report.counts.get("create") == 2 and outcomes == ["created", "created"]
     # CronJobs fire on the minute: start each run now, as the CronJob would (owned by it).
     for bot_id in ("nightly", "broken"):
@@ -244,7 +244,7 @@ def test_a_scheduled_run_completes_on_the_real_node_with_its_state_and_result(
     bot = next(s for s in pods.items[0].status.container_statuses if s.name == "bot")
     assert json.loads(bot.state.terminated.message)["status"] == "success"
 
-    run_schedule_pass(controller)  # status is rebuilt from the Jobs it observes
+    run_pass(controller)  # status is rebuilt from the Jobs it observes
     statuses = mongo[db_names["bot_scheduler"]]["schedule_status"]
     nightly = statuses.find_one({"id": "nightly"}, {"_id": False})
     broken = statuses.find_one({"id": "broken"}, {"_id": False})

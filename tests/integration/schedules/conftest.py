@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from worker.reconcile.controller import ScheduleController
 from worker.runtime import Runtime
-from worker.schedules import ScheduleController
 from worker.settings import load_settings
 
 

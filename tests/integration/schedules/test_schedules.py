@@ -9,8 +9,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.support.bots import run_schedule_pass, schedule_doc, wait_for
-from worker.schedules import ScheduleController
+from tests.support.bots import run_pass, schedule_doc, wait_for
+from worker.reconcile.controller import ScheduleController
 
 SELECTOR = "managed-by=the0-schedule-controller"
 
@@ -38,7 +38,7 @@ def test_each_enabled_schedule_gets_one_cronjob_that_runs_its_job(
     schedules.insert_many([schedule_doc("dca-btc", "0 0 9 * * MON-FRI",
                                         timezone="Europe/London"),
                            schedule_doc("rebalance", "30 2 * * *")])
-    _report, outcomes = run_schedule_pass(schedule_controller)
+    _report, outcomes = run_pass(schedule_controller)
     assert sorted(outcomes) == ["created", "created"]
     cronjobs = cronjobs_of(batch, restricted_namespace)
     assert sorted(cronjobs) == ["schedule-dca-btc", "schedule-rebalance"]
@@ -54,12 +54,12 @@ def test_each_enabled_schedule_gets_one_cronjob_that_runs_its_job(
     run_job_from(batch, restricted_namespace, dca, "dca-btc-manual")
     wait_for(lambda: (batch.read_namespaced_job("dca-btc-manual", restricted_namespace)
                       .status.succeeded or 0) >= 1, "job Succeeded", timeout=60)
-    run_schedule_pass(schedule_controller)
+    run_pass(schedule_controller)
     status = schedule_statuses.find_one({"id": "dca-btc"})
     assert status["phase"] in ("Scheduled", "Active")
     assert status["schedule"] == "0 9 * * MON-FRI" and status["timezone"] == "Europe/London"
     assert status["next_run_time"] and status["next_run_time"].endswith("Z")
-    _, again = run_schedule_pass(schedule_controller)
+    _, again = run_pass(schedule_controller)
     assert again == []
 
 
@@ -67,11 +67,11 @@ def test_a_change_updates_the_cronjob_in_place(
         schedule_controller: ScheduleController, schedules: Any, batch: Any,
         restricted_namespace: str) -> None:
     schedules.insert_one(schedule_doc("grid", "*/15 * * * *"))
-    run_schedule_pass(schedule_controller)
+    run_pass(schedule_controller)
     before = batch.read_namespaced_cron_job("schedule-grid", restricted_namespace)
     schedules.update_one({"id": "grid"}, {"$set": {"config.schedule": "0 * * * *",
                                                    "config.levels": 12}})
-    _, outcomes = run_schedule_pass(schedule_controller)
+    _, outcomes = run_pass(schedule_controller)
     assert outcomes == ["updated"]
     after = batch.read_namespaced_cron_job("schedule-grid", restricted_namespace)
     assert after.metadata.uid == before.metadata.uid
@@ -82,14 +82,14 @@ def test_disabling_removes_the_cronjob_its_jobs_and_their_pods(
         schedule_controller: ScheduleController, schedules: Any, batch: Any, core: Any,
         restricted_namespace: str) -> None:
     schedules.insert_one(schedule_doc("nightly"))
-    run_schedule_pass(schedule_controller)
+    run_pass(schedule_controller)
     cronjob = batch.read_namespaced_cron_job("schedule-nightly", restricted_namespace)
     run_job_from(batch, restricted_namespace, cronjob, "nightly-run")
     wait_for(lambda: core.list_namespaced_pod(restricted_namespace,
                                               label_selector="job-name=nightly-run").items,
              "job pod exists")
     schedules.update_one({"id": "nightly"}, {"$set": {"config.enabled": "false"}})
-    _, outcomes = run_schedule_pass(schedule_controller)
+    _, outcomes = run_pass(schedule_controller)
     assert outcomes == ["deleted"]
 
     def everything_gone() -> bool:
@@ -118,7 +118,7 @@ def test_bad_schedules_are_per_bot_errors_and_others_proceed(
     del missing["config"]["schedule"]
     docs += [missing, schedule_doc("good-one", "0 12 * * *", timezone="America/New_York")]
     schedules.insert_many(docs)
-    _report, outcomes = run_schedule_pass(schedule_controller)
+    _report, outcomes = run_pass(schedule_controller)
     assert outcomes == ["created"]
     assert sorted(cronjobs_of(batch, restricted_namespace)) == ["schedule-good-one"]
     for bot_id, (_, _, reason) in bad.items():
@@ -132,7 +132,7 @@ def test_an_every_minute_cronjob_fires_by_itself(
         schedule_controller: ScheduleController, schedules: Any, schedule_statuses: Any,
         batch: Any, restricted_namespace: str) -> None:
     schedules.insert_one(schedule_doc("ticker", "* * * * *"))
-    run_schedule_pass(schedule_controller)
+    run_pass(schedule_controller)
     started = time.monotonic()
 
     def fired_job() -> Any:
@@ -142,7 +142,7 @@ def test_an_every_minute_cronjob_fires_by_itself(
     wait_for(fired_job, "the CronJob controller fires a Job on the minute", timeout=75,
              interval=1)
     print(f"fired and succeeded after {time.monotonic() - started:.1f} s")
-    run_schedule_pass(schedule_controller)
+    run_pass(schedule_controller)
     status = schedule_statuses.find_one({"id": "ticker"})
     assert status["last_schedule_time"] is not None
 
@@ -158,16 +158,16 @@ def test_an_aging_code_url_is_re_signed_without_touching_the_cronjob_uid(
         make_schedule_controller: Any, schedules: Any, batch: Any, core: Any,
         restricted_namespace: str) -> None:
     schedules.insert_one(schedule_doc("weekly", "0 8 * * MON"))
-    run_schedule_pass(make_schedule_controller())
+    run_pass(make_schedule_controller())
     before = batch.read_namespaced_cron_job("schedule-weekly", restricted_namespace)
     secret_before = core.read_namespaced_secret("schedule-weekly-config", restricted_namespace)
     time.sleep(2)
     # With a 2 s URL lifetime the URL signed above is already past half of it.
-    _report, outcomes = run_schedule_pass(make_schedule_controller(CODE_URL_TTL="2s"))
+    _report, outcomes = run_pass(make_schedule_controller(CODE_URL_TTL="2s"))
     assert outcomes == ["updated"]
     after = batch.read_namespaced_cron_job("schedule-weekly", restricted_namespace)
     secret_after = core.read_namespaced_secret("schedule-weekly-config", restricted_namespace)
     assert after.metadata.uid == before.metadata.uid
     assert secret_after.data["CODE_URL"] != secret_before.data["CODE_URL"]
-    _, quiet = run_schedule_pass(make_schedule_controller())
+    _, quiet = run_pass(make_schedule_controller())
     assert quiet == []

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from worker.schedules import _NEXT_RUNS, next_run_time
+from worker.reconcile.cronjobs import _NEXT_RUNS, next_run_time
 
 
 def direct(schedule: str, timezone: str, now: float) -> str:

@@ -1,0 +1,147 @@
+"""One bot, converged: the per-bot task of both kinds, written once.
+
+    1. take the bot's lock (short, renewed while waiting: a killed worker blocks it briefly);
+    2. read the bot's documents (Mongo, by `id`, now) and its objects (Kubernetes, by name);
+    3. plan with the pass's rules (one bot: no mass-deletion guard) plus the kind's own;
+    4. an object of the bot is still terminating: wait until it is gone, then plan again;
+    5. act — one action; bad input found while acting (InvalidBot) or a refusal
+       (PermanentError) backs the bot off and is recorded for its status; a temporary error
+       propagates (the task retries);
+    6. record the outcome (its error, or none) for the next pass's status.
+
+Ids in, re-read, act: a duplicated, late or concurrent task does the right thing for the world
+as it is now. Never two pods for one bot: objects have a fixed name per bot, nothing is created
+beside a terminating object, and a replace waits until the old pod is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from worker import keys
+from worker.adapters.redis import Held
+from worker.core.bot import BotId
+from worker.core.desired import desired_state
+from worker.core.errors import InvalidBot, PermanentError, TemporaryError
+from worker.core.planner import Action, ActionKind, next_backoff, plan
+from worker.core.podstatus import PodHealth
+from worker.reconcile.kind import Kind, Observation
+from worker.reconcile.passes import with_extra_actions
+from worker.reconcile.statuses import record_outcome
+from worker.reconcile.waiting import wait_until_gone
+from worker.runtime import Runtime
+
+log = logging.getLogger("the0.reconcile")
+
+
+class BotBusy(TemporaryError):
+    """Another task holds this bot's lock; try again shortly."""
+
+
+class _Steps:
+    """The helpers a kind uses while it acts on one bot (the `Steps` protocol)."""
+
+    def __init__(self, rt: Runtime, kind: Kind, held: Held, observation: Observation,
+                 bot_id: BotId) -> None:
+        self._rt, self._kind, self._held = rt, kind, held
+        self._observation, self._bot_id = observation, bot_id
+
+    def renew_lock(self) -> None:
+        self._held.renew()
+
+    def bump_backoff(self) -> None:
+        bump_backoff(self._rt, self._kind, self._observation, self._bot_id)
+
+    def event(self, involved: dict[str, Any], reason: str, message: str,
+              event_type: str = "Normal") -> None:
+        api_version, object_kind = self._kind.object_kind
+        self._rt.kube.record_event(involved={"apiVersion": api_version, "kind": object_kind,
+                                             **involved}, reason=reason, message=message,
+                                   event_type=event_type, component=self._kind.component)
+
+
+def converge(rt: Runtime, kind: Kind, bot_id: str, *, intent: str,
+             planned_object: str | None = None) -> str:
+    """Returns what it did ("created", "deleted", "replaced", "updated", "nothing",
+    "backing off", "failed: <reason>", …). `planned_object`: the object the pass planned for,
+    when it is not the bot's own fixed name (an extra or legacy one to delete)."""
+    settings, bot_kind = rt.settings, kind.bot_kind
+    # 1. the bot's lock
+    with rt.redis.hold(keys.lock(bot_kind.value, bot_id), ttl=settings.BOT_LOCK_TTL) as held:
+        if held is None:
+            raise BotBusy(f"another task is acting on {bot_kind.value} bot {bot_id!r}")
+        the_id = BotId(bot_id)
+        names = kind.object_names(the_id, planned_object)
+        for _attempt in range(2):
+            # 2. read
+            observation = observe_one(rt, kind, the_id, names)
+            # 3. plan
+            now = rt.clock()
+            the_plan = plan(desired=observation.state.desired, actual=observation.objects,
+                            backoff=observation.backoff, now=now, max_delete_fraction=1.0,
+                            max_delete_min=1, untouchable=observation.state.invalid.keys())
+            the_plan = with_extra_actions(
+                the_plan, kind.extra_actions(observation, the_plan, now=now))
+            # 4. wait for a terminating object, then plan again (once)
+            if the_plan.waiting:
+                wait_until_gone(kind.get_object,
+                                [o for o in observation.objects
+                                 if o.assessment.health is PodHealth.TERMINATING],
+                                held.renew, timeout=settings.POD_GONE_TIMEOUT,
+                                what=kind.object_kind[1])
+                continue
+            if not the_plan.actions:
+                record_outcome(rt, bot_kind, the_id, last_error=None)
+                return "backing off" if the_plan.backing_off else "nothing"
+            # 5. act
+            action = the_plan.actions[0]
+            if action.kind is not ActionKind.CREATE and intent == "create":
+                log.info("%s bot %r: queued as create, now needs %s", bot_kind.value, bot_id,
+                         action.kind.value)
+            steps = _Steps(rt, kind, held, observation, the_id)
+            try:
+                outcome = kind.act(action, observation, steps)
+            except InvalidBot as error:
+                failed(rt, kind, action, observation, steps, str(error))
+                return f"failed: {error.reason}"
+            except PermanentError as error:
+                failed(rt, kind, action, observation, steps, str(error))
+                raise
+            # 6. record
+            record_outcome(rt, bot_kind, the_id, last_error="")
+            return outcome
+        return "waiting for a terminating object"
+
+
+def observe_one(rt: Runtime, kind: Kind, bot_id: BotId, names: list[str]) -> Observation:
+    settings, bot_kind = rt.settings, kind.bot_kind
+    docs = rt.store(bot_kind).load_one(bot_id)
+    actual = kind.observe_one(bot_id, object_names=names)
+    state = desired_state(docs, kind=bot_kind, template=settings.pod_template,
+                          default_resources=settings.default_resources,
+                          parse=rt.parse_memo(bot_kind))
+    backoff = rt.redis.get_backoff(bot_kind.value, bot_id)
+    return Observation(state=state, objects=actual.objects,
+                       backoff={bot_id: backoff} if backoff else {}, detail=actual.detail)
+
+
+def bump_backoff(rt: Runtime, kind: Kind, observation: Observation, bot_id: BotId) -> None:
+    s = rt.settings
+    backoff = next_backoff(observation.backoff.get(bot_id), now=rt.clock(),
+                           base_s=s.CRASH_BACKOFF_BASE, cap_s=s.CRASH_BACKOFF_CAP,
+                           jitter=rt.jitter())
+    rt.redis.save_backoff(kind.bot_kind.value, bot_id, backoff)
+    observation.backoff[bot_id] = backoff
+
+
+def failed(rt: Runtime, kind: Kind, action: Action, observation: Observation, steps: _Steps,
+           message: str) -> None:
+    """One bot's action failed for good (until its input changes): back it off, say why in
+    an Event and in its status. Never a config value in `message` (errors carry none)."""
+    log.warning("%s bot %r: %s failed: %s", kind.bot_kind.value, action.bot_id,
+                action.kind.value, message)
+    bump_backoff(rt, kind, observation, action.bot_id)
+    steps.event({"metadata": {"name": action.pod_name}}, "Failed",
+                f"{action.kind.value} failed: {message}", event_type="Warning")
+    record_outcome(rt, kind.bot_kind, action.bot_id, last_error=message)

@@ -1,0 +1,169 @@
+"""The reconcile pass, written once for both kinds of bot (live → Pods, scheduled → CronJobs).
+
+    1. take the pass lock (one pass per kind at a time, across every worker);
+    2. read the desired documents (Mongo) and the actual objects (Kubernetes), both before any
+       write — a failed read raises ReadFailed and the pass ends with nothing written;
+    3. parse the documents into desired state (pure, memoized per document);
+    4. plan (pure) — plus the kind's own actions;
+    5. enqueue one per-bot task per action, skipping bots with an action in flight — first,
+       while the plan is fresh;
+    6. record: status documents that changed (bounded), crash backoffs that may be reset;
+    7. upkeep of the kind (bounded): re-sign the presigned URLs of running pods;
+    8. report: the pass record and metrics (telemetry).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from worker import keys
+from worker.core.bot import BotId
+from worker.core.census import census
+from worker.core.desired import desired_state
+from worker.core.planner import Action, Plan, plan
+from worker.reconcile.kind import Kind, Observation
+from worker.reconcile.statuses import record_statuses
+from worker.runtime import Runtime
+from worker.telemetry import record_pass
+
+log = logging.getLogger("the0.reconcile")
+
+# `enqueue(action, as_of)` sends one per-bot task; `as_of` (epoch s) is when the pass's reads
+# started (the task reads its bot afresh: it is for the log and the message's reader).
+Enqueue = Callable[[Action, float], None]
+
+
+@dataclass
+class PassReport:
+    skipped: bool = False
+    duration_s: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    enqueued: int = 0
+    already_in_flight: int = 0
+    status_writes: int = 0
+    urls_resigned: int = 0
+    invalid: int = 0
+    unidentifiable: int = 0
+    guard_message: str = ""
+    plan: Plan | None = None
+    bots: dict[str, int] = field(default_factory=dict)  # bots by state (worker.core.census)
+
+    def summary(self) -> dict[str, Any]:
+        return {"skipped": self.skipped, "duration_s": round(self.duration_s, 3),
+                "counts": self.counts, "enqueued": self.enqueued,
+                "already_in_flight": self.already_in_flight,
+                "status_writes": self.status_writes, "urls_resigned": self.urls_resigned,
+                "invalid": self.invalid,
+                "unidentifiable": self.unidentifiable, "guard": self.guard_message,
+                "bots": self.bots}
+
+
+def run_pass(rt: Runtime, kind: Kind, enqueue: Enqueue) -> PassReport:
+    started = time.monotonic()
+    settings = rt.settings
+    bot_kind = kind.bot_kind
+    # 1. one pass at a time
+    lock_ttl = max(60.0, 4 * settings.RECONCILE_INTERVAL)
+    with rt.redis.hold(keys.reconcile_lock(bot_kind.value), ttl=lock_ttl) as held:
+        if held is None:
+            log.info("%s reconcile skipped: the previous pass is still running", bot_kind.value)
+            return PassReport(skipped=True)
+        # 2.-3. read desired and actual, parse
+        as_of = rt.clock()
+        observation = observe(rt, kind)
+        state = observation.state
+        # 4. plan
+        now = rt.clock()
+        the_plan = plan_pass(rt, kind, observation, now=now)
+        if the_plan.guard_tripped:
+            log.error("%s", the_plan.guard_message)
+        report = PassReport(plan=the_plan, counts=the_plan.counts(), invalid=len(state.invalid),
+                            unidentifiable=state.unidentifiable,
+                            guard_message=the_plan.guard_message,
+                            bots=census(desired=state.desired.keys(), objects=observation.objects,
+                                        backoff=observation.backoff, invalid=len(state.invalid),
+                                        disabled=len(state.disabled), now=now))
+        # 5. enqueue
+        report.enqueued, report.already_in_flight = enqueue_actions(
+            rt, kind, the_plan.actions, lambda action: enqueue(action, as_of))
+        # 6. record
+        report.status_writes = record_statuses(rt, bot_kind, kind.statuses(observation, now=now),
+                                               now=now)
+        reset_recovered_backoff(rt, kind, observation, now=now)
+        # 7. upkeep
+        report.urls_resigned = kind.upkeep(observation, now=now)
+    # 8. report
+    report.duration_s = time.monotonic() - started
+    record_pass(rt, bot_kind.value, ok=True, duration_s=report.duration_s,
+                summary=report.summary())
+    log.info("%s reconcile done: %s", bot_kind.value, report.summary())
+    return report
+
+
+def observe(rt: Runtime, kind: Kind) -> Observation:
+    """Steps 2 and 3: the desired documents and the actual objects (each waits on another
+    server: both at once), parsed. Reads only; ReadFailed rather than a partial answer."""
+    settings, bot_kind = rt.settings, kind.bot_kind
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        actual_future = pool.submit(kind.observe)
+        docs = rt.store(bot_kind).load_all()
+        actual = actual_future.result()
+    memo = rt.parse_memo(bot_kind)
+    state = desired_state(docs, kind=bot_kind, template=settings.pod_template,
+                          default_resources=settings.default_resources, parse=memo)
+    memo.retain({str(doc.get("id")) for doc in docs})
+    return Observation(state=state, objects=actual.objects,
+                       backoff=rt.redis.load_backoff(bot_kind.value), detail=actual.detail)
+
+
+def plan_pass(rt: Runtime, kind: Kind, observation: Observation, *, now: float) -> Plan:
+    """Step 4 (pure but for the kind's extra actions' reading of the observation)."""
+    settings = rt.settings
+    the_plan = plan(desired=observation.state.desired, actual=observation.objects,
+                    backoff=observation.backoff, now=now,
+                    max_delete_fraction=settings.MAX_DELETE_FRACTION,
+                    max_delete_min=settings.MAX_DELETE_MIN,
+                    untouchable=observation.state.invalid.keys())
+    return with_extra_actions(the_plan, kind.extra_actions(observation, the_plan, now=now))
+
+
+def with_extra_actions(the_plan: Plan, extra: tuple[Action, ...]) -> Plan:
+    """The plan with the kind's own actions for bots the planner has nothing for."""
+    planned = {action.bot_id for action in the_plan.actions}
+    added = tuple(action for action in extra if action.bot_id not in planned)
+    if not added:
+        return the_plan
+    return replace(the_plan, actions=tuple(sorted(the_plan.actions + added,
+                                                  key=lambda a: a.bot_id)))
+
+
+def enqueue_actions(rt: Runtime, kind: Kind, actions: tuple[Action, ...],
+                    send: Callable[[Action], None]) -> tuple[int, int]:
+    """Sends one task per bot not already in flight; (sent, already in flight). A send that
+    fails gives its bot's in-flight mark back, so the next pass plans it again."""
+    by_id = {action.bot_id: action for action in actions}
+    claimed = rt.redis.claim_inflight(kind.bot_kind.value, list(by_id),
+                                      ttl=rt.settings.INFLIGHT_TTL)
+    for bot_id in claimed:
+        try:
+            send(by_id[BotId(bot_id)])
+        except Exception:
+            rt.redis.release_inflight(kind.bot_kind.value, bot_id)
+            raise
+    return len(claimed), len(by_id) - len(claimed)
+
+
+def reset_recovered_backoff(rt: Runtime, kind: Kind, observation: Observation, *,
+                            now: float) -> None:
+    """A bot whose object has been healthy for CRASH_BACKOFF_RESET since its backoff ended
+    starts again from the first step."""
+    healthy = kind.healthy(observation)
+    reset_after = rt.settings.CRASH_BACKOFF_RESET
+    recovered = [bot_id for bot_id, backoff in observation.backoff.items()
+                 if bot_id in healthy and now - backoff.not_before > reset_after]
+    rt.redis.clear_backoff(kind.bot_kind.value, recovered)

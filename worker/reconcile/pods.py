@@ -1,0 +1,190 @@
+"""Live bots run as Pods: what the pass and converge need that is particular to them.
+
+A Pod cannot be changed in place: a replace is delete → wait until the old pod is gone →
+create (never two pods), a create takes a token from the cluster-wide create rate limit, and a
+deleted pod's last log lines are shipped first. The presigned URLs in a running pod's Secret
+are re-signed by the pass before they expire (the kubelet updates the mounted files).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+from worker.adapters.kube import Conflict
+from worker.core.bot import Bot, BotId, BotKind
+from worker.core.errors import InvalidBot, PermanentError, TemporaryError
+from worker.core.naming import LABEL_MANAGED_BY, MANAGED_BY_BOT, pod_name, secret_name
+from worker.core.planner import Action, ActionKind, ObservedPod, Plan, observed_pod
+from worker.core.podspec import SignedUrls, build_config_secret, build_pod
+from worker.core.podstatus import PodHealth
+from worker.core.status import observed_status
+from worker.log_collector import LogCollector
+from worker.reconcile.kind import Actual, Observation, Steps
+from worker.reconcile.waiting import wait_until_gone
+from worker.runtime import Runtime
+
+log = logging.getLogger("the0.reconcile.pods")
+POD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY_BOT}"
+
+
+class PodKind:
+    bot_kind = BotKind.LIVE
+    component = MANAGED_BY_BOT
+    object_kind = ("v1", "Pod")
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.settings = rt.settings
+
+    # ------------------------------------------------------------------ reading
+    def observe(self) -> Actual:
+        return Actual(self.rt.read_objects("pods", POD_SELECTOR, observed_pod))
+
+    def object_names(self, bot_id: BotId, planned: str | None) -> list[str]:
+        return sorted({pod_name(bot_id)} | ({planned} if planned else set()))
+
+    def observe_one(self, bot_id: BotId, *, object_names: Sequence[str]) -> Actual:
+        # By name (GET), not by a label LIST: the API server filters every pod for a LIST,
+        # which made a 10,000-bot cold start quadratic. Extra pods under other names are
+        # found by the pass, which names them to the task.
+        raw_pods = [raw for raw in map(self.rt.kube.get_pod, object_names) if raw is not None]
+        return Actual([p for p in map(observed_pod, raw_pods)
+                       if p is not None and p.bot_id == bot_id])
+
+    def extra_actions(self, observation: Observation, the_plan: Plan, *,
+                      now: float) -> tuple[Action, ...]:
+        return ()
+
+    # ------------------------------------------------------------------ acting
+    def act(self, action: Action, observation: Observation, steps: Steps) -> str:
+        bot = observation.state.bots.get(action.bot_id)
+        if action.kind is ActionKind.CREATE:
+            assert bot is not None
+            created = self._create(bot)
+            steps.event(_ref(created), "Created", f"Created pod for bot ({action.reason})")
+            return "created"
+        pod = next(p for p in observation.objects if p.name == action.pod_name)
+        self._delete(pod, steps.renew_lock)
+        if action.kind is ActionKind.DELETE:
+            steps.event(_pod_ref(pod), "Deleted", f"Deleted bot pod ({action.reason})")
+            return "deleted"
+        wait_until_gone(self.get_object, [pod], steps.renew_lock,
+                        timeout=self.settings.POD_GONE_TIMEOUT, what="pod")
+        if action.kind is ActionKind.RECREATE:
+            steps.bump_backoff()  # its pod was broken: the next recreate waits longer
+        assert bot is not None
+        steps.renew_lock()
+        created = self._create(bot)
+        verb = "Replaced" if action.kind is ActionKind.REPLACE else "Recreated"
+        steps.event(_ref(created), verb, f"{verb} bot pod ({action.reason})")
+        return verb.lower()
+
+    def _create(self, bot: Bot) -> dict[str, Any]:
+        s = self.settings
+        if not self.rt.code.code_exists(bot.code_path):
+            raise InvalidBot(bot.id, "code_not_found",
+                             "the code object custom.filePath does not exist in the bucket")
+        urls = self._sign_urls(bot)  # before the pod: a failure here leaves nothing behind
+        self._take_create_token()
+        body = build_pod(bot, s.pod_template)
+        try:
+            created = self.rt.kube.create_pod(body)
+        except Conflict:
+            # A concurrent task created it first (never a second pod: the name is fixed).
+            existing = self.rt.kube.get_pod(body["metadata"]["name"])
+            if existing is None:
+                raise
+            created = existing
+        self.rt.kube.create_owned_secret(build_config_secret(
+            bot, pod_name=created["metadata"]["name"], pod_uid=created["metadata"]["uid"],
+            namespace=s.NAMESPACE, urls=urls))
+        self.rt.redis.mark_urls_signed(created["metadata"]["uid"], urls.signed_at)
+        return created
+
+    def _sign_urls(self, bot: Bot) -> SignedUrls:
+        return self.rt.code.sign_urls(bot_id=bot.id, code_path=bot.code_path,
+                                      ttl_seconds=self.settings.CODE_URL_TTL, now=self.rt.clock())
+
+    def _take_create_token(self) -> None:
+        rate = self.settings.MAX_CREATES_PER_SECOND
+        while (wait := self.rt.redis.take_create_token(rate=rate, burst=max(1.0, rate))) > 0:
+            time.sleep(min(wait, 1.0))
+
+    def _delete(self, pod: ObservedPod, renew: Callable[[], None]) -> None:
+        if self.settings.LOG_COLLECT_ON_DELETE:
+            # The pod's log goes with it: ship the lines written since the last log pass.
+            renew()
+            LogCollector(self.rt).collect_before_delete(pod.name)
+            renew()
+        self.rt.kube.delete_pod(pod.name, uid=pod.uid or None)
+        # The pod owns its secret, so GC would remove it; deleting now frees the name at once.
+        self.rt.kube.delete_secret(secret_name(pod.name))
+
+    def get_object(self, name: str) -> dict[str, Any] | None:
+        return self.rt.kube.get_pod(name)
+
+    # ------------------------------------------------------------------ status and upkeep
+    def statuses(self, observation: Observation, *, now: float) -> dict[str, dict[str, Any]]:
+        state = observation.state
+        pods_by_bot: dict[BotId, list[ObservedPod]] = {}
+        for pod in observation.objects:
+            pods_by_bot.setdefault(pod.bot_id, []).append(pod)
+        result: dict[str, dict[str, Any]] = {}
+        for bot_id in state.known | pods_by_bot.keys():
+            backoff = observation.backoff.get(bot_id)
+            result[bot_id] = observed_status(
+                bot_id=bot_id, namespace=self.settings.NAMESPACE,
+                pod=_representative(pods_by_bot.get(bot_id, [])),
+                want=state.desired.get(bot_id), invalid=state.invalid.get(bot_id),
+                disabled=bot_id in state.disabled,
+                backing_off=backoff is not None and backoff.not_before > now)
+        return result
+
+    def healthy(self, observation: Observation) -> Collection[BotId]:
+        return {pod.bot_id for pod in observation.objects
+                if pod.assessment.health is PodHealth.RUNNING}
+
+    def upkeep(self, observation: Observation, *, now: float) -> int:
+        """Re-signs the URLs in the Secret of running pods signed more than half a URL
+        lifetime ago (at most URL_RESIGN_PER_PASS a pass). The kubelet updates the mounted
+        files in place, so the sidecar's next upload uses the new URL; nothing restarts.
+        Only a pod built from the current config is re-signed: any other is replaced soon."""
+        s = self.settings
+        candidates = {p.uid: p for p in observation.objects
+                      if p.uid and p.assessment.health is not PodHealth.TERMINATING
+                      and (want := observation.state.desired.get(p.bot_id)) is not None
+                      and want.config_hash == p.config_hash}
+        signed = self.rt.redis.load_urls_signed([p.uid for p in observation.objects if p.uid])
+        stale = sorted((signed.get(uid, 0.0), uid) for uid in candidates
+                       if now - signed.get(uid, 0.0) > s.CODE_URL_TTL / 2)
+        done = 0
+        for _signed_at, uid in stale[:s.URL_RESIGN_PER_PASS]:
+            pod = candidates[uid]
+            bot = observation.state.bots[pod.bot_id]
+            try:
+                urls = self._sign_urls(bot)
+                self.rt.kube.put_secret(build_config_secret(
+                    bot, pod_name=pod.name, pod_uid=uid, namespace=s.NAMESPACE, urls=urls))
+            except (InvalidBot, TemporaryError, PermanentError) as error:
+                log.warning("bot %r: re-signing its URLs failed: %s", pod.bot_id, error)
+                continue
+            self.rt.redis.mark_urls_signed(uid, urls.signed_at)
+            done += 1
+        return done
+
+
+def _representative(pods: Sequence[ObservedPod]) -> ObservedPod | None:
+    """The pod a status should describe: a live one before a terminating one."""
+    live = [p for p in pods if p.assessment.health is not PodHealth.TERMINATING]
+    return min(live or pods, key=lambda p: p.name) if pods else None
+
+
+def _ref(pod: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"name": pod["metadata"]["name"], "uid": pod["metadata"].get("uid")}}
+
+
+def _pod_ref(pod: ObservedPod) -> dict[str, Any]:
+    return {"metadata": {"name": pod.name, "uid": pod.uid}}

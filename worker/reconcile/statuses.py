@@ -1,0 +1,64 @@
+"""Recording what was observed and done: status documents (written by passes) and task outcomes.
+
+Status documents are written only by passes, which see every object as it is after the tasks'
+actions, and bound how much they write. A task records its outcome in Redis (the error, or ""
+for success) and marks its bot's status stale: the next pass rewrites it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from worker.core.bot import BotKind
+from worker.core.status import PHASE_INVALID, diff_statuses
+from worker.runtime import Runtime
+
+log = logging.getLogger("the0.reconcile")
+STALE_FINGERPRINT = "stale"
+# Status documents written between two checks of the pass's time budget (and memo saves).
+STATUS_BATCH = 250
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def record_outcome(rt: Runtime, kind: BotKind, bot_id: str, *, last_error: str | None) -> None:
+    """A task's outcome: its error ("" clears it; None leaves it) and a stale status mark."""
+    if last_error is not None:
+        rt.redis.set_last_error(kind.value, bot_id, last_error)
+    # Mark, not forget: the memo is also the index of status documents that exist.
+    rt.redis.save_status_fingerprints(kind.value, {bot_id: STALE_FINGERPRINT})
+
+
+def record_statuses(rt: Runtime, kind: BotKind, current: Mapping[str, dict[str, Any]], *,
+                    now: float) -> int:
+    """Writes the statuses that changed since the last write, errors first, bounded in count
+    (STATUS_WRITES_PER_PASS) and in time (half an interval): a pass must end well before its
+    lock expires, and what is left is written by the next pass (the memo records only what
+    was really written). Statuses of bots that are gone are deleted."""
+    settings = rt.settings
+    diff = diff_statuses(current, stored=rt.redis.load_status_fingerprints(kind.value),
+                         last_errors=rt.redis.load_last_errors(kind.value), updated_at=iso(now))
+    store = rt.store(kind)
+    budget = time.monotonic() + settings.RECONCILE_INTERVAL / 2
+    limit = min(len(diff.changed), settings.STATUS_WRITES_PER_PASS)
+    writes = 0
+    for start in range(0, limit, STATUS_BATCH):
+        if time.monotonic() > budget:
+            break
+        batch = diff.changed[start:min(start + STATUS_BATCH, limit)]
+        writes += store.write_statuses(batch)
+        rt.redis.save_status_fingerprints(
+            kind.value, {doc["id"]: diff.fingerprints[doc["id"]] for doc in batch})
+    for doc in diff.changed:
+        if doc["phase"] == PHASE_INVALID:  # said once, when it becomes invalid or changes
+            log.warning("%s bot %r invalid: %s", kind.value, doc["id"], doc["message"])
+    writes += store.delete_statuses(diff.gone)
+    rt.redis.forget_status_fingerprints(kind.value, diff.gone)
+    rt.redis.forget_last_errors(kind.value, diff.gone)
+    return writes
