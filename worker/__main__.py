@@ -6,8 +6,9 @@
 - reconcile:  one pass now, acting in this process (no Celery worker needed), with progress.
 - controller: a Celery worker with an embedded beat — the one-process mode for a small host.
               Takes the seed controller's flags; flags override the environment.
-- events:     the NATS consumer (queue group `runtime`; run one or more): each platform event
-              is written to Mongo and triggers an immediate reconcile of that one bot.
+- events:     the NATS consumer (queue group `runtime`; run ONE, so one bot's events keep
+              their order): each platform event is written to Mongo and triggers an
+              immediate reconcile of that one bot.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The NATS consumer: platform events → Mongo (the platform's documents) → a reconcile of that
-one bot, at once. Run it with `python -m worker events` (one or more replicas; the queue group
-`runtime` gives each message to exactly one of them).
+one bot, at once. Run ONE: `python -m worker events`. A bot's events must be applied in the
+order they were sent, and the queue group `runtime` spreads messages over its members without
+regard to the bot (k8s/events.yaml deploys one replica with Recreate).
 
 Steps per message (DESIGN §1 "NATS"):
 1. parse (pure, worker.core.events); a bad message is logged by reason — never its content —
