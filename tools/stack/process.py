@@ -69,6 +69,9 @@ class Server:
     log: Path
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    # What asks it to stop. PostgreSQL: SIGINT ("fast" shutdown: ends its sessions and exits);
+    # its SIGTERM ("smart") would wait for every client to go.
+    stop_signal: int = signal.SIGTERM
     popen: subprocess.Popen[bytes] | None = None
     started: int | None = None  # /proc start time, recorded so `down` can tell it is ours
 
@@ -118,15 +121,18 @@ class Server:
     def stop(self, grace: float = 10.0) -> None:
         if self.popen is None or self.popen.poll() is not None:
             return
-        stop_process_group(self.popen.pid, grace=grace)
+        stop_process_group(self.popen.pid, grace=grace, sig=self.stop_signal)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=1)
 
 
-def stop_process_group(pid: int, *, grace: float = 10.0) -> None:
-    """SIGTERM the process group led by pid, then SIGKILL whatever is left after `grace`."""
+def stop_process_group(pid: int, *, grace: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """`sig` (SIGTERM) to the process group led by pid, then SIGKILL whatever is left after
+    `grace` — the group and every descendant that was running when asked to stop, including
+    those that made their own session (PostgreSQL's children each call setsid())."""
+    family = descendants(pid)
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, sig)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if not _alive(pid):
@@ -134,6 +140,31 @@ def stop_process_group(pid: int, *, grace: float = 10.0) -> None:
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+    for child, started in family.items():
+        if same_process(child, started):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(child, signal.SIGKILL)
+
+
+def descendants(pid: int) -> dict[int, int | None]:
+    """Every live process below pid, with its /proc start time (read in one pass)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: dict[int, int | None] = {}
+    todo = list(parents.get(pid, []))
+    while todo:
+        child = todo.pop()
+        if child not in found:
+            found[child] = start_time(child)
+            todo += parents.get(child, [])
+    return found
 
 
 def _alive(pid: int) -> bool:

@@ -401,7 +401,8 @@ def _cleanup_locked(path: Path, record: dict[str, Any], progress: Callable[[str]
     if leftover:  # the dead stack's other servers (etcd, kube-apiserver, redis, ...) too
         for proc in reversed(record.get("stack_processes", [])):
             if same_process(proc["pid"], proc.get("start")):
-                stop_process_group(proc["pid"], grace=5)
+                stop_process_group(proc["pid"], grace=5,
+                                   sig=proc.get("signal", signal.SIGTERM))
     path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         REGISTRY.rmdir()  # only when empty
@@ -514,7 +515,8 @@ class RealNode:
         """Adds a server to the record: read, change, write under the registry lock, as
         another stack's clean-up may be handing its host state over to this record."""
         assert self.record_path is not None
-        entry = {"name": server.name, "pid": server.pid, "start": server.started}
+        entry = {"name": server.name, "pid": server.pid, "start": server.started,
+                 "signal": int(server.stop_signal)}
         with self._record_lock, _registry_lock():
             with contextlib.suppress(OSError, json.JSONDecodeError):
                 self.record = json.loads(self.record_path.read_text())
