@@ -40,6 +40,7 @@ def describe(env: StackEnv) -> str:
         f"    admin:      kubectl --kubeconfig {env.admin_kubeconfig} get nodes",
         f"    controller: --kubeconfig {env.controller_kubeconfig}  (user {env.controller_user})",
         f"  MongoDB (FerretDB): {env.mongo_uri}",
+        f"    on PostgreSQL:    psql {env.postgres_url}",
         f"  S3 (versitygw):     http://{env.s3_endpoint}  access key {env.s3_access_key}"
         "  (secret in the env file)",
         f"  Redis:              {env.redis_url}",
@@ -105,7 +106,7 @@ def cmd_down() -> int:
         realnode.cleanup(Path(node["record"]), _progress, workdir=node["workdir"])
     for server in reversed(state["servers"]):
         if _alive(server):
-            stop_process_group(server["pid"])
+            stop_process_group(server["pid"], sig=server.get("signal", signal.SIGTERM))
             print(f"stopped {server['name']} (pid {server['pid']})")
     _unmount_and_remove(STATE_DIR)
     realnode.clean_leftovers(_progress)  # any other stack whose owner died

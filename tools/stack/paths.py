@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,9 @@ class Binaries:
     versitygw: Path
     redis_server: Path
     nats_server: Path
+    postgres: Path  # Debian's postgresql: the server, initdb and psql (FerretDB's backend)
+    initdb: Path
+    psql: Path
     kubernetes_version: str
 
     def missing(self) -> list[str]:
@@ -72,11 +76,31 @@ def _which(name: str) -> Path:
     return Path(found) if found else Path(f"/usr/bin/{name}")
 
 
+def postgres_bindir() -> Path:
+    """Debian keeps PostgreSQL's server programs off PATH, in /usr/lib/postgresql/<major>/bin
+    (bookworm: 15); elsewhere `pg_config --bindir` says where they are."""
+    found = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/postgres")
+             if p.parent.parent.name.isdigit()]
+    if found:
+        return max(found, key=lambda p: int(p.parent.name))
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
+                                 timeout=10, check=False).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        if out and (Path(out) / "postgres").exists():
+            return Path(out)
+    return Path("/usr/lib/postgresql/15/bin")  # where bookworm's package puts them
+
+
 def binaries() -> Binaries:
     v = read_versions()
     bin_dir = cache_dir() / "bin"
     kube = bin_dir / f"kubernetes-{v['KUBERNETES_VERSION']}"
     kwok = bin_dir / f"kwok-{v['KWOK_VERSION']}"
+    pg = postgres_bindir()
     return Binaries(
         kube_apiserver=kube / "kube-apiserver",
         kube_controller_manager=kube / "kube-controller-manager",
@@ -91,5 +115,8 @@ def binaries() -> Binaries:
         versitygw=bin_dir / f"versitygw-{v['VERSITYGW_VERSION']}" / "versitygw",
         redis_server=_which("redis-server"),
         nats_server=_which("nats-server"),
+        postgres=pg / "postgres",
+        initdb=pg / "initdb",
+        psql=pg / "psql",
         kubernetes_version=v["KUBERNETES_VERSION"],
     )

@@ -1,20 +1,27 @@
 """Starts the whole real stack on free 127.0.0.1 ports and stops exactly what it started.
 
 Order matters: etcd → kube-apiserver → kwok CRDs → kwok, kube-controller-manager,
-kube-scheduler → kwok nodes → the real node (containerd + kubelet, realnode.py); FerretDB,
-versitygw, Redis and NATS are independent.
+kube-scheduler → kwok nodes → the real node (containerd + kubelet, realnode.py); PostgreSQL →
+FerretDB (its MongoDB front); versitygw, Redis and NATS are independent.
 Every server gets its own log file under the work directory; `ServerFailed` carries its tail.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
+import os
+import pwd
 import secrets
 import shlex
+import shutil
+import signal
 import socket
 import ssl
+import stat
+import struct
 import subprocess
 import time
 import urllib.request
@@ -26,7 +33,13 @@ from typing import Any
 
 from tools.stack import certs, hoststate, realnode
 from tools.stack.paths import REPO_ROOT, Binaries, binaries
-from tools.stack.process import Server, ServerFailed, free_port, log_tail
+from tools.stack.process import (
+    Server,
+    ServerFailed,
+    free_port,
+    log_tail,
+    stop_process_group,
+)
 from tools.stack.realnode import NodeConfig, RealNode
 
 # The controller's identity, as a ServiceAccount-like user whose rights come only from RBAC.
@@ -40,6 +53,22 @@ KWOK_NODES = 3
 KWOK_PODS_PER_NODE = 5000
 KWOK_POD_CIDR = "10.128.0.0/14"  # fake pod IPs written into status only; no traffic goes there
 DEFAULT_NODE = NodeConfig()  # real-node-1 in the first free slot (cni-the0, 10.89.0.0/24)
+# PostgreSQL under FerretDB: a throwaway test database (no crash safety wanted), trust auth on
+# 127.0.0.1 only. FerretDB's pool is 50 connections (its default); the rest is headroom.
+POSTGRES_SETTINGS = {
+    "listen_addresses": "127.0.0.1",
+    "max_connections": "100",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "unix_socket_permissions": "0700",
+    "dynamic_shared_memory_type": "mmap",  # in the data dir: nothing left in /dev/shm
+    # FerretDB's lookups are sequential scans (tools/stack/README.md): on 2 cores, workers
+    # of a parallel scan only add their start-up to each one.
+    "max_parallel_workers_per_gather": "0",
+}
+POSTGRES_ENV = {"LC_ALL": "C", "LANG": "C"}
+FERRETDB_DATABASE = "ferretdb"  # the PostgreSQL database FerretDB keeps everything in
 KWOK_STAGES = (
     "node/fast/node-initialize.yaml",
     "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
@@ -69,6 +98,8 @@ class StackEnv:
     nats_url: str
     nats_port: int
     kwok_logs_dir: str
+    # PostgreSQL under FerretDB (psql takes this URL as it is).
+    postgres_url: str = ""
     # The real node (realnode.py); empty when the stack runs without one.
     real_node_name: str = ""
     pod_gateway: str = ""      # the CNI bridge's address: where pods reach the host
@@ -139,6 +170,33 @@ def _redis_ping(port: int) -> bool:
         return s.recv(16).startswith(b"+PONG")
 
 
+def _postgres_ping(port: int, user: str) -> bool:
+    """True when PostgreSQL accepts a session: its answer to a startup message is
+    AuthenticationOk ('R', 0); while it starts up or shuts down it is an error ('E')."""
+    params = b"".join(k + b"\0" + v.encode() + b"\0"
+                      for k, v in ((b"user", user), (b"database", "postgres"))) + b"\0"
+    body = struct.pack("!I", 196608) + params  # protocol 3.0
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        s.sendall(struct.pack("!I", len(body) + 4) + body)
+        reply = s.recv(9, socket.MSG_WAITALL)
+        with contextlib.suppress(OSError):
+            s.sendall(b"X\0\0\0\4")  # Terminate
+    return reply[:1] == b"R" and reply[5:9] == b"\0\0\0\0"
+
+
+def _searchable_by(path: Path, uid: int, gid: int) -> None:
+    """Lets `uid` reach `path`: adds o+x (search, not read) to each directory on the way that
+    it could not pass (pytest's temp dirs are 0700). A running PostgreSQL no longer needs it:
+    it has changed into its data directory and opens everything relative to it."""
+    for directory in (path, *path.parents):
+        st = directory.stat()
+        if ((st.st_uid == uid and st.st_mode & stat.S_IXUSR)
+                or (st.st_gid == gid and st.st_mode & stat.S_IXGRP)
+                or st.st_mode & stat.S_IXOTH):
+            continue
+        directory.chmod(stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
+
+
 def _mongo_ping(uri: str) -> bool:
     import pymongo  # imported here: the supervisor's other users do not need it
 
@@ -190,10 +248,13 @@ class Stack:
     def __init__(self, workdir: Path, *, bins: Binaries | None = None,
                  progress: Callable[[str], None] = lambda _msg: None,
                  real_node: NodeConfig | None = DEFAULT_NODE,
-                 owner_state_file: Path | None = None) -> None:
+                 owner_state_file: Path | None = None,
+                 postgres_settings: Mapping[str, str] | None = None) -> None:
         """`real_node=None` runs kwok nodes only. `owner_state_file`: the state file that
-        keeps a detached stack's node alive (`python -m tools.stack up`), see realnode.py."""
+        keeps a detached stack's node alive (`python -m tools.stack up`), see realnode.py.
+        `postgres_settings`: more PostgreSQL settings, over POSTGRES_SETTINGS."""
         self.workdir = workdir.resolve()
+        self.postgres_settings = {**POSTGRES_SETTINGS, **(postgres_settings or {})}
         self.bins = bins or binaries()
         self.progress = progress
         self.servers: list[Server] = []
@@ -202,6 +263,10 @@ class Stack:
                      if real_node is not None else None)
         self._probes: dict[str, Callable[[], bool]] = {}
         self._controller_rbac: list[dict[str, Any]] | None = None
+        self._initdb: subprocess.Popen[bytes] | None = None  # PostgreSQL's, until it is done
+        self._initdb_started = 0.0
+        self._pg_user = ""
+        self._pg_as_user: list[str] = []
         self.env: StackEnv | None = None
 
     def __enter__(self) -> Stack:
@@ -213,11 +278,12 @@ class Stack:
 
     # ------------------------------------------------------------------ helpers
     def _server(self, name: str, argv: list[str], *, env: Mapping[str, str] | None = None,
-                probe: Callable[[], bool], timeout: float = 60.0) -> Server:
+                probe: Callable[[], bool], timeout: float = 60.0, cwd: Path | None = None,
+                stop_signal: int = signal.SIGTERM) -> Server:
         if self.node is not None:
             self.node.check_runtime()  # fail fast when the node's runtime already failed
         server = Server(name=name, argv=argv, log=self.workdir / "logs" / f"{name}.log",
-                        env=dict(env or {}), cwd=self.workdir)
+                        env=dict(env or {}), cwd=cwd or self.workdir, stop_signal=stop_signal)
         self._probes[name] = probe
         self.progress(f"starting {name}")
         started = time.monotonic()
@@ -263,6 +329,7 @@ class Stack:
         if self.node is not None:
             # Before anything else: clean dead stacks' leftovers, pick a slot, record the host.
             self.node.reserve()
+        self._init_postgres()  # in the background until _start_postgres
         pki = certs.write_pki(w / "pki",
                               kubelet_ips=[self.node.address] if self.node is not None else None)
         ca = str(pki["ca_crt"])
@@ -289,11 +356,12 @@ class Stack:
                               str(nats_port), "-m", str(nats_monitor)],
                      probe=lambda: _http_ok(f"http://127.0.0.1:{nats_monitor}/healthz"),
                      timeout=20)
+        postgres_url = self._start_postgres()
         mongo_port = free_port()
         mongo_uri = f"mongodb://127.0.0.1:{mongo_port}/"
         (w / "ferretdb").mkdir(exist_ok=True)
-        self._server("ferretdb", [str(self.bins.ferretdb), "--handler=sqlite",
-                                  f"--sqlite-url=file:{w / 'ferretdb'}/",
+        self._server("ferretdb", [str(self.bins.ferretdb), "--handler=postgresql",
+                                  f"--postgresql-url={postgres_url}",
                                   f"--listen-addr=127.0.0.1:{mongo_port}",
                                   f"--state-dir={w / 'ferretdb'}", "--telemetry=disable",
                                   f"--debug-addr=127.0.0.1:{free_port()}", "--log-level=warn"],
@@ -368,7 +436,8 @@ class Stack:
             workdir=str(w), kubernetes_version=self.bins.kubernetes_version,
             kube_api_url=api_url, admin_kubeconfig=str(admin_kubeconfig),
             controller_kubeconfig=str(controller_kubeconfig), controller_user=CONTROLLER_USER,
-            ca_file=ca, mongo_uri=mongo_uri, s3_endpoint=f"127.0.0.1:{s3_port}",
+            ca_file=ca, mongo_uri=mongo_uri, postgres_url=postgres_url,
+            s3_endpoint=f"127.0.0.1:{s3_port}",
             s3_access_key=S3_ACCESS_KEY, s3_secret_key=s3_secret,
             redis_url=f"redis://127.0.0.1:{redis_port}/0", redis_port=redis_port,
             nats_url=f"nats://127.0.0.1:{nats_port}", nats_port=nats_port,
@@ -447,6 +516,88 @@ class Stack:
                 self.env, real_node_name=self.node.name, pod_gateway=self.node.slot.gateway,
                 s3_pod_endpoint=f"{self.node.slot.gateway}:{self.node.s3_port}")
 
+    def _init_postgres(self) -> None:
+        """Starts initdb of `<work dir>/postgres` (its data and unix socket) in the background
+        (~0.6-1 s of CPU): it overlaps the certificates, Redis and NATS; `_start_postgres`
+        waits for it. PostgreSQL refuses to run as root: a root stack runs it as the
+        `postgres` system user (setpriv execs it, so a recorded pid is PostgreSQL's own);
+        anyone else runs it as themselves."""
+        w = self.workdir
+        data = w / "postgres"
+        log = w / "logs" / "postgres-initdb.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            try:
+                account = pwd.getpwnam("postgres")
+            except KeyError:
+                raise ServerFailed("postgres: no `postgres` system user to run PostgreSQL as "
+                                   "(Debian's postgresql package creates it) — run "
+                                   "`make stack-build`") from None
+            setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+            self._pg_as_user = [setpriv, "--reuid", str(account.pw_uid),
+                                "--regid", str(account.pw_gid), "--init-groups", "--"]
+        else:
+            account = pwd.getpwuid(os.geteuid())
+            self._pg_as_user = []
+        self._pg_user = account.pw_name
+        # The socket's name ends in .s.PGSQL.<port>: at most 5 digits.
+        if len(f"{data}/.s.PGSQL.65535") > realnode.UNIX_PATH_MAX:
+            raise ServerFailed(f"postgres: the work dir {w} is too long: the unix socket "
+                               f"{data}/.s.PGSQL.<port> would be > {realnode.UNIX_PATH_MAX} bytes")
+        shutil.rmtree(data, ignore_errors=True)  # a fresh cluster on every start
+        data.mkdir(mode=0o700)
+        if self._pg_as_user:
+            os.chown(data, account.pw_uid, account.pw_gid)
+            _searchable_by(w, account.pw_uid, account.pw_gid)
+        self._initdb_started = time.monotonic()
+        with log.open("ab") as out:
+            try:
+                self._initdb = subprocess.Popen(
+                    [*self._pg_as_user, str(self.bins.initdb), "-D", str(data),
+                     "-U", self._pg_user, "--auth=trust", "--encoding=UTF8", "--locale=C",
+                     "--no-sync", "--no-instructions"],
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env={**os.environ, **POSTGRES_ENV}, cwd=data, start_new_session=True)
+            except OSError as exc:
+                raise ServerFailed(f"postgres: cannot execute initdb: {exc}") from exc
+
+    def _start_postgres(self) -> str:
+        """Waits for initdb, starts postgres and creates the database FerretDB uses; returns
+        FerretDB's URL for it."""
+        assert self._initdb is not None
+        data = self.workdir / "postgres"
+        initdb_log = self.workdir / "logs" / "postgres-initdb.log"
+        log = self.workdir / "logs" / "postgres.log"
+        try:
+            code = self._initdb.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            code = None
+        self._initdb = None
+        if code != 0:
+            what = "took over 120 s" if code is None else f"exited with code {code}"
+            raise ServerFailed(f"postgres: initdb {what}.\n"
+                               f"--- last lines of {initdb_log} ---\n{log_tail(initdb_log)}")
+        self.progress(f"postgres initdb done {time.monotonic() - self._initdb_started:.1f} s "
+                      "after it started")
+        user, port = self._pg_user, free_port()
+        settings = {**self.postgres_settings, "port": str(port),
+                    "unix_socket_directories": str(data)}
+        self._server("postgres", [*self._pg_as_user, str(self.bins.postgres), "-D", str(data),
+                                  *[a for k, v in settings.items() for a in ("-c", f"{k}={v}")]],
+                     env=POSTGRES_ENV, cwd=data, stop_signal=signal.SIGINT,
+                     probe=lambda: _postgres_ping(port, user), timeout=30)
+        create = subprocess.run(
+            [str(self.bins.psql), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+             f"postgres://{user}@127.0.0.1:{port}/postgres",
+             "-c", f"CREATE DATABASE {FERRETDB_DATABASE}"],
+            capture_output=True, text=True, timeout=30, check=False)
+        if create.returncode != 0:
+            raise ServerFailed(
+                f"postgres: creating the database {FERRETDB_DATABASE} failed: "
+                f"{(create.stderr or create.stdout).strip()}\n"
+                f"--- last lines of {log} ---\n{log_tail(log)}")
+        return f"postgres://{user}@127.0.0.1:{port}/{FERRETDB_DATABASE}"
+
     def _nodes_ready(self, count: int) -> bool:
         out = self.kubectl("get", "nodes", "-l", "type=kwok", "-o",
                            "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')]"
@@ -464,6 +615,10 @@ class Stack:
                            f"--- last lines of {log} ---\n{log_tail(log)}")
 
     def stop(self) -> None:
+        if self._initdb is not None:  # a start that failed before postgres
+            stop_process_group(self._initdb.pid, grace=0)
+            self._initdb.wait()
+            self._initdb = None
         if self.node is not None:
             self.node.stop()  # first: its clean-up stops the kubelet before anything else
         for server in reversed(self.servers):
@@ -528,5 +683,6 @@ class Stack:
 def pids_of(stack: Stack) -> list[dict[str, Any]]:
     """The servers as `down` finds them again: pid plus /proc start time (not argv[0], which
     redis-server rewrites)."""
-    return [{"name": s.name, "pid": s.pid, "start": s.started} for s in stack.servers]
+    return [{"name": s.name, "pid": s.pid, "start": s.started, "signal": int(s.stop_signal)}
+            for s in stack.servers]
 

@@ -1,15 +1,94 @@
-"""FerretDB, versitygw, Redis and NATS are real servers speaking their real protocols."""
+"""FerretDB (on PostgreSQL), versitygw, Redis and NATS are real servers speaking their real
+protocols; a server that cannot start fails the start naming it, with its log tail."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
+import os
+import pwd
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import nats
 import pymongo
+import pytest
 
-from tools.stack.supervisor import StackEnv
+from tools.stack.process import ServerFailed, descendants, same_process
+from tools.stack.supervisor import Stack, StackEnv
+
+
+def test_ferretdb_keeps_its_data_in_the_stacks_postgresql(
+        stack: Stack, stack_env: StackEnv, mongo: Any, db_names: dict[str, str]) -> None:
+    postgres = next(s for s in stack.servers if s.name == "postgres")
+    ferretdb = next(s for s in stack.servers if s.name == "ferretdb")
+    assert same_process(postgres.pid, postgres.started)
+    # The recorded pid is the postmaster itself (setpriv execs it), run as `postgres` by root.
+    assert Path(f"/proc/{postgres.pid}/comm").read_text().strip() == "postgres"
+    owner = Path(f"/proc/{postgres.pid}").stat().st_uid
+    assert owner == (pwd.getpwnam("postgres").pw_uid if os.geteuid() == 0 else os.geteuid())
+    assert "--handler=postgresql" in ferretdb.argv
+    assert f"--postgresql-url={stack_env.postgres_url}" in ferretdb.argv
+
+    mongo[db_names["bot_runner"]]["bots"].insert_one({"id": "in-postgres"})
+    # FerretDB keeps a MongoDB database as a PostgreSQL schema of its database `ferretdb`.
+    schemas = subprocess.run(
+        [str(stack.bins.psql), "-X", "-At", stack_env.postgres_url, "-c",
+         "SELECT nspname FROM pg_namespace"],
+        capture_output=True, text=True, timeout=30, check=True).stdout.split()
+    assert db_names["bot_runner"] in schemas
+
+
+def test_a_broken_postgres_fails_the_start_naming_it_with_its_log(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "s", real_node=None, postgres_settings={"shared_buffers": "lots"})
+    with pytest.raises(ServerFailed) as info:
+        stack.start()
+    message = str(info.value)
+    print(message)  # what a developer sees (pytest -s)
+    assert message.startswith("postgres exited with code")
+    assert f"--- last lines of {tmp_path / 's' / 'logs' / 'postgres.log'} ---" in message
+    assert 'invalid value for parameter "shared_buffers": "lots"' in message
+    assert stack.servers == []  # start() stopped what it had started
+
+
+def test_a_failed_initdb_fails_the_start_naming_postgres_with_its_log(tmp_path: Path) -> None:
+    fake = tmp_path / "initdb"
+    fake.write_text("#!/bin/sh\necho 'initdb: could not create directory' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    stack = Stack(tmp_path / "s", real_node=None)
+    stack.bins = dataclasses.replace(stack.bins, initdb=fake)
+    with pytest.raises(ServerFailed) as info:
+        stack.start()
+    message = str(info.value)
+    assert message.startswith("postgres: initdb exited with code 1.")
+    assert f"--- last lines of {tmp_path / 's' / 'logs' / 'postgres-initdb.log'} ---" in message
+    assert "initdb: could not create directory" in message
+
+
+def test_a_failed_ferretdb_start_names_it_and_leaves_no_postgres_process(
+        tmp_path: Path) -> None:
+    fake = tmp_path / "ferretdb"
+    fake.write_text("#!/bin/sh\necho 'no PostgreSQL for me' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    postgres_family: dict[int, int | None] = {}
+
+    def progress(message: str) -> None:
+        if message == "starting ferretdb":  # postgres is up: its postmaster and children
+            server = next(s for s in stack.servers if s.name == "postgres")
+            postgres_family.update({server.pid: server.started, **descendants(server.pid)})
+
+    stack = Stack(tmp_path / "s", real_node=None, progress=progress)
+    stack.bins = dataclasses.replace(stack.bins, ferretdb=fake)
+    with pytest.raises(ServerFailed) as info:
+        stack.start()
+    message = str(info.value)
+    assert message.startswith("ferretdb exited with code 3 during start-up")
+    assert "no PostgreSQL for me" in message
+    assert len(postgres_family) >= 4  # postmaster, checkpointer, background writer, ...
+    left = [pid for pid, started in postgres_family.items() if same_process(pid, started)]
+    assert left == []
 
 
 def test_ferretdb_documents_indexes_and_find_one_and_update(mongo: Any,
