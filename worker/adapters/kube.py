@@ -385,10 +385,6 @@ class KubeClient:
             pass
 
     # ------------------------------------------------------------------ cronjobs and jobs
-    def list_cronjobs(self, label_selector: str) -> list[Json]:
-        return self._list_all("cronjobs", self.batch.list_namespaced_cron_job,
-                              label_selector=label_selector)
-
     def list_cronjobs_versioned(self, label_selector: str, *,
                                 keep: Callable[[Json], T | None] | None = None
                                 ) -> tuple[list[Any], str]:
@@ -445,10 +441,6 @@ class KubeClient:
         except Conflict:
             self._call("update", "secrets", self.core.replace_namespaced_secret,
                        body["metadata"]["name"], self.namespace, body)
-
-    def list_jobs(self, label_selector: str) -> list[Json]:
-        return self._list_all("jobs", self.batch.list_namespaced_job,
-                              label_selector=label_selector)
 
     def list_jobs_versioned(self, label_selector: str, *,
                             keep: Callable[[Json], T | None] | None = None

@@ -189,11 +189,6 @@ class RedisState:
             raw = self.client.hgetall(keys.last_errors(kind))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
-    def get_last_error(self, kind: str, bot_id: str) -> str:
-        with _temporary_on_redis_error():
-            raw = self.client.hget(keys.last_errors(kind), bot_id)
-        return raw.decode() if raw else ""
-
     def set_last_error(self, kind: str, bot_id: str, message: str) -> None:
         with _temporary_on_redis_error():
             if message:
@@ -207,14 +202,6 @@ class RedisState:
                 self.client.hdel(keys.last_errors(kind), *bot_ids)
 
     # --- health -----------------------------------------------------------------------------
-    def record_reconcile(self, kind: str, summary: Mapping[str, Any]) -> None:
-        with _temporary_on_redis_error():
-            self.client.set(keys.last_reconcile(kind), json.dumps(summary))
-
-    def last_reconcile(self, kind: str) -> dict[str, Any] | None:
-        with _temporary_on_redis_error():
-            raw = self.client.get(keys.last_reconcile(kind))
-        return json.loads(raw) if raw else None
 
 
 # ============================================================================ log collection
@@ -329,8 +316,3 @@ class LogState:
     def record_summary(self, summary: Mapping[str, Any], *, ttl: float) -> None:
         with _temporary_on_redis_error():
             self.client.set(keys.LAST_LOGS, json.dumps(summary), ex=int(ttl))
-
-    def last_summary(self) -> dict[str, Any] | None:
-        with _temporary_on_redis_error():
-            raw = self.client.get(keys.LAST_LOGS)
-        return json.loads(raw) if raw else None

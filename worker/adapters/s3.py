@@ -92,19 +92,6 @@ class CodeStore:
                                  ) from None
         self.state_bucket_ready = True
 
-    def read_state(self, bot_id: str) -> bytes | None:
-        """The bot's saved state archive, None when it has none (tests and tools read it)."""
-        try:
-            response = self.client.get_object(self.state_bucket, state_object_key(bot_id))
-        except S3Error as exc:
-            if exc.code in _MISSING:
-                return None
-            raise TemporaryError(f"s3: state read failed: {exc.code}") from None
-        try:
-            return bytes(response.read())
-        finally:
-            response.close()
-            response.release_conn()
 
 
 def _expiry(ttl_seconds: float) -> timedelta:
