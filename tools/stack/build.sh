@@ -128,9 +128,29 @@ build_ferretdb() {
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
+# kwok, built from a patched copy of its module (patches/kwok-delete-uid-precondition.py): it
+# deletes a pod only while it is still the same pod, as a kubelet does. The binary's folder
+# carries the patch's name (KWOK_PATCH), so a changed patch builds anew.
+build_kwok() {
+  local out=$CACHE/bin/kwok-$KWOK_VERSION-$KWOK_PATCH
+  [ -x "$out/kwok" ] && return 0
+  say "building kwok $KWOK_VERSION ($KWOK_PATCH)"
+  local dir; dir=$(new_wrapper kwok)
+  local pkg=sigs.k8s.io/kwok/cmd/kwok
+  (cd "$dir" && run_logged kwok-get go get "$pkg@$KWOK_VERSION")
+  local src
+  src=$(cd "$dir" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  cp -r "$src" "$dir/kwok-src"; chmod -R u+w "$dir/kwok-src"
+  python3 "$here/patches/$KWOK_PATCH.py" "$dir/kwok-src"
+  printf '\nreplace sigs.k8s.io/kwok => ./kwok-src\n' >>"$dir/go.mod"
+  mkdir -p "$out.tmp"
+  (cd "$dir" && run_logged kwok-build go build -trimpath -ldflags "-s -w" -o "$out.tmp/kwok" "$pkg")
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
 # kwok ships its stage definitions and CRDs (Logs, ClusterLogs) as YAML in its module; the supervisor needs them at runtime.
 copy_kwok_stages() {
-  local out=$CACHE/bin/kwok-$KWOK_VERSION
+  local out=$CACHE/bin/kwok-$KWOK_VERSION-$KWOK_PATCH
   [ -d "$out/stages" ] && [ -d "$out/crds" ] && return 0
   local src="$GOMODCACHE/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize"
   [ -d "$src" ] || (cd "$CACHE/src/kwok" && go mod download "sigs.k8s.io/kwok@$KWOK_VERSION")
@@ -171,7 +191,7 @@ build_part() {
   case $1 in
     debian) ensure_debian_packages ;;
     etcd) build_go etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3 etcd ;;
-    kwok) build_go kwok "$KWOK_VERSION" sigs.k8s.io/kwok sigs.k8s.io/kwok/cmd/kwok kwok; copy_kwok_stages ;;
+    kwok) build_kwok; copy_kwok_stages ;;
     ferretdb) build_ferretdb ;;
     versitygw) build_go versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw versitygw ;;
     kubernetes) build_kubernetes ;;

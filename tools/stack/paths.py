@@ -99,7 +99,7 @@ def binaries() -> Binaries:
     v = read_versions()
     bin_dir = cache_dir() / "bin"
     kube = bin_dir / f"kubernetes-{v['KUBERNETES_VERSION']}"
-    kwok = bin_dir / f"kwok-{v['KWOK_VERSION']}"
+    kwok = bin_dir / f"kwok-{v['KWOK_VERSION']}-{v['KWOK_PATCH']}"
     pg = postgres_bindir()
     return Binaries(
         kube_apiserver=kube / "kube-apiserver",

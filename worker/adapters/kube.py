@@ -334,21 +334,27 @@ class KubeClient:
     # ------------------------------------------------------------------ secrets
     def create_owned_secret(self, body: Json) -> None:
         """Creates the per-pod Secret. One left by an earlier pod of the same name (not yet
-        garbage-collected) is deleted and created anew, so it is owned by the new pod."""
+        garbage-collected) is deleted and created anew, so it is owned by the new pod; one
+        that vanishes meanwhile (the garbage collector was quicker) is simply created."""
         name = body["metadata"]["name"]
         owner_uid = body["metadata"]["ownerReferences"][0]["uid"]
-        try:
-            self._call("create", "secrets", self.core.create_namespaced_secret, self.namespace,
-                       body)
-            return
-        except Conflict:
-            existing = self._call("get", "secrets", self.core.read_namespaced_secret, name,
-                                  self.namespace)
-        owners = existing.get("metadata", {}).get("ownerReferences") or []
-        if any(owner.get("uid") == owner_uid for owner in owners):
-            return  # ours already (a repeated task)
-        self.delete_secret(name)
-        self._call("create", "secrets", self.core.create_namespaced_secret, self.namespace, body)
+        for _attempt in range(3):
+            try:
+                self._call("create", "secrets", self.core.create_namespaced_secret,
+                           self.namespace, body)
+                return
+            except Conflict:
+                pass
+            try:
+                existing = self._call("get", "secrets", self.core.read_namespaced_secret, name,
+                                      self.namespace)
+            except NotFound:
+                continue  # removed since our create was refused: create it now
+            owners = existing.get("metadata", {}).get("ownerReferences") or []
+            if any(owner.get("uid") == owner_uid for owner in owners):
+                return  # ours already (a repeated task)
+            self.delete_secret(name)
+        raise TemporaryError(f"kubernetes: secret {name} keeps being re-created by someone else")
 
     def delete_secret(self, name: str) -> bool:
         try:
