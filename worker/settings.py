@@ -175,8 +175,11 @@ class Settings(BaseSettings):
         _d("45s"), description="Time-to-live of a per-bot lock, renewed while a task waits; "
                             "a killed worker blocks its bot at most this long.")
     INFLIGHT_TTL: Duration = Field(
-        _d("3m"), description="Lifetime of a per-bot dedup key if its task never finishes "
-                          "(worker killed): after it the next reconcile re-plans the bot.")
+        _d("15m"), description="Lifetime of a per-bot dedup key if its task never finishes: "
+                           "after it the next reconcile plans the bot again. Longer than a "
+                           "cold start's queue takes to drain (10,000 creates: 6-11 min here), "
+                           "else queued bots are sent twice; a worker killed mid-task gets its "
+                           "message back after TASK_VISIBILITY_TIMEOUT anyway.")
     STATUS_WRITES_PER_PASS: int = Field(
         1000, ge=1, description="Status documents a pass writes at most (errors first); the "
                                 "rest follow in the next passes. Keeps a pass short.")
