@@ -15,6 +15,7 @@ A pass that would delete an unusual share of the pods holds all those deletions 
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -44,6 +45,7 @@ class ObservedPod:
     config_hash: str  # "" when the pod has no hash annotation
     assessment: PodAssessment
     uid: str
+    created_at: float = 0.0  # metadata.creationTimestamp, epoch s (0: unknown)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,7 +122,18 @@ def observed_pod(pod: Mapping[str, Any]) -> ObservedPod | None:
         config_hash=config_hash if isinstance(config_hash, str) else "",
         assessment=assess_pod(pod),
         uid=uid if isinstance(uid, str) else "",
+        created_at=_epoch(metadata.get("creationTimestamp")),
     )
+
+
+def _epoch(timestamp: object) -> float:
+    """An RFC 3339 time as the API server writes it (e.g. 2026-11-30T17:13:30Z); 0 if not."""
+    if not isinstance(timestamp, str):
+        return 0.0
+    try:
+        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def next_backoff(

@@ -52,6 +52,7 @@ class PassReport:
     guard_message: str = ""
     plan: Plan | None = None
     bots: dict[str, int] = field(default_factory=dict)  # bots by state (worker.core.census)
+    steps_s: dict[str, float] = field(default_factory=dict)  # seconds per step (read, plan, …)
 
     def summary(self) -> dict[str, Any]:
         return {"skipped": self.skipped, "duration_s": round(self.duration_s, 3),
@@ -60,7 +61,7 @@ class PassReport:
                 "status_writes": self.status_writes, "urls_resigned": self.urls_resigned,
                 "invalid": self.invalid,
                 "unidentifiable": self.unidentifiable, "guard": self.guard_message,
-                "bots": self.bots}
+                "bots": self.bots, "steps_s": self.steps_s}
 
 
 def run_pass(rt: Runtime, kind: Kind, enqueue: Enqueue) -> PassReport:
@@ -73,10 +74,19 @@ def run_pass(rt: Runtime, kind: Kind, enqueue: Enqueue) -> PassReport:
         if held is None:
             log.info("%s reconcile skipped: the previous pass is still running", bot_kind.value)
             return PassReport(skipped=True)
+        steps: dict[str, float] = {}
+        mark = time.monotonic()
+
+        def step_done(name: str) -> None:
+            nonlocal mark
+            steps[name] = round(time.monotonic() - mark, 3)
+            mark = time.monotonic()
+
         # 2.-3. read desired and actual, parse
         as_of = rt.clock()
         observation = observe(rt, kind)
         state = observation.state
+        step_done("read")
         # 4. plan
         now = rt.clock()
         the_plan = plan_pass(rt, kind, observation, now=now)
@@ -88,15 +98,20 @@ def run_pass(rt: Runtime, kind: Kind, enqueue: Enqueue) -> PassReport:
                             bots=census(desired=state.desired.keys(), objects=observation.objects,
                                         backoff=observation.backoff, invalid=len(state.invalid),
                                         disabled=len(state.disabled), now=now))
+        step_done("plan")
         # 5. enqueue
         report.enqueued, report.already_in_flight = enqueue_actions(
             rt, kind, the_plan.actions, lambda action: enqueue(action, as_of))
+        step_done("enqueue")
         # 6. record
         report.status_writes = record_statuses(rt, bot_kind, kind.statuses(observation, now=now),
                                                now=now)
         reset_recovered_backoff(rt, kind, observation, now=now)
+        step_done("record")
         # 7. upkeep
         report.urls_resigned = kind.upkeep(observation, now=now)
+        step_done("upkeep")
+        report.steps_s = steps
     # 8. report
     report.duration_s = time.monotonic() - started
     record_pass(rt, bot_kind.value, ok=True, duration_s=report.duration_s,

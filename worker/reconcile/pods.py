@@ -157,9 +157,13 @@ class PodKind:
                       if p.uid and p.assessment.health is not PodHealth.TERMINATING
                       and (want := observation.state.desired.get(p.bot_id)) is not None
                       and want.config_hash == p.config_hash}
-        signed = self.rt.redis.load_urls_signed([p.uid for p in observation.objects if p.uid])
-        stale = sorted((signed.get(uid, 0.0), uid) for uid in candidates
-                       if now - signed.get(uid, 0.0) > s.CODE_URL_TTL / 2)
+        recorded = self.rt.redis.load_urls_signed([p.uid for p in observation.objects if p.uid])
+        # No record yet: the pod's create task is still running (it records right after the
+        # Secret), or an older controller made it. Its URLs were signed just before the pod
+        # was created, so its creation time stands in.
+        signed = {uid: recorded.get(uid) or pod.created_at for uid, pod in candidates.items()}
+        stale = sorted((signed[uid], uid) for uid in candidates
+                       if now - signed[uid] > s.CODE_URL_TTL / 2)
         done = 0
         for _signed_at, uid in stale[:s.URL_RESIGN_PER_PASS]:
             pod = candidates[uid]

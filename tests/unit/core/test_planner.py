@@ -521,3 +521,14 @@ def test_observed_pod_tolerates_missing_hash_and_uid() -> None:
     assert result is not None
     assert (result.config_hash, result.uid) == ("", "")
     assert observed_pod({}) is None
+
+
+def test_observed_pod_carries_its_creation_time() -> None:
+    pod = {"metadata": {"name": "bot-a", "uid": "u1",
+                        "annotations": {"the0.dev/bot-id": "a"},
+                        "creationTimestamp": "2026-11-30T17:13:30Z"},
+           "status": {"phase": "Running"}}
+    observed = observed_pod(pod)
+    assert observed is not None and observed.created_at == 1796058810.0
+    pod["metadata"]["creationTimestamp"] = "yesterday"
+    assert observed_pod(pod).created_at == 0.0  # type: ignore[union-attr]
