@@ -28,7 +28,7 @@ NEW = """	opt := deleteOpt
 	}
 """
 IMPORT_OLD = '\t"k8s.io/apimachinery/pkg/api/meta"\n'
-IMPORT_NEW = '\tapierrors "k8s.io/apimachinery/pkg/api/errors"\n\t"k8s.io/apimachinery/pkg/api/meta"\n'
+IMPORT_NEW = '\tapierrors "k8s.io/apimachinery/pkg/api/errors"\n' + IMPORT_OLD
 
 
 def main(module_dir: str) -> int:
