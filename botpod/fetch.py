@@ -89,14 +89,26 @@ def put_file(
     content_type: str,
     timeout: float,
     should_abort: Callable[[], bool],
+    deadline: float | None = None,
 ) -> None:
     """PUT `size` bytes of `body` (from its start) to `url()`. One attempt.
 
     `should_abort` is polled between chunks, so a signal or a passed deadline stops the upload
-    at once instead of after the whole body. The connection is closed however the attempt
-    ends: an upload stopped halfway must not leave a socket open (the server would wait for
-    the rest of its body) while the next attempt starts.
+    at once instead of after the whole body. With `deadline` (time.monotonic()), no socket
+    operation — a chunk sent, the answer awaited — may last past it. The connection is closed
+    however the attempt ends: an upload stopped halfway must not leave a socket open (the
+    server would wait for the rest of its body) while the next attempt starts.
     """
+    op_timeout = _bounded(timeout)
+
+    def bounded_by_deadline() -> None:
+        if deadline is None or connection is None or connection.sock is None:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Aborted(f"{what}: its time ran out before the upload finished")
+        connection.sock.settimeout(min(op_timeout, left))
+
     body.seek(0)
     address = url()
     connection: http.client.HTTPConnection | None = None
@@ -106,7 +118,7 @@ def put_file(
                             "https": http.client.HTTPSConnection}.get(parts.scheme)
         if connection_class is None or not parts.hostname:
             raise NetworkError(f"{what} failed: the URL is not an http(s) URL")
-        connection = connection_class(parts.hostname, parts.port, timeout=_bounded(timeout))
+        connection = connection_class(parts.hostname, parts.port, timeout=op_timeout)
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
@@ -119,7 +131,9 @@ def put_file(
         while chunk := body.read(CHUNK):
             if should_abort():
                 raise Aborted(f"{what}: stopped before the upload finished")
+            bounded_by_deadline()
             connection.send(chunk)
+        bounded_by_deadline()
         response = connection.getresponse()
         answer = response.read(4096)  # S3 answers 200 with an empty body, errors with XML
         if not 200 <= response.status < 300:

@@ -155,6 +155,7 @@ class StateSync:
                     content_type="application/gzip",
                     timeout=min(timeout, max(deadline - time.monotonic(), 0.5)),
                     should_abort=should_abort,
+                    deadline=deadline,
                 ),
                 deadline=deadline,
                 wait=wait,

@@ -46,6 +46,7 @@ class ObjectStore:
     objects: dict[str, bytes] = field(default_factory=dict)
     failures: dict[str, list[int]] = field(default_factory=dict)  # path → statuses, in order
     stalls: dict[str, list[float]] = field(default_factory=dict)  # path → seconds, per PUT
+    slow_answers: dict[str, list[float]] = field(default_factory=dict)  # answer after the body
     requests: list[Request] = field(default_factory=list)
     port: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -61,6 +62,10 @@ class ObjectStore:
         """The next PUTs to `path` wait this long before reading their body (a stuck server:
         the client's send blocks once the socket buffers are full)."""
         self.stalls[path] = list(seconds)
+
+    def answer_slowly(self, path: str, *seconds: float) -> None:
+        """The next PUTs to `path` read their whole body, then wait this long to answer."""
+        self.slow_answers[path] = list(seconds)
 
     def puts(self, path: str) -> list[Request]:
         with self.lock:
@@ -130,6 +135,10 @@ def _handler(store: ObjectStore) -> type[BaseHTTPRequestHandler]:
             path = self._record(body, complete=len(body) == length)
             if len(body) != length:
                 return  # the client hung up halfway: nothing stored, nobody to answer
+            with store.lock:
+                slow = store.slow_answers.get(path)
+                delay = slow.pop(0) if slow else 0.0
+            time.sleep(delay)
             if self._forced(path):
                 return
             with store.lock:

@@ -195,6 +195,24 @@ def test_a_stuck_store_cannot_hold_the_sidecar_past_its_final_budget(pod, store)
     assert pod.STATE_PATH not in store.objects
 
 
+def test_a_store_slow_to_answer_cannot_hold_the_sidecar_past_its_final_budget(
+        pod, store) -> None:
+    # The upload starts with most of the budget left, so its socket timeout is the full 10 s;
+    # the body is then held up for 9 s and the answer never comes. Every socket operation is
+    # also bounded by the budget's end, so the sidecar still exits on time.
+    _first_run(pod)
+    store.stall(pod.STATE_PATH, 9)
+    store.answer_slowly(pod.STATE_PATH, 30)
+    sync = pod.start_sync(STATE_SYNC_INTERVAL="3600", STATE_FINAL_SYNC_SECONDS="12")
+    sync.wait_for("watching the state")
+    (pod.state_dir / "big.bin").write_bytes(os.urandom(8 * 2**20))  # more than socket buffers
+    started = time.monotonic()
+    sync.signal(signal.SIGTERM)
+    assert sync.wait(timeout=30) == 0
+    assert time.monotonic() - started < 14, sync.output  # 12 s, not 9 s + a 10 s answer wait
+    assert "state not synced" in sync.output
+
+
 def test_an_upload_cut_short_by_sigterm_hangs_up_and_the_final_one_stores_the_state(
         pod, store) -> None:
     _first_run(pod)
