@@ -66,7 +66,9 @@ class PodKind:
             created = self._create(bot)
             steps.event(_ref(created), "Created", f"Created pod for bot ({action.reason})")
             return "created"
-        pod = next(p for p in observation.objects if p.name == action.pod_name)
+        pod = next((p for p in observation.objects if p.name == action.pod_name), None)
+        if pod is None:  # the planner only names pods it observed
+            raise TemporaryError(f"pod {action.pod_name} was not observed; planning again")
         self._delete(pod, steps.renew_lock)
         if action.kind is ActionKind.DELETE:
             steps.event(_pod_ref(pod), "Deleted", f"Deleted bot pod ({action.reason})")
