@@ -38,7 +38,8 @@ log = logging.getLogger("the0.telemetry")
 ACTION_KINDS = ("create", "delete", "replace", "recreate")
 
 
-def _iso(epoch: float) -> str:
+def iso(epoch: float) -> str:
+    """Epoch seconds as the RFC 3339 UTC text our records and status documents carry."""
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -53,7 +54,7 @@ def record_pass(rt: Runtime, kind: str, *, ok: bool, duration_s: float,
     summary = dict(summary or {})
     previous = {} if ok else (rt.telemetry.previous_record(kind) or {})
     record: dict[str, Any] = {
-        "at": now, "at_iso": _iso(now), "ok": ok,
+        "at": now, "at_iso": iso(now), "ok": ok,
         "last_ok_at": now if ok else previous.get("last_ok_at"),
         **summary,
         "duration_s": round(duration_s, 3),

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from worker.core.bot import BotKind
 from worker.core.status import PHASE_INVALID, diff_statuses
 from worker.runtime import Runtime
+from worker.telemetry import iso
 
 log = logging.getLogger("the0.reconcile")
 STALE_FINGERPRINT = "stale"
@@ -23,10 +23,6 @@ STALE_FINGERPRINT = "stale"
 # small, because each is one write and a loaded database may take 50 ms for one (measured on
 # FerretDB during a 10,000-bot cold start, when 250 a batch made passes last 50-90 s).
 STATUS_BATCH = 25
-
-
-def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def record_outcome(rt: Runtime, kind: BotKind, bot_id: str, *, last_error: str | None) -> None:
