@@ -187,7 +187,7 @@ def raw_create_capacity(stack: Stack, env: dict[str, str], count: int) -> tuple[
                                       "config": {"runtime": "python3.11",
                                                  "entrypoints": {"bot": "main.py"}}}},
                           kind=BotKind.LIVE, template=settings.pod_template,
-                          default_resources=settings.default_resources)[0]
+                          resources=settings.resource_policy)[0]
             for i in range(count)]
     urls = rt.code.sign_urls(bot_id="raw", code_path=CODE_KEY, ttl_seconds=3600,
                              now=time.time())

@@ -117,10 +117,10 @@ class Runtime:
         def build() -> ParseMemo:
             if kind is BotKind.LIVE:
                 return ParseMemo(partial(parse_desired, kind=kind, template=s.pod_template,
-                                         default_resources=s.default_resources))
+                                         resources=s.resource_policy))
             return ParseMemo(partial(parse_desired_schedule, template=s.pod_template,
                                      cron=s.cronjob_settings,
-                                     default_resources=s.default_resources))
+                                     resources=s.resource_policy))
 
         return self._once(f"parse-memo:{kind.value}", build)
 

@@ -24,9 +24,11 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.core.bot import DEFAULT_IMAGES, Resources
+from worker.core.bot import DEFAULT_IMAGES
 from worker.core.cronspec import CronJobSettings
 from worker.core.podspec import PodTemplateSettings
+from worker.core.quantity import parse_quantity
+from worker.core.resources import DEFAULT_CEILINGS, ResourcePolicy, Resources
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -147,6 +149,15 @@ class Settings(BaseSettings):
     DEFAULT_CPU_LIMIT: str = "500m"
     DEFAULT_MEMORY_REQUEST: str = "128Mi"
     DEFAULT_CPU_REQUEST: str = "100m"
+    # A bot's own `config.*_limit` / `*_request` above these is clamped (with a status warning).
+    MAX_MEMORY_LIMIT: str = Field(DEFAULT_CEILINGS.memory_limit,
+                                  description="Highest memory limit a bot's config may set.")
+    MAX_CPU_LIMIT: str = Field(DEFAULT_CEILINGS.cpu_limit,
+                               description="Highest CPU limit a bot's config may set.")
+    MAX_MEMORY_REQUEST: str = Field(DEFAULT_CEILINGS.memory_request,
+                                    description="Highest memory request a bot's config may set.")
+    MAX_CPU_REQUEST: str = Field(DEFAULT_CEILINGS.cpu_request,
+                                 description="Highest CPU request a bot's config may set.")
 
     # --- Scheduled bots (CronJobs) ---------------------------------------------------------
     CRONJOB_STARTING_DEADLINE: Duration = Field(
@@ -277,6 +288,31 @@ class Settings(BaseSettings):
             return json.loads(value) if value.strip() else empty
         return value
 
+    @field_validator("DEFAULT_MEMORY_LIMIT", "DEFAULT_CPU_LIMIT", "DEFAULT_MEMORY_REQUEST",
+                     "DEFAULT_CPU_REQUEST", "MAX_MEMORY_LIMIT", "MAX_CPU_LIMIT",
+                     "MAX_MEMORY_REQUEST", "MAX_CPU_REQUEST")
+    @classmethod
+    def _positive_quantity(cls, value: str) -> str:
+        try:
+            valid = parse_quantity(value) > 0
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ValueError("must be a positive Kubernetes quantity (e.g. 512Mi, 500m)")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults_within_ceilings(self) -> Settings:
+        for default, ceiling in (("DEFAULT_MEMORY_LIMIT", "MAX_MEMORY_LIMIT"),
+                                 ("DEFAULT_CPU_LIMIT", "MAX_CPU_LIMIT"),
+                                 ("DEFAULT_MEMORY_REQUEST", "MAX_MEMORY_REQUEST"),
+                                 ("DEFAULT_CPU_REQUEST", "MAX_CPU_REQUEST"),
+                                 ("DEFAULT_MEMORY_REQUEST", "DEFAULT_MEMORY_LIMIT"),
+                                 ("DEFAULT_CPU_REQUEST", "DEFAULT_CPU_LIMIT")):
+            if parse_quantity(getattr(self, default)) > parse_quantity(getattr(self, ceiling)):
+                raise ValueError(f"{default} must not be greater than {ceiling}")
+        return self
+
     @model_validator(mode="after")
     def _heartbeat_outlives_its_interval(self) -> Settings:
         if self.HEARTBEAT_TTL <= self.HEARTBEAT_INTERVAL:
@@ -285,10 +321,15 @@ class Settings(BaseSettings):
 
     # --- Derived views for the pure core ----------------------------------------------------
     @cached_property
-    def default_resources(self) -> Resources:
-        return Resources(memory_limit=self.DEFAULT_MEMORY_LIMIT, cpu_limit=self.DEFAULT_CPU_LIMIT,
-                         memory_request=self.DEFAULT_MEMORY_REQUEST,
-                         cpu_request=self.DEFAULT_CPU_REQUEST)
+    def resource_policy(self) -> ResourcePolicy:
+        return ResourcePolicy(
+            defaults=Resources(memory_limit=self.DEFAULT_MEMORY_LIMIT,
+                               cpu_limit=self.DEFAULT_CPU_LIMIT,
+                               memory_request=self.DEFAULT_MEMORY_REQUEST,
+                               cpu_request=self.DEFAULT_CPU_REQUEST),
+            ceilings=Resources(memory_limit=self.MAX_MEMORY_LIMIT, cpu_limit=self.MAX_CPU_LIMIT,
+                               memory_request=self.MAX_MEMORY_REQUEST,
+                               cpu_request=self.MAX_CPU_REQUEST))
 
     @cached_property
     def cronjob_settings(self) -> CronJobSettings:

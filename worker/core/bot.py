@@ -15,7 +15,7 @@ from typing import Any, NewType
 
 from worker.core.canonical import canonical_json
 from worker.core.errors import InvalidBot
-from worker.core.quantity import parse_quantity
+from worker.core.resources import DEFAULT_POLICY, ResourcePolicy, Resources, resolve_resources
 from worker.core.text import excerpt
 
 BotId = NewType("BotId", str)
@@ -62,22 +62,6 @@ _RUNTIME_EXCERPT_LIMIT = 40
 
 
 @dataclass(frozen=True, kw_only=True)
-class Resources:
-    """Kubernetes quantities for the bot container, already validated."""
-
-    memory_limit: str
-    cpu_limit: str
-    memory_request: str
-    cpu_request: str
-
-
-DEFAULT_RESOURCES = Resources(
-    memory_limit="512Mi", cpu_limit="500m", memory_request="128Mi", cpu_request="100m"
-)
-"""The platform's defaults (DESIGN §1); settings may override them."""
-
-
-@dataclass(frozen=True, kw_only=True)
 class Bot:
     """One validated bot: everything the spec generators need, nothing else."""
 
@@ -92,7 +76,9 @@ class Bot:
     resources: Resources
     name: str
     schedule: str | None = None
-    timezone: str | None = None
+    # What the bot asked for that it does not get (resources ignored, clamped, lowered): said
+    # in its status; the bot runs.
+    warnings: tuple[str, ...] = ()
 
 
 def is_enabled(doc: Mapping[str, Any]) -> bool:
@@ -102,7 +88,8 @@ def is_enabled(doc: Mapping[str, Any]) -> bool:
     return not (_says_disabled(doc.get("enabled")) or _says_disabled(config_flag))
 
 
-def parse_bot(doc: Mapping[str, Any], *, kind: BotKind, default_resources: Resources) -> Bot:
+def parse_bot(doc: Mapping[str, Any], *, kind: BotKind,
+              resources: ResourcePolicy = DEFAULT_POLICY) -> Bot:
     """Validate one bot document; raise `InvalidBot` (with a short reason code) if unusable."""
     bot_id = _parse_id(doc.get("id"))
     config = doc.get("config")
@@ -121,10 +108,8 @@ def parse_bot(doc: Mapping[str, Any], *, kind: BotKind, default_resources: Resou
     runtime = _parse_runtime(bot_id, code_config.get("runtime"))
     entrypoint = _parse_entrypoint(bot_id, code_config.get("entrypoints"), runtime)
     code_version = _parse_version(bot_id, custom.get("version"))
-    resources = _parse_resources(bot_id, config, default_resources)
-    schedule, timezone = None, None
-    if kind is BotKind.SCHEDULED:
-        schedule, timezone = _parse_schedule(bot_id, config)
+    chosen, warnings = resolve_resources(config, resources)
+    schedule = _parse_schedule(bot_id, config) if kind is BotKind.SCHEDULED else None
     return Bot(
         id=bot_id,
         kind=kind,
@@ -133,10 +118,10 @@ def parse_bot(doc: Mapping[str, Any], *, kind: BotKind, default_resources: Resou
         entrypoint=entrypoint,
         code_path=code_path,
         code_version=code_version,
-        resources=resources,
+        resources=chosen,
         name=_display_name(config, code_config),
         schedule=schedule,
-        timezone=timezone,
+        warnings=warnings,
     )
 
 
@@ -212,84 +197,13 @@ def _parse_version(bot_id: BotId, raw: object) -> str:
     raise InvalidBot(bot_id, "invalid_version", "custom.version is not a string or number")
 
 
-def _parse_resources(bot_id: BotId, config: Mapping[str, Any], defaults: Resources) -> Resources:
-    memory_limit = _quantity_override(bot_id, config, "memory_limit")
-    cpu_limit = _quantity_override(bot_id, config, "cpu_limit")
-    memory_request = _quantity_override(bot_id, config, "memory_request")
-    cpu_request = _quantity_override(bot_id, config, "cpu_request")
-    memory = _request_and_limit(
-        bot_id,
-        "memory",
-        request=memory_request,
-        limit=memory_limit,
-        default_request=defaults.memory_request,
-        default_limit=defaults.memory_limit,
-    )
-    cpu = _request_and_limit(
-        bot_id,
-        "cpu",
-        request=cpu_request,
-        limit=cpu_limit,
-        default_request=defaults.cpu_request,
-        default_limit=defaults.cpu_limit,
-    )
-    return Resources(
-        memory_request=memory[0], memory_limit=memory[1], cpu_request=cpu[0], cpu_limit=cpu[1]
-    )
-
-
-def _quantity_override(bot_id: BotId, config: Mapping[str, Any], key: str) -> str | None:
-    """The bot's own quantity for `key`, or None when unset (missing, null or blank)."""
-    raw = config.get(key)
-    if raw is None:
-        return None
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        raw = str(raw)
-    if not isinstance(raw, str):
-        raise InvalidBot(bot_id, "invalid_quantity", f"config.{key} is not a Kubernetes quantity")
-    text = raw.strip()
-    if not text:
-        return None
-    try:
-        # Kubernetes rejects negative requests and limits for every resource.
-        valid = parse_quantity(text) >= 0
-    except ValueError:
-        valid = False
-    if not valid:
-        raise InvalidBot(bot_id, "invalid_quantity", f"config.{key} is not a Kubernetes quantity")
-    return text
-
-
-def _request_and_limit(
-    bot_id: BotId,
-    resource: str,
-    *,
-    request: str | None,
-    limit: str | None,
-    default_request: str,
-    default_limit: str,
-) -> tuple[str, str]:
-    chosen_request = request or default_request
-    chosen_limit = limit or default_limit
-    if parse_quantity(chosen_request) <= parse_quantity(chosen_limit):
-        return chosen_request, chosen_limit
-    if request is None:
-        # Only the default request is too big for the bot's own lower limit: lower it to the
-        # limit, as Kubernetes itself defaults an unset request to the limit.
-        return chosen_limit, chosen_limit
-    raise InvalidBot(
-        bot_id, "request_exceeds_limit", f"{resource} request is greater than its limit"
-    )
-
-
-def _parse_schedule(bot_id: BotId, config: Mapping[str, Any]) -> tuple[str, str | None]:
+def _parse_schedule(bot_id: BotId, config: Mapping[str, Any]) -> str:
+    # Only `schedule` is read: the0 runs schedules in UTC, and a bot's other keys (its own
+    # `timezone` parameter included) are the bot's business.
     schedule = config.get("schedule")
     if not isinstance(schedule, str) or not schedule.strip():
         raise InvalidBot(bot_id, "missing_schedule", "config.schedule is missing or empty")
-    timezone = config.get("timezone")
-    if timezone is not None and not isinstance(timezone, str):
-        raise InvalidBot(bot_id, "invalid_timezone", "config.timezone is not a string")
-    return schedule, timezone or None
+    return schedule
 
 
 def _display_name(config: Mapping[str, Any], code_config: Mapping[str, Any]) -> str:

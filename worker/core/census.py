@@ -4,7 +4,8 @@ PURE: plain values in, counts out. States (a bot counts once in each that applie
 desired — enabled and valid; running — desired with a running pod (a CronJob in place for a
 scheduled bot); pending — desired with a pod not yet running; missing — desired with nothing;
 unhealthy — a broken pod (crash loop, image pull error, failed); backoff — a recreate held back
-until its backoff ends; invalid — a document we cannot run; disabled.
+until its backoff ends; invalid — a document we cannot run; disabled; warned — desired, but
+running without something its config asked for (e.g. resources ignored or clamped).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from worker.core.planner import Backoff, ObservedPod
 from worker.core.podstatus import PodHealth
 
 STATES = ("desired", "running", "pending", "missing", "unhealthy", "backoff", "invalid",
-          "disabled")
+          "disabled", "warned")
 
 
 def census(*, desired: Collection[BotId], objects: Iterable[ObservedPod],
            backoff: Mapping[BotId, Backoff], invalid: int, disabled: int,
-           now: float) -> dict[str, int]:
+           now: float, warned: int = 0) -> dict[str, int]:
     health_by_bot: dict[BotId, set[PodHealth]] = {}
     for obj in objects:
         health_by_bot.setdefault(obj.bot_id, set()).add(obj.assessment.health)
@@ -29,6 +30,7 @@ def census(*, desired: Collection[BotId], objects: Iterable[ObservedPod],
     counts["desired"] = len(desired)
     counts["invalid"] = invalid
     counts["disabled"] = disabled
+    counts["warned"] = warned
     for bot_id in desired:
         health = health_by_bot.get(bot_id, set())
         if PodHealth.RUNNING in health:

@@ -1,7 +1,7 @@
 """Scheduled bot → its CronJob and config Secret, as plain Kubernetes API JSON (camelCase dicts).
 
-Pure: no I/O, no clock, no client models, no third-party cron library. Reading the system time zone
-database through `zoneinfo` is the one exception: it is data, not state, and it is read once.
+Pure: no I/O, no clock, no client models, no third-party cron library. Schedules run in UTC, as
+in the0: the CronJob says so (`timeZone: UTC`) rather than inherit the controller-manager's zone.
 
 A schedule is validated here, before any API call, and brought into the exact form the apiserver
 accepts (robfig/cron's `ParseStandard`): a 6-field expression whose seconds field can only be 0 is
@@ -11,9 +11,7 @@ and secret rules) with `restartPolicy: Never`; it reads BOT_CONFIG and its URLs 
 CronJob, which the shell creates with an ownerReference to the CronJob's uid.
 """
 
-import functools
 import re
-import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -30,7 +28,7 @@ GENERATOR_VERSION = "1"
 """Bump when the meaning of generated CronJobs changes in a way their JSON does not show."""
 
 COMPONENT = "scheduled-bot"
-DEFAULT_TIMEZONE = "UTC"
+TIMEZONE = "UTC"
 MAX_SCHEDULE_LENGTH = 1000  # a list of all 60 minutes is 170 characters
 SUB_MINUTE_DETAIL = "sub-minute schedules are not supported in Kubernetes mode"
 
@@ -43,9 +41,6 @@ _EXCERPT_LIMIT = 40  # below the 60 characters of input an error detail may quot
 _TZ_PREFIXES = ("TZ=", "CRON_TZ=")
 _NUMBER = re.compile(r"[0-9]+", re.ASCII)
 _NAME = re.compile(r"[A-Za-z]{3}", re.ASCII)
-# IANA names: ASCII letters, digits, "-", "_", "+" in "/"-separated parts (e.g. "Etc/GMT+5").
-_TIMEZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*", re.ASCII)
-_LOCAL_TIMEZONES = frozenset({"local", "localtime"})  # the apiserver refuses the host's zone
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # month 1..12, leap years
 
 
@@ -137,7 +132,7 @@ def normalize_schedule(bot_id: str, expression: object) -> str:
         )
     if text.upper().startswith(_TZ_PREFIXES):
         raise _invalid_schedule(
-            bot_id, "config.schedule must not start with TZ= or CRON_TZ=; set config.timezone"
+            bot_id, "config.schedule must not start with TZ= or CRON_TZ=: schedules run in UTC"
         )
     if text.startswith("@"):
         return _macro(bot_id, text)
@@ -158,27 +153,6 @@ def normalize_schedule(bot_id: str, expression: object) -> str:
     return " ".join(field.text for field in fields)
 
 
-def normalize_timezone(bot_id: str, value: object) -> str:
-    """The IANA time zone for the CronJob's `timeZone`: "UTC" when unset, else a checked name."""
-    if value is None or value == "":
-        return DEFAULT_TIMEZONE
-    if not isinstance(value, str):
-        raise InvalidBot(bot_id, "invalid_timezone", "config.timezone is not a string")
-    if value == DEFAULT_TIMEZONE:
-        return value  # known to every apiserver, even without a time zone database here
-    # Checked before zoneinfo sees the name: it must never become a path outside the database.
-    if ".." in value or value.startswith("/") or not _TIMEZONE_NAME.fullmatch(value):
-        raise InvalidBot(
-            bot_id, "invalid_timezone", "config.timezone is not an IANA time zone name"
-        )
-    if value.lower() in _LOCAL_TIMEZONES or not _is_known_timezone(value):
-        shown = excerpt(value, limit=_EXCERPT_LIMIT)
-        raise InvalidBot(
-            bot_id, "invalid_timezone", f"config.timezone {shown!r} is not a known IANA time zone"
-        )
-    return value
-
-
 def cronjob_secret_name(cronjob_name: str) -> str:
     """Name of the ONE Secret holding a CronJob's config and code URL: "<cronjob name>-config"."""
     return naming.secret_name(cronjob_name)
@@ -187,7 +161,7 @@ def cronjob_secret_name(cronjob_name: str) -> str:
 def build_cronjob(bot: Bot, template: PodTemplateSettings, cron: CronJobSettings) -> dict[str, Any]:
     """The bot's batch/v1 CronJob, annotated with the hash of every input it was built from.
 
-    Raises `InvalidBot` for a bad schedule, time zone or anything the pod generator refuses.
+    Raises `InvalidBot` for a bad schedule or anything the pod generator refuses.
     """
     cronjob = _cronjob_without_hash(bot, template, cron)
     digest = _hash_of(bot, cronjob)
@@ -256,7 +230,6 @@ def _cronjob_without_hash(
 ) -> dict[str, Any]:
     # Validate the bot's own inputs first: they are the likely per-bot errors.
     schedule = normalize_schedule(bot.id, bot.schedule)
-    timezone = normalize_timezone(bot.id, bot.timezone)
     name = naming.cronjob_name(bot.id)
     pod = podspec.build_pod(bot, template, restart_policy="Never")
     labels = _scheduled_labels(pod["metadata"]["labels"], name)
@@ -290,7 +263,7 @@ def _cronjob_without_hash(
         },
         "spec": {
             "schedule": schedule,
-            "timeZone": timezone,
+            "timeZone": TIMEZONE,
             "concurrencyPolicy": "Forbid",
             "startingDeadlineSeconds": cron.starting_deadline_seconds,
             "successfulJobsHistoryLimit": cron.successful_jobs_history_limit,
@@ -435,22 +408,3 @@ def _render(values: Iterable[int]) -> str:
     return ",".join(
         f"{run[0]}-{run[-1]}" if len(run) >= 3 else ",".join(map(str, run)) for run in runs
     )
-
-
-# --- time zones ------------------------------------------------------------------------------
-
-
-@functools.cache
-def _known_timezones() -> frozenset[str]:
-    # Walks the database once per process (~0.2 s); the answer cannot change while we run.
-    return frozenset(zoneinfo.available_timezones())
-
-
-def _is_known_timezone(name: str) -> bool:
-    if name not in _known_timezones():
-        return False
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-        return False
-    return True

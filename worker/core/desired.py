@@ -9,12 +9,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.core.bot import Bot, BotId, BotKind, Resources, is_enabled, parse_bot
+from worker.core.bot import Bot, BotId, BotKind, is_enabled, parse_bot
 from worker.core.cronspec import CronJobSettings, cronjob_hash
 from worker.core.errors import InvalidBot
 from worker.core.naming import cronjob_name, pod_name
 from worker.core.planner import DesiredBot
 from worker.core.podspec import PodTemplateSettings, config_hash
+from worker.core.resources import DEFAULT_POLICY, ResourcePolicy
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,30 +41,29 @@ ParseBot = Callable[[Mapping[str, Any]], tuple[Bot, DesiredBot]]
 
 
 def parse_desired(doc: Mapping[str, Any], *, kind: BotKind, template: PodTemplateSettings,
-                  default_resources: Resources) -> tuple[Bot, DesiredBot]:
+                  resources: ResourcePolicy = DEFAULT_POLICY) -> tuple[Bot, DesiredBot]:
     """One enabled document → its Bot and DesiredBot; raises InvalidBot."""
-    bot = parse_bot(doc, kind=kind, default_resources=default_resources)
+    bot = parse_bot(doc, kind=kind, resources=resources)
     return bot, desired_bot(bot, template)
 
 
 def parse_desired_schedule(doc: Mapping[str, Any], *, template: PodTemplateSettings,
-                           cron: CronJobSettings, default_resources: Resources
+                           cron: CronJobSettings, resources: ResourcePolicy = DEFAULT_POLICY
                            ) -> tuple[Bot, DesiredBot]:
-    """One enabled schedule document → its Bot and the CronJob it must have; the schedule
-    and time zone are validated here (InvalidBot), before any API call."""
-    bot = parse_bot(doc, kind=BotKind.SCHEDULED, default_resources=default_resources)
+    """One enabled schedule document → its Bot and the CronJob it must have; the schedule is
+    validated here (InvalidBot), before any API call."""
+    bot = parse_bot(doc, kind=BotKind.SCHEDULED, resources=resources)
     return bot, DesiredBot(bot_id=bot.id, config_hash=cronjob_hash(bot, template, cron),
                            pod_name=cronjob_name(bot.id))
 
 
 def desired_state(docs: Iterable[Mapping[str, Any]], *, kind: BotKind,
-                  template: PodTemplateSettings, default_resources: Resources,
+                  template: PodTemplateSettings, resources: ResourcePolicy = DEFAULT_POLICY,
                   parse: ParseBot | None = None) -> DesiredState:
     """`parse` may replace `parse_desired` (e.g. the shell's memo of unchanged documents)."""
     if parse is None:
         def parse(doc: Mapping[str, Any]) -> tuple[Bot, DesiredBot]:
-            return parse_desired(doc, kind=kind, template=template,
-                                 default_resources=default_resources)
+            return parse_desired(doc, kind=kind, template=template, resources=resources)
     desired: dict[BotId, DesiredBot] = {}
     bots: dict[BotId, Bot] = {}
     invalid: dict[BotId, InvalidBot] = {}

@@ -65,6 +65,19 @@ def observed_status(*, bot_id: str, namespace: str, pod: ObservedPod | None,
     return doc
 
 
+def with_warnings(statuses: Mapping[str, dict[str, Any]],
+                  warnings: Mapping[str, Sequence[str]], *, reason: str
+                  ) -> dict[str, dict[str, Any]]:
+    """The statuses, each bot's warnings added (`warnings`: [{reason, message}]). A bot without
+    warnings gets no key, so its status and fingerprint are what they were before warnings."""
+    result = dict(statuses)
+    for bot_id, messages in warnings.items():
+        if messages and bot_id in result:
+            result[bot_id] = {**result[bot_id],
+                              "warnings": [{"reason": reason, "message": m} for m in messages]}
+    return result
+
+
 def fingerprint(doc: Mapping[str, Any]) -> str:
     return sha256_hex(canonical_json({k: v for k, v in doc.items() if k != "updated_at"}))[:16]
 

@@ -119,7 +119,7 @@ def observe_one(rt: Runtime, kind: Kind, bot_id: BotId, names: list[str]) -> Obs
     docs = rt.store(bot_kind).load_one(bot_id)
     actual = kind.observe_one(bot_id, object_names=names)
     state = desired_state(docs, kind=bot_kind, template=settings.pod_template,
-                          default_resources=settings.default_resources,
+                          resources=settings.resource_policy,
                           parse=rt.parse_memo(bot_kind))
     backoff = rt.redis.get_backoff(bot_kind.value, bot_id)
     return Observation(state=state, objects=actual.objects,

@@ -26,6 +26,8 @@ from worker.core.bot import BotId
 from worker.core.census import census
 from worker.core.desired import desired_state
 from worker.core.planner import Action, Plan, plan
+from worker.core.resources import WARNING_REASON as RESOURCES_IGNORED
+from worker.core.status import with_warnings
 from worker.reconcile.kind import Kind, Observation
 from worker.reconcile.statuses import record_statuses
 from worker.runtime import Runtime
@@ -86,6 +88,8 @@ def run_pass(rt: Runtime, kind: Kind, enqueue: Enqueue) -> PassReport:
         as_of = rt.clock()
         observation = observe(rt, kind)
         state = observation.state
+        warnings: dict[str, tuple[str, ...]] = {
+            bot_id: bot.warnings for bot_id, bot in state.bots.items() if bot.warnings}
         step_done("read")
         # 4. plan
         now = rt.clock()
@@ -97,15 +101,17 @@ def run_pass(rt: Runtime, kind: Kind, enqueue: Enqueue) -> PassReport:
                             guard_message=the_plan.guard_message,
                             bots=census(desired=state.desired.keys(), objects=observation.objects,
                                         backoff=observation.backoff, invalid=len(state.invalid),
-                                        disabled=len(state.disabled), now=now))
+                                        disabled=len(state.disabled), now=now,
+                                        warned=len(warnings)))
         step_done("plan")
         # 5. enqueue
         report.enqueued, report.already_in_flight = enqueue_actions(
             rt, kind, the_plan.actions, lambda action: enqueue(action, as_of))
         step_done("enqueue")
         # 6. record
-        report.status_writes = record_statuses(rt, bot_kind, kind.statuses(observation, now=now),
-                                               now=now)
+        report.status_writes = record_statuses(
+            rt, bot_kind, with_warnings(kind.statuses(observation, now=now), warnings,
+                                        reason=RESOURCES_IGNORED), now=now)
         reset_recovered_backoff(rt, kind, observation, now=now)
         step_done("record")
         # 7. upkeep
@@ -130,7 +136,7 @@ def observe(rt: Runtime, kind: Kind) -> Observation:
         actual = actual_future.result()
     memo = rt.parse_memo(bot_kind)
     state = desired_state(docs, kind=bot_kind, template=settings.pod_template,
-                          default_resources=settings.default_resources, parse=memo)
+                          resources=settings.resource_policy, parse=memo)
     memo.retain({str(doc.get("id")) for doc in docs})
     return Observation(state=state, objects=actual.objects,
                        backoff=rt.redis.load_backoff(bot_kind.value), detail=actual.detail)

@@ -56,6 +56,9 @@ def record_statuses(rt: Runtime, kind: BotKind, current: Mapping[str, dict[str, 
     for doc in diff.changed:
         if doc["phase"] == PHASE_INVALID:  # said once, when it becomes invalid or changes
             log.warning("%s bot %r invalid: %s", kind.value, doc["id"], doc["message"])
+        for warning in doc.get("warnings", ()):  # likewise
+            log.warning("%s bot %r: %s (%s)", kind.value, doc["id"], warning["message"],
+                        warning["reason"])
     writes += store.delete_statuses(diff.gone)
     rt.redis.forget_status_fingerprints(kind.value, diff.gone)
     rt.redis.forget_last_errors(kind.value, diff.gone)

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.bots import bot_doc
 from tools.stack.supervisor import Stack, StackEnv
-from worker.core.bot import DEFAULT_IMAGES, DEFAULT_RESOURCES, RUNTIMES, BotKind, parse_bot
+from worker.core.bot import DEFAULT_IMAGES, RUNTIMES, BotKind, parse_bot
 from worker.core.cronspec import CronJobSettings, build_cronjob, build_cronjob_secret
 from worker.core.podspec import PodTemplateSettings, SignedUrls, build_config_secret, build_pod
 
@@ -39,7 +39,7 @@ def template(namespace: str) -> PodTemplateSettings:
 def test_live_bot_pod_and_secret_are_admitted(stack: Stack, stack_env: StackEnv,
                                               restricted_namespace: str, runtime: str) -> None:
     doc = bot_doc(f"Live_{runtime}.X", runtime=runtime, memory_limit="1Gi", cpu_request="200m")
-    bot = parse_bot(doc, kind=BotKind.LIVE, default_resources=DEFAULT_RESOURCES)
+    bot = parse_bot(doc, kind=BotKind.LIVE)
     pod = build_pod(bot, template(restricted_namespace))
     create_dry_run(stack, stack_env.controller_kubeconfig, restricted_namespace, pod)
     secret = build_config_secret(bot, pod_name=pod["metadata"]["name"], pod_uid=UID,
@@ -52,7 +52,7 @@ def test_scheduled_bot_cronjob_and_its_run_pod_are_admitted(
         stack: Stack, stack_env: StackEnv, restricted_namespace: str, runtime: str) -> None:
     doc = bot_doc(f"sched-{runtime}", runtime=runtime, schedule="*/5 * * * *",
                   timezone="Europe/Berlin")
-    bot = parse_bot(doc, kind=BotKind.SCHEDULED, default_resources=DEFAULT_RESOURCES)
+    bot = parse_bot(doc, kind=BotKind.SCHEDULED)
     cronjob = build_cronjob(bot, template(restricted_namespace), CronJobSettings())
     # PodSecurity only warns on a CronJob; the pods of its runs are what it enforces on.
     create_dry_run(stack, stack_env.controller_kubeconfig, restricted_namespace, cronjob)

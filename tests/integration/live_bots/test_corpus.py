@@ -38,6 +38,7 @@ class Corpus:
         self.invalid: dict[str, str] = {}     # id → expected reason code
         self.valid: list[str] = []            # ids that must get exactly one pod
         self.disabled: list[str] = []         # ids that must get no pod, phase Disabled
+        self.warned: dict[str, str] = {}      # valid ids → the config key their warning names
         self.unidentifiable = 0               # documents without a usable id
 
     def secret(self, _hint: object = None) -> str:
@@ -67,6 +68,11 @@ class Corpus:
             mutate(doc)
         self.add(doc)
         self.valid.append(bot_id)
+
+    def warn(self, bot_id: str, key: str, mutate: Callable[[dict[str, Any]], Any]) -> None:
+        """Runs, as in the0, with the default in place of what it asked for, and says so."""
+        self.odd(bot_id, mutate)
+        self.warned[bot_id] = key
 
     def off(self, bot_id: str, mutate: Callable[[dict[str, Any]], Any]) -> None:
         doc = self.base(bot_id)
@@ -139,19 +145,22 @@ def build_corpus() -> Corpus:
     c.bad("rt-case", "unknown_runtime", _set("custom.config.runtime", "Python3.11"))
     c.bad("rt-missing", "missing_runtime", _drop("custom.config.runtime"))
     c.bad("rt-empty", "missing_runtime", _set("custom.config.runtime", ""))
-    # --- malformed: resources ---------------------------------------------------------------
-    c.bad("q-mem-lots", "invalid_quantity", _set("config.memory_limit", "lots"))
-    c.bad("q-mem-negative", "invalid_quantity", _set("config.memory_limit", "-1Gi"))
-    c.bad("q-cpu-dots", "invalid_quantity", _set("config.cpu_limit", "1.2.3"))
-    c.bad("q-cpu-request-list", "invalid_quantity", _set("config.cpu_request", ["1"]))
-    c.bad("q-mem-request-bool", "invalid_quantity", _set("config.memory_request", True))
-    c.bad("q-mem-unit-typo", "invalid_quantity", _set("config.memory_limit", "512MB"))
-    c.bad("q-secret-as-quantity", "invalid_quantity",
-          lambda d: d["config"].update(cpu_limit=c.secret(0)))
-    c.bad("q-mem-request-over-limit", "request_exceeds_limit",
-          _both(_set("config.memory_request", "1Gi"), _set("config.memory_limit", "256Mi")))
-    c.bad("q-cpu-request-over-limit", "request_exceeds_limit",
-          _both(_set("config.cpu_request", "2"), _set("config.cpu_limit", "500m")))
+    # --- resources the bot cannot have: it runs anyway (as in the0), with a warning ------------
+    c.warn("q-mem-lots", "memory_limit", _set("config.memory_limit", "lots"))
+    c.warn("q-mem-negative", "memory_limit", _set("config.memory_limit", "-1Gi"))
+    c.warn("q-mem-number", "memory_limit", _set("config.memory_limit", 1024))
+    c.warn("q-mem-zero", "memory_limit", _set("config.memory_limit", "0"))
+    c.warn("q-cpu-dots", "cpu_limit", _set("config.cpu_limit", "1.2.3"))
+    c.warn("q-cpu-request-list", "cpu_request", _set("config.cpu_request", ["1"]))
+    c.warn("q-mem-request-bool", "memory_request", _set("config.memory_request", True))
+    c.warn("q-mem-unit-typo", "memory_limit", _set("config.memory_limit", "2GB"))
+    c.warn("q-secret-as-quantity", "cpu_limit",
+           lambda d: d["config"].update(cpu_limit=c.secret(0)))
+    c.warn("q-mem-huge", "memory_limit", _set("config.memory_limit", "1Ei"))
+    c.warn("q-mem-request-over-limit", "memory_request",
+           _both(_set("config.memory_request", "1Gi"), _set("config.memory_limit", "256Mi")))
+    c.warn("q-cpu-request-over-limit", "cpu_request",
+           _both(_set("config.cpu_request", "900m"), _set("config.cpu_limit", "500m")))
     # --- malformed: code path and entrypoint ------------------------------------------------
     c.bad("path-dotdot", "unsafe_code_path", _set("custom.filePath", "../x.zip"))
     c.bad("path-absolute", "unsafe_code_path", _set("custom.filePath", "/etc/passwd"))
@@ -209,10 +218,10 @@ def build_corpus() -> Corpus:
     c.odd("-leading-dash")
     c.odd("trailing-dash-")
     c.odd("clx0abcdefghijklmnopqrstu")          # a cuid2-like id, the common case
-    c.odd("odd-numeric-limit", _set("config.memory_limit", 268435456))
+    c.warn("odd-numeric-limit", "memory_limit", _set("config.memory_limit", 268435456))
     c.odd("odd-low-limit-only", _set("config.memory_limit", "64Mi"))
     c.odd("odd-padded-quantity", _set("config.cpu_limit", " 250m "))
-    c.odd("odd-blank-quantity", _set("config.cpu_limit", "  "))
+    c.warn("odd-blank-quantity", "cpu_limit", _set("config.cpu_limit", "  "))
     c.odd("odd-enabled-true", _set("config.enabled", "true"))
     c.odd("odd-enabled-one", _set("enabled", 1))
     c.odd("odd-nodejs-default-entry", _both(_set("custom.config.runtime", "nodejs20"),
@@ -296,6 +305,18 @@ def test_a_corpus_of_awkward_documents_affects_only_itself(
     for bot_id in wanted:
         assert docs[bot_id]["object_name"] == pod_name(bot_id)
         assert docs[bot_id]["phase"] in {"Creating", "Pending", "Running"}, docs[bot_id]
+        warnings = docs[bot_id].get("warnings", [])
+        if bot_id in corpus.warned:
+            assert [w["reason"] for w in warnings] == ["resources_ignored"], docs[bot_id]
+            assert f"config.{corpus.warned[bot_id]} " in warnings[0]["message"], docs[bot_id]
+        else:
+            assert warnings == [], docs[bot_id]
+    # The pod got what the0 would have given it: the default, the ceiling or the limit.
+    resources = {bot_id: by_bot[bot_id][0].spec.containers[0].resources for bot_id in wanted}
+    assert resources["q-mem-number"].limits["memory"] == "512Mi"
+    assert resources["q-mem-unit-typo"].limits["memory"] == "512Mi"
+    assert resources["q-mem-huge"].limits["memory"] == "4Gi"
+    assert resources["q-cpu-request-over-limit"].requests["cpu"] == "500m"
     assert set(docs) == set(corpus.invalid) | set(corpus.disabled) | set(wanted)
 
     # No secret value in any status document, log record, event or pod spec.

@@ -24,10 +24,10 @@ def test_census_counts_each_state() -> None:
     backoff = {BotId("c"): Backoff(failures=2, not_before=NOW + 10),
                BotId("x"): Backoff(failures=1, not_before=NOW - 10)}
     counts = census(desired=desired, objects=objects, backoff=backoff, invalid=3, disabled=4,
-                    now=NOW)
+                    now=NOW, warned=2)
     assert list(counts) == list(STATES)
     assert counts == {"desired": 5, "running": 2, "pending": 1, "missing": 1,
-                      "unhealthy": 2, "backoff": 1, "invalid": 3, "disabled": 4}
+                      "unhealthy": 2, "backoff": 1, "invalid": 3, "disabled": 4, "warned": 2}
 
 
 def test_census_of_nothing_is_all_zero() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from worker.core.bot import DEFAULT_IMAGES, DEFAULT_RESOURCES, Bot, BotId, BotKind, parse_bot
+from worker.core.bot import DEFAULT_IMAGES, Bot, BotId, BotKind, parse_bot
 from worker.core.errors import InvalidBot
 from worker.core.naming import label_value, pod_name, secret_name
 from worker.core.podspec import (
@@ -53,7 +53,7 @@ def make_bot(bot_id: str = "clx0abc123def456ghi789jk", **config: Any) -> Bot:
             "config": {"runtime": "python3.11"},
         },
     }
-    return parse_bot(doc, kind=BotKind.LIVE, default_resources=DEFAULT_RESOURCES)
+    return parse_bot(doc, kind=BotKind.LIVE)
 
 
 def containers(pod: dict[str, Any]) -> list[dict[str, Any]]:

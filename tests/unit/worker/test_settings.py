@@ -15,7 +15,7 @@ def test_defaults_match_the_seed_controller() -> None:
     assert s.NAMESPACE == "the0" and s.MINIO_BUCKET == "the0-custom-bots"
     assert s.RECONCILE_INTERVAL == 30.0
     assert s.RUNTIME_IMAGES["cpp-gcc13"] == "gcc:13-bookworm"
-    assert s.default_resources.memory_limit == "512Mi"
+    assert s.resource_policy.defaults.memory_limit == "512Mi"
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30s", 30.0), ("2m", 120.0), ("1.5h", 5400.0),
