@@ -15,6 +15,7 @@ from typing import Any, NewType
 
 from worker.core.canonical import canonical_json
 from worker.core.errors import InvalidBot
+from worker.core.gojson import go_json
 from worker.core.resources import DEFAULT_POLICY, ResourcePolicy, Resources, resolve_resources
 from worker.core.text import excerpt
 
@@ -96,7 +97,7 @@ def parse_bot(doc: Mapping[str, Any], *, kind: BotKind,
     if not isinstance(config, Mapping):
         raise InvalidBot(bot_id, "invalid_config", "config is not an object")
     try:
-        canonical_json(config)  # BOT_CONFIG is this JSON: refuse what cannot become it
+        canonical_json(config), go_json(config)  # hashed and BOT_CONFIG: refuse what cannot be
     except (TypeError, ValueError):
         raise InvalidBot(bot_id, "invalid_config", "config is not plain JSON data") from None
     custom = doc.get("custom")

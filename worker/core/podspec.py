@@ -27,6 +27,7 @@ from worker.core import naming
 from worker.core.bot import Bot
 from worker.core.canonical import canonical_json, sha256_hex
 from worker.core.errors import InvalidBot
+from worker.core.gojson import go_json
 
 GENERATOR_VERSION = "2"
 """Bump when the meaning of generated objects changes in a way the pod JSON does not show."""
@@ -128,7 +129,7 @@ def build_config_secret(
         "metadata": metadata,
         "type": "Opaque",
         "stringData": {
-            SECRET_KEY_CONFIG: canonical_json(bot.config),
+            SECRET_KEY_CONFIG: go_json(bot.config),  # byte for byte what the0's Go writes
             SECRET_KEY_CODE_URL: urls.code,
             SECRET_KEY_STATE_GET_URL: urls.state_get,
             SECRET_KEY_STATE_PUT_URL: urls.state_put,
