@@ -162,17 +162,21 @@ copy_kwok_stages() {
   mv "$out/stages.tmp" "$out/stages"; mv "$out/crds.tmp" "$out/crds"
 }
 
-# compose-config (tools/compose-config): `docker compose config`'s loader (compose-go) as a small
-# binary, so tests validate compose.yaml where the docker CLI has no compose plugin. Keyed by the
-# hash of its sources (its go.mod pins compose-go).
-build_compose_config() {
-  local src=$here/../compose-config
-  local key; key=$(cat "$src/go.mod" "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)
-  local out=$CACHE/bin/compose-config-$key
-  [ -x "$out/compose-config" ] && return 0
-  say "building compose-config ($key)"
+# build_tool NAME SOURCE... — a small Go program of this repo (tools/NAME), keyed by the hash of
+# its sources in that order (tools/stack/paths.py computes the same key):
+# - compose-config: `docker compose config`'s loader (compose-go) as a small binary, so tests
+#   validate compose.yaml where the docker CLI has no compose plugin (its go.mod pins compose-go);
+# - gojson-oracle: json.Marshal of configs decoded as the0's Go runtime decodes them, which the
+#   tests hold BOT_CONFIG to (standard library only).
+build_tool() {
+  local name=$1; shift
+  local src=$here/../$name
+  local key; key=$(cd "$src" && cat "$@" | sha256sum | cut -c1-12)
+  local out=$CACHE/bin/$name-$key
+  [ -x "$out/$name" ] && return 0
+  say "building $name ($key)"
   mkdir -p "$out.tmp"
-  (cd "$src" && run_logged compose-config go build -trimpath -ldflags "-s -w" -o "$out.tmp/compose-config" .)
+  (cd "$src" && run_logged "$name" go build -trimpath -ldflags "-s -w" -o "$out.tmp/$name" .)
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
@@ -195,7 +199,8 @@ build_part() {
     ferretdb) build_ferretdb ;;
     versitygw) build_go versitygw "$VERSITYGW_VERSION" github.com/versity/versitygw github.com/versity/versitygw/cmd/versitygw versitygw ;;
     kubernetes) build_kubernetes ;;
-    compose-config) build_compose_config ;;
+    compose-config) build_tool compose-config go.mod go.sum main.go ;;
+    gojson-oracle) build_tool gojson-oracle go.mod main.go ;;
     images) build_images ;;
     *) echo "unknown part: $1" >&2; exit 2 ;;
   esac
@@ -203,7 +208,7 @@ build_part() {
 
 started=$SECONDS
 parts=("$@")
-((${#parts[@]})) || parts=(debian kubernetes kwok etcd ferretdb versitygw compose-config images)
+((${#parts[@]})) || parts=(debian kubernetes kwok etcd ferretdb versitygw compose-config gojson-oracle images)
 pids=() names=()
 for part in "${parts[@]}"; do
   if [ "$part" = debian ]; then build_part debian; continue; fi

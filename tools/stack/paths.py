@@ -61,14 +61,22 @@ class Binaries:
 
 
 def compose_config() -> Path:
-    """tools/compose-config built by build.sh (`docker compose config`'s loader), keyed by the
-    hash of its sources like build.sh does."""
+    """tools/compose-config built by build.sh (`docker compose config`'s loader)."""
+    return _tool_built_from_source("compose-config", ("go.mod", "go.sum", "main.go"))
+
+
+def gojson_oracle() -> Path:
+    """tools/gojson-oracle built by build.sh (json.Marshal as the0's Go runtime does it)."""
+    return _tool_built_from_source("gojson-oracle", ("go.mod", "main.go"))
+
+
+def _tool_built_from_source(name: str, sources: tuple[str, ...]) -> Path:
+    # build.sh keys these folders by the hash of the tool's sources, in this order.
     import hashlib
 
-    src = STACK_DIR.parent / "compose-config"
-    digest = hashlib.sha256(b"".join(
-        (src / name).read_bytes() for name in ("go.mod", "go.sum", "main.go"))).hexdigest()
-    return cache_dir() / "bin" / f"compose-config-{digest[:12]}" / "compose-config"
+    src = STACK_DIR.parent / name
+    digest = hashlib.sha256(b"".join((src / file).read_bytes() for file in sources)).hexdigest()
+    return cache_dir() / "bin" / f"{name}-{digest[:12]}" / name
 
 
 def _which(name: str) -> Path:
