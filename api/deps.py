@@ -51,11 +51,14 @@ Reader = Annotated[HealthReader, Depends(get_reader)]
 
 
 def policy_of(settings: ApiSettings) -> Policy:
+    events_off = settings.NATS_URL is None
     return Policy(heartbeat_ttl=settings.HEARTBEAT_TTL,
                   reconcile_interval=settings.RECONCILE_INTERVAL,
                   reconcile_intervals=settings.READY_RECONCILE_INTERVALS,
                   reconcile_kinds=RECONCILE_KINDS,
-                  heartbeats=tuple(keys.REQUIRED_HEARTBEATS))
+                  heartbeats=tuple(name for name in keys.REQUIRED_HEARTBEATS
+                                   if not (events_off and name == "events")),
+                  events_off=events_off)
 
 
 async def read_health(reader: HealthReader, settings: ApiSettings, *,

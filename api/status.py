@@ -26,7 +26,8 @@ def _heartbeat(beat: Heartbeat | None, now: float) -> dict[str, Any] | None:
         return None
     age = beat.age(now)
     return {"who": beat.who, "age_s": None if age is None else round(age, 3),
-            **{k: beat.info[k] for k in ("pid", "host", "started_at") if k in beat.info}}
+            **{k: beat.info[k] for k in ("pid", "host", "started_at", "buckets")
+               if k in beat.info}}
 
 
 def _record(record: Mapping[str, Any] | None, now: float) -> dict[str, Any] | None:
@@ -56,6 +57,7 @@ async def status(reader: Reader, settings: Settings) -> JSONResponse:
         "logs": None if logs is None else {**logs, "age_s": _age(epoch_of(logs.get("at")), now)},
         "queues": data.queues,
         "unacked": data.unacked,
+        "events": "off" if settings.NATS_URL is None else "on",
         "settings": {"reconcile_interval_s": settings.RECONCILE_INTERVAL,
                      "heartbeat_ttl_s": settings.HEARTBEAT_TTL,
                      "ready_reconcile_intervals": settings.READY_RECONCILE_INTERVALS},

@@ -46,6 +46,14 @@ T = TypeVar("T")
 RECONCILE_TASK = {BotKind.LIVE: "reconcile.bot", BotKind.SCHEDULED: "reconcile.schedule"}
 
 
+NATS_UNSET = ("NATS_URL is not set: platform events are off (the seed makes NATS optional); the "
+              "periodic reconcile alone converges. Set NATS_URL to run the events consumer.")
+
+
+class EventsOff(RuntimeError):
+    """The events consumer was started without NATS_URL."""
+
+
 def consumer_name() -> str:
     return f"events@{socket.gethostname()}:{os.getpid()}"
 
@@ -59,7 +67,10 @@ class EventConsumer:
         self.name = name or consumer_name()
         self._sleep = sleep
         s = self.settings
-        self.source = EventSource(s.NATS_URL.get_secret_value(), name=self.name,
+        if s.NATS_URL is None:
+            raise EventsOff(NATS_UNSET)
+        self.nats_url = s.NATS_URL.get_secret_value()
+        self.source = EventSource(self.nats_url, name=self.name,
                                   reconnect_wait=s.NATS_RECONNECT_WAIT,
                                   reconnect_wait_cap=s.NATS_RECONNECT_WAIT_CAP,
                                   ping_interval=s.NATS_PING_INTERVAL,
@@ -88,7 +99,7 @@ class EventConsumer:
                                             pending_bytes_limit=s.EVENT_PENDING_BYTES)
                 log.info("events: %s subscribed to %s (queue group %r) on %s", self.name,
                          ", ".join(subscriptions()), QUEUE_GROUP,
-                         redact_url(s.NATS_URL.get_secret_value()))
+                         redact_url(self.nats_url))
                 await self.stop.wait()
         finally:
             await self.source.close()
@@ -237,7 +248,11 @@ class _BotLock:
 
 
 def run_consumer(rt: Runtime, celery: Celery) -> int:
-    """Runs until SIGTERM / SIGINT, then drains: delivered messages are finished first."""
+    """Runs until SIGTERM / SIGINT, then drains: delivered messages are finished first.
+    Without NATS_URL there is nothing to consume: it says so and exits 2."""
+    if rt.settings.NATS_URL is None:
+        log.error("events: %s", NATS_UNSET)
+        return 2
 
     async def main() -> bool:
         consumer = EventConsumer(rt, celery)

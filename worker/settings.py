@@ -201,8 +201,9 @@ class Settings(BaseSettings):
     MAX_DELETE_MIN: int = Field(10, ge=0, description="Deletions always allowed in one pass.")
 
     # --- NATS events (python -m worker events) ---------------------------------------------
-    NATS_URL: SecretStr = Field(SecretStr("nats://localhost:4222"),
-                                description="NATS server URL (may hold user:password).")
+    NATS_URL: SecretStr | None = Field(
+        None, description="NATS server URL (may hold user:password). Unset, as the seed allows: "
+                          "no events consumer, and readiness does not ask for one.")
     NATS_RECONNECT_WAIT: Duration = Field(
         _d("1s"), description="First wait before reconnecting to NATS; doubles per failure.")
     NATS_RECONNECT_WAIT_CAP: Duration = Field(
@@ -357,6 +358,9 @@ class ApiSettings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
 
+    NATS_URL: SecretStr | None = Field(
+        None, description="(api) Only whether it is set: set, /readyz requires the events "
+                          "consumer's heartbeat; unset, events are off. The api never connects.")
     REDIS_URL: str = Field("redis://localhost:6379/0", description="Where heartbeats, last-pass "
                                                                   "records and metrics are.")
     RECONCILE_INTERVAL: Duration = Field(_d("30s"), description="Period of the full reconcile; "

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.core.buckets import BucketCheck
+from worker.core.buckets import problems as bucket_problems
 from worker.core.errors import TemporaryError
 from worker.core.metrics import (
     ACTIONS,
@@ -108,9 +110,57 @@ def counted_action(metrics: MetricBuffer, kind: str, action: str,
 
 
 # ================================================================== heartbeats
-def heartbeat_payload(who: str, *, now: float, started_at: float) -> dict[str, Any]:
-    return {"who": who, "at": now, "pid": os.getpid(), "host": socket.gethostname(),
-            "started_at": started_at}
+def heartbeat_payload(who: str, *, now: float, started_at: float,
+                      buckets: Mapping[str, BucketCheck] | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"who": who, "at": now, "pid": os.getpid(),
+                               "host": socket.gethostname(), "started_at": started_at}
+    if buckets is not None:
+        payload["buckets"] = {role: check.as_json() for role, check in buckets.items()}
+    return payload
+
+
+BUCKET_CHECK_INTERVAL = 60.0  # a bucket made or removed by hand shows in /readyz within this
+
+
+class BucketWatch:
+    """Checks the code and state buckets every BUCKET_CHECK_INTERVAL in its own thread (a slow
+    S3 must never delay the heartbeat), keeps the latest answer, and logs each new problem
+    once — at start first, so an operator sees a wrong MINIO_BUCKET before any bot fails."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.latest: dict[str, BucketCheck] | None = None
+        self._said: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="the0-buckets", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def check(self) -> dict[str, BucketCheck]:
+        checks = self.rt.code.bucket_checks()
+        found = bucket_problems(checks)
+        for role, text in found.items():
+            if self._said.get(role) != text:
+                log.error("%s", text)
+        for role in self._said.keys() - found.keys():
+            log.info("%s bucket %r: found", role, checks[role].name)
+        self._said = found
+        self.latest = checks
+        return checks
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.check()
+            except Exception:  # the thread must outlive a bad answer
+                log.exception("bucket check failed")
+            self._stop.wait(BUCKET_CHECK_INTERVAL)
 
 
 class Heartbeat:
@@ -125,14 +175,17 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_warning = 0.0
+        self.buckets = BucketWatch(rt)
 
     def start(self) -> None:
         self._stop.clear()
+        self.buckets.start()
         self._thread = threading.Thread(target=self._run, name="the0-heartbeat", daemon=True)
         self._thread.start()
 
     def stop(self, *, remove: bool = True) -> None:
         self._stop.set()
+        self.buckets.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -150,7 +203,8 @@ class Heartbeat:
         try:
             self.rt.telemetry.worker_beat(
                 self.hostname, heartbeat_payload(self.hostname, now=now,
-                                                 started_at=self.started_at),
+                                                 started_at=self.started_at,
+                                                 buckets=self.buckets.latest),
                 ttl=s.HEARTBEAT_TTL, now=now, increments=increments)
         except TemporaryError:
             self.rt.metrics.restore(increments)

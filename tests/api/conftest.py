@@ -1,5 +1,6 @@
 """The api in-process (FastAPI TestClient, lifespan included) against a REAL private
-redis-server, written to by the worker side's real telemetry code (no Celery, no stack)."""
+redis-server, written to by the worker side's real telemetry code (no Celery, no stack); the
+workers' bucket check asks a REAL private versitygw."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 
 import pytest
 import redis
+import urllib3
 from fastapi.testclient import TestClient
+from minio import Minio
 
 from api.main import create_app
 from tests.support.procs import Proc
@@ -19,9 +22,40 @@ from tools.stack.process import free_port
 from worker.runtime import Runtime
 from worker.settings import load_api_settings, load_settings
 
-ENV = {"MONGO_URI": "mongodb://127.0.0.1:1/", "MINIO_ENDPOINT": "127.0.0.1:1",
-       "MINIO_ACCESS_KEY": "a", "MINIO_SECRET_KEY": "s", "RECONCILE_INTERVAL": "2s",
-       "HEARTBEAT_INTERVAL": "500ms", "HEARTBEAT_TTL": "1s"}
+ENV = {"MONGO_URI": "mongodb://127.0.0.1:1/", "MINIO_ACCESS_KEY": "api-tests",
+       "MINIO_SECRET_KEY": "api-tests-secret", "RECONCILE_INTERVAL": "2s",
+       "HEARTBEAT_INTERVAL": "500ms", "HEARTBEAT_TTL": "1s",
+       # Set: the events consumer is expected (its heartbeat is a readiness check). The api
+       # never connects to it.
+       "NATS_URL": "nats://127.0.0.1:1"}
+CODE_BUCKET = "the0-custom-bots"  # the code default
+
+
+@pytest.fixture
+def s3_server(tmp_path: Path) -> Iterator[str]:
+    """A private versitygw with the code bucket, as the platform leaves it."""
+    port = free_port()
+    (tmp_path / "s3-meta").mkdir()
+    (tmp_path / "s3-data").mkdir()
+    proc = Proc("versitygw", [str(binaries().versitygw), "--port", f"127.0.0.1:{port}", "posix",
+                              "--sidecar", str(tmp_path / "s3-meta"), str(tmp_path / "s3-data")],
+                tmp_path / "versitygw.log",
+                env={"ROOT_ACCESS_KEY": ENV["MINIO_ACCESS_KEY"],
+                     "ROOT_SECRET_KEY": ENV["MINIO_SECRET_KEY"]}).start()
+    client = Minio(f"127.0.0.1:{port}", access_key=ENV["MINIO_ACCESS_KEY"],
+                   secret_key=ENV["MINIO_SECRET_KEY"], secure=False, region="us-east-1")
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.make_bucket(CODE_BUCKET)
+            break
+        except (OSError, urllib3.exceptions.HTTPError):
+            proc.assert_alive()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    proc.stop()
 
 
 @pytest.fixture
@@ -48,8 +82,8 @@ def redis_server(tmp_path: Path) -> Iterator[tuple[Proc, str]]:
 
 
 @pytest.fixture
-def env(redis_server: tuple[Proc, str]) -> dict[str, str]:
-    return {**ENV, "REDIS_URL": redis_server[1]}
+def env(redis_server: tuple[Proc, str], s3_server: str) -> dict[str, str]:
+    return {**ENV, "REDIS_URL": redis_server[1], "MINIO_ENDPOINT": s3_server}
 
 
 @pytest.fixture

@@ -11,12 +11,14 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from api.main import create_app
 from tests.support.api import samples, value
 from tests.support.bots import wait_for
 from tests.support.procs import Proc
 from worker import keys
 from worker.core.metrics import KUBE_REQUESTS
 from worker.runtime import Runtime
+from worker.settings import load_api_settings, load_settings
 from worker.telemetry import Heartbeat, counted_action, record_pass
 
 SUMMARY = {"counts": {"create": 2, "delete": 1, "replace": 0, "recreate": 0, "waiting": 0},
@@ -51,6 +53,10 @@ def test_readyz_names_every_failing_check_on_an_empty_redis(client: TestClient) 
     assert response.status_code == 503
     assert response.json()["failing"] == ["workers", "beat", "events", "reconcile:live",
                                           "reconcile:scheduled"]
+    # No worker has checked the buckets yet: said, not failed.
+    checks = {c["name"]: c for c in response.json()["checks"]}
+    assert checks["code_bucket"] == {"name": "code_bucket", "ok": True,
+                                     "detail": "not checked yet by a live worker"}
 
 
 def test_ready_with_heartbeats_and_recent_passes_then_not_when_the_worker_dies(
@@ -164,3 +170,43 @@ def test_metrics_flush_is_one_round_trip_and_nothing_is_lost_when_redis_is_down(
     assert len(rt.metrics) == 0
     raw = raw_redis.hgetall(keys.metrics(KUBE_REQUESTS.name))
     assert list(raw.values()) == [b"1000"]
+
+
+def test_without_nats_url_events_are_off_and_not_asked_for(
+        env: dict[str, str], rt: Runtime) -> None:
+    without_nats = {k: v for k, v in env.items() if k != "NATS_URL"}
+    heartbeat = healthy(rt)
+    try:
+        with TestClient(create_app(load_api_settings(env=without_nats))) as client:
+            # Only the beat's heartbeat, no events consumer's: ready all the same.
+            rt.telemetry.heartbeat(keys.HEARTBEAT_BEAT, {"who": "beat-1", "at": time.time()},
+                                   ttl=30)
+            wait_for(lambda: client.get("/readyz").status_code == 200, "ready", timeout=5)
+            events = next(c for c in client.get("/readyz").json()["checks"]
+                          if c["name"] == "events")
+            assert events["ok"] and events["detail"].startswith("off: NATS_URL is not set")
+            assert client.get("/status").json()["events"] == "off"
+    finally:
+        heartbeat.stop()
+
+
+def test_a_missing_code_bucket_is_named_with_the_hint(
+        env: dict[str, str], s3_server: str, raw_redis: Any) -> None:
+    # The operator set the bucket the0's API really uses, but it is not there (yet).
+    rt = Runtime(load_settings(env={**env, "MINIO_BUCKET": "custom-bots"}))
+    heartbeat = healthy(rt)
+    try:
+        with TestClient(create_app(load_api_settings(env=env))) as client:
+            def code_check() -> dict[str, Any]:
+                beat_now(rt)
+                body = client.get("/readyz").json()
+                return next(c for c in body["checks"] if c["name"] == "code_bucket")
+            wait_for(lambda: not code_check()["ok"], "code_bucket failing", timeout=5)
+            assert code_check()["detail"] == (
+                "code bucket 'custom-bots' does not exist (MINIO_BUCKET)")
+            assert client.get("/readyz").json()["failing"] == ["code_bucket"]
+            state = next(c for c in client.get("/readyz").json()["checks"]
+                         if c["name"] == "state_bucket")
+            assert state["ok"] and "does not exist" in state["detail"]
+    finally:
+        heartbeat.stop()

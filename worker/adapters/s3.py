@@ -21,6 +21,7 @@ from minio import Minio
 from minio.datatypes import Part
 from minio.error import MinioException, S3Error
 
+from worker.core.buckets import BucketCheck
 from worker.core.errors import TemporaryError
 from worker.core.podspec import SignedUrls, state_object_key
 
@@ -91,6 +92,24 @@ class CodeStore:
             raise TemporaryError(f"s3: state bucket check failed: {type(exc).__name__}"
                                  ) from None
         self.state_bucket_ready = True
+
+    def bucket_checks(self) -> dict[str, BucketCheck]:
+        """Whether the code and state buckets exist ("code", "state" → check), for the
+        operator: at start, in each worker's heartbeat (so `/readyz`) and in `plan`. A missing
+        state bucket is created on the first signing; a missing code bucket never is (the
+        platform's API writes it), so every bot would get `code_not_found`."""
+        return {"code": self._bucket_check(self.bucket), "state": self._bucket_check(
+            self.state_bucket, exists=self.state_bucket_ready or None)}
+
+    def _bucket_check(self, name: str, *, exists: bool | None = None) -> BucketCheck:
+        if exists:
+            return BucketCheck(name=name, exists=True)
+        try:
+            return BucketCheck(name=name, exists=self.client.bucket_exists(name))
+        except S3Error as exc:
+            return BucketCheck(name=name, exists=None, error=f"S3 error {exc.code}")
+        except (urllib3.exceptions.HTTPError, OSError, MinioException) as exc:
+            return BucketCheck(name=name, exists=None, error=type(exc).__name__)
 
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from worker.core.buckets import BucketCheck, bucket_problem
+
 
 @dataclass(frozen=True, kw_only=True)
 class Heartbeat:
@@ -91,6 +93,8 @@ class Policy:
     reconcile_intervals: float = 3.0     # a successful pass must be this many intervals fresh
     reconcile_kinds: tuple[str, ...] = ("live", "scheduled")
     heartbeats: tuple[str, ...] = ("beat",)  # singleton heartbeats that must be fresh
+    events_off: bool = False  # NATS_URL unset: no events consumer is expected (said, not checked)
+    bucket_roles: tuple[str, ...] = ("code", "state")  # buckets the workers report on
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,35 @@ def check_heartbeats(observed: Observed, policy: Policy, now: float) -> list[Che
     return checks
 
 
+def check_events_off(observed: Observed, policy: Policy, now: float) -> list[Check]:
+    if not policy.events_off:
+        return []  # the events heartbeat is one of policy.heartbeats
+    return [Check("events", True, "off: NATS_URL is not set; the periodic reconcile alone "
+                                  "converges")]
+
+
+def check_buckets(observed: Observed, policy: Policy, now: float) -> list[Check]:
+    """Each bucket as the freshest worker that checked it saw it: a missing code bucket means
+    every bot gets `code_not_found`, so it fails readiness and says which bucket to set."""
+    reports = sorted(((beat.at or 0.0, beat.info["buckets"]) for beat in observed.workers.values()
+                      if _fresh(beat, policy, now) and isinstance(beat.info.get("buckets"), dict)),
+                     key=lambda report: report[0])
+    checks = []
+    for role in policy.bucket_roles:
+        name = f"{role}_bucket"
+        seen = reports[-1][1].get(role) if reports else None
+        if not isinstance(seen, dict):
+            checks.append(Check(name, True, "not checked yet by a live worker"))
+            continue
+        check = BucketCheck(name=str(seen.get("name", "")), exists=seen.get("exists"),
+                            error=str(seen.get("error", "")))
+        problem = bucket_problem(role, check)
+        # A state bucket is created on first use: missing is said, not a failure.
+        ok = problem is None or (role == "state" and check.exists is False)
+        checks.append(Check(name, ok, problem or f"{check.name!r} exists"))
+    return checks
+
+
 def last_success_at(record: Mapping[str, Any]) -> float | None:
     """When the last successful pass ended: `last_ok_at`, or `at` of a successful record."""
     last_ok = epoch_of(record.get("last_ok_at"))
@@ -198,7 +231,8 @@ def check_reconciles(observed: Observed, policy: Policy, now: float) -> list[Che
     return checks
 
 
-CHECKS: tuple[CheckFn, ...] = (check_redis, check_workers, check_heartbeats, check_reconciles)
+CHECKS: tuple[CheckFn, ...] = (check_redis, check_workers, check_heartbeats, check_events_off,
+                               check_buckets, check_reconciles)
 
 
 def evaluate(observed: Observed, policy: Policy, *, now: float,
@@ -213,5 +247,6 @@ def evaluate(observed: Observed, policy: Policy, *, now: float,
     if observed.redis_error is not None:
         results.extend(Check(name, False, "not checked: redis unavailable")
                        for name in ("workers", *policy.heartbeats,
+                                    *(f"{role}_bucket" for role in policy.bucket_roles),
                                     *(f"reconcile:{k}" for k in policy.reconcile_kinds)))
     return Readiness(ready=bool(results) and all(c.ok for c in results), checks=tuple(results))

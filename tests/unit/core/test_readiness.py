@@ -29,13 +29,23 @@ def beat(age: float, who: str = "w1@host") -> Heartbeat:
     return Heartbeat(who=who, at=NOW - age)
 
 
+BUCKETS_OK = {"code": {"name": "custom-bots", "exists": True, "error": ""},
+              "state": {"name": "bot-state", "exists": True, "error": ""}}
+
+
+def worker(age: float, buckets: dict[str, object] | None = None) -> Heartbeat:
+    """A worker heartbeat carrying its latest bucket check."""
+    return Heartbeat(who="w1@host", at=NOW - age,
+                     info={"buckets": BUCKETS_OK if buckets is None else buckets})
+
+
 def ok_pass(age: float) -> dict[str, object]:
     return {"at": NOW - age, "ok": True, "last_ok_at": NOW - age}
 
 
 def healthy(**changes: object) -> Observed:
     values: dict[str, object] = {
-        "workers": {"w1@host": beat(1)},
+        "workers": {"w1@host": worker(1)},
         "heartbeats": {"beat": beat(2, "beat-1")},
         "reconciles": {"live": ok_pass(5), "scheduled": ok_pass(5)},
     }
@@ -51,15 +61,16 @@ def test_all_fresh_is_ready() -> None:
     readiness = evaluate(healthy(), POLICY, now=NOW)
     assert readiness.ready
     assert [c.name for c in readiness.checks] == [
-        "redis", "workers", "beat", "reconcile:live", "reconcile:scheduled"]
+        "redis", "workers", "beat", "code_bucket", "state_bucket", "reconcile:live",
+        "reconcile:scheduled"]
     assert all(c.ok for c in readiness.checks)
 
 
 def test_redis_down_fails_every_check_with_the_reason() -> None:
     readiness = evaluate(Observed(redis_error="no answer within 0.5 s"), POLICY, now=NOW)
     assert not readiness.ready
-    assert readiness.failing == ["redis", "workers", "beat", "reconcile:live",
-                                 "reconcile:scheduled"]
+    assert readiness.failing == ["redis", "workers", "beat", "code_bucket", "state_bucket",
+                                 "reconcile:live", "reconcile:scheduled"]
     redis = readiness.checks[0]
     assert "no answer within 0.5 s" in redis.detail
     assert all("redis unavailable" in c.detail for c in readiness.checks[1:])
@@ -134,7 +145,7 @@ def test_one_failed_pass_after_a_recent_success_stays_ready_but_says_so() -> Non
     readiness = evaluate(healthy(reconciles={"live": record, "scheduled": ok_pass(1)}),
                          POLICY, now=NOW)
     assert readiness.ready
-    live = readiness.checks[3]
+    live = next(c for c in readiness.checks if c.name == "reconcile:live")
     assert "last pass failed: mongo: timeout" in live.detail
 
 
@@ -143,7 +154,8 @@ def test_failed_passes_without_a_recent_success_fail() -> None:
     readiness = evaluate(healthy(reconciles={"live": record, "scheduled": ok_pass(1)}),
                          POLICY, now=NOW)
     assert readiness.failing == ["reconcile:live"]
-    assert "mongo: timeout" in readiness.checks[3].detail
+    live = next(c for c in readiness.checks if c.name == "reconcile:live")
+    assert "mongo: timeout" in live.detail
     never = {"at": NOW - 1, "ok": False, "error": "boom"}
     assert failing(healthy(reconciles={"live": never, "scheduled": ok_pass(1)})) == [
         "reconcile:live"]
@@ -214,3 +226,59 @@ def test_parse_record() -> None:
 def test_heartbeat_age_is_never_negative() -> None:
     assert Heartbeat(who="w", at=NOW + 5).age(NOW) == 0.0
     assert Heartbeat(who="w").age(NOW) is None
+
+
+# --- buckets and events ---------------------------------------------------------------------
+
+
+def test_a_missing_code_bucket_fails_readiness_naming_it_with_the_hint() -> None:
+    buckets = {**BUCKETS_OK, "code": {"name": "the0-custom-bots", "exists": False, "error": ""}}
+    readiness = evaluate(healthy(workers={"w1@host": worker(1, buckets)}), POLICY, now=NOW)
+    assert readiness.failing == ["code_bucket"]
+    (check,) = [c for c in readiness.checks if c.name == "code_bucket"]
+    assert check.detail == ("code bucket 'the0-custom-bots' does not exist (MINIO_BUCKET); "
+                            "the0's API stores bot code in 'custom-bots': set "
+                            "MINIO_BUCKET=custom-bots")
+
+
+def test_an_unreachable_store_fails_the_bucket_checks_with_the_error() -> None:
+    buckets = {role: {"name": "b", "exists": None, "error": "MaxRetryError"}
+               for role in ("code", "state")}
+    assert failing(healthy(workers={"w1@host": worker(1, buckets)})) == ["code_bucket",
+                                                                        "state_bucket"]
+
+
+def test_a_missing_state_bucket_is_said_but_ready_it_is_made_on_first_use() -> None:
+    buckets = {**BUCKETS_OK, "state": {"name": "bot-state", "exists": False, "error": ""}}
+    readiness = evaluate(healthy(workers={"w1@host": worker(1, buckets)}), POLICY, now=NOW)
+    assert readiness.ready
+    (check,) = [c for c in readiness.checks if c.name == "state_bucket"]
+    assert "does not exist" in check.detail
+
+
+def test_the_freshest_workers_bucket_report_wins() -> None:
+    missing = {**BUCKETS_OK, "code": {"name": "x", "exists": False, "error": ""}}
+    workers = {"old@host": worker(20, missing), "new@host": worker(1)}
+    assert failing(healthy(workers=workers)) == []
+    workers = {"old@host": worker(1, missing), "new@host": worker(20)}
+    assert failing(healthy(workers=workers)) == ["code_bucket"]
+
+
+def test_buckets_not_yet_checked_do_not_fail() -> None:
+    readiness = evaluate(healthy(workers={"w1@host": beat(1)}), POLICY, now=NOW)
+    assert readiness.ready
+    assert {c.name: c.detail for c in readiness.checks}["code_bucket"] == (
+        "not checked yet by a live worker")
+
+
+def test_with_events_expected_a_missing_events_heartbeat_fails() -> None:
+    policy = Policy(heartbeat_ttl=TTL, reconcile_interval=INTERVAL, heartbeats=("beat", "events"))
+    assert failing(healthy(), policy) == ["events"]
+
+
+def test_with_events_off_nothing_is_asked_and_it_is_said() -> None:
+    policy = Policy(heartbeat_ttl=TTL, reconcile_interval=INTERVAL, events_off=True)
+    readiness = evaluate(healthy(), policy, now=NOW)
+    assert readiness.ready
+    assert {c.name: c.detail for c in readiness.checks}["events"].startswith(
+        "off: NATS_URL is not set")
