@@ -3,6 +3,7 @@ interval, and building a bot's spec and hash costs far more than serialising its
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,8 +16,11 @@ from worker.core.planner import DesiredBot
 
 class ParseMemo:
     """Re-uses the parsed Bot and its config hash while a document is byte-for-byte unchanged:
-    a no-op pass over 10,000 bots then costs one orjson dump per bot instead of a full spec
-    build and hash (~50 µs each). Invalid documents are parsed again each time (rare)."""
+    a no-op pass over 10,000 bots then costs one orjson dump and a digest per bot instead of a
+    full spec build and hash (~50 µs each). Only the digest of the document is kept, not its
+    text: a worker's memory does not grow with what bot authors put in their documents beyond
+    the parsed bot (whose config MAX_CONFIG_BYTES bounds). Invalid documents are parsed again
+    each time (rare)."""
 
     def __init__(self, parse: Callable[[Mapping[str, Any]], tuple[Bot, DesiredBot]]) -> None:
         self._parse = parse
@@ -25,7 +29,9 @@ class ParseMemo:
 
     def __call__(self, doc: Mapping[str, Any]) -> tuple[Bot, DesiredBot]:
         try:
-            key = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+            key = hashlib.blake2b(orjson.dumps(
+                doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS), digest_size=20
+            ).digest()
         except TypeError:
             key = b""
         bot_id = str(doc.get("id"))

@@ -117,10 +117,11 @@ class Runtime:
         def build() -> ParseMemo:
             if kind is BotKind.LIVE:
                 return ParseMemo(partial(parse_desired, kind=kind, template=s.pod_template,
-                                         resources=s.resource_policy))
+                                         resources=s.resource_policy,
+                                         max_config_bytes=s.MAX_CONFIG_BYTES))
             return ParseMemo(partial(parse_desired_schedule, template=s.pod_template,
-                                     cron=s.cronjob_settings,
-                                     resources=s.resource_policy))
+                                     cron=s.cronjob_settings, resources=s.resource_policy,
+                                     max_config_bytes=s.MAX_CONFIG_BYTES))
 
         return self._once(f"parse-memo:{kind.value}", build)
 

@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from worker.core.bot import DEFAULT_IMAGES
+from worker.core.bot import DEFAULT_IMAGES, MAX_CONFIG_BYTES
 from worker.core.cronspec import CronJobSettings
 from worker.core.podspec import PodTemplateSettings
 from worker.core.quantity import parse_quantity
@@ -149,6 +149,11 @@ class Settings(BaseSettings):
     DEFAULT_CPU_LIMIT: str = "500m"
     DEFAULT_MEMORY_REQUEST: str = "128Mi"
     DEFAULT_CPU_REQUEST: str = "100m"
+    MAX_CONFIG_BYTES: int = Field(
+        MAX_CONFIG_BYTES, gt=0, le=120 * 1024,
+        description="Largest BOT_CONFIG (UTF-8 JSON of a bot's config); a larger config is an "
+                    "invalid bot (config_too_large), no pod. At most 120 KiB: an environment "
+                    "string over 128 KiB cannot be exec'd.")
     # A bot's own `config.*_limit` / `*_request` above these is clamped (with a status warning).
     MAX_MEMORY_LIMIT: str = Field(DEFAULT_CEILINGS.memory_limit,
                                   description="Highest memory limit a bot's config may set.")

@@ -58,6 +58,11 @@ DEFAULT_IMAGES: Mapping[str, str] = MappingProxyType(
 init container wrote into /bot, so no the0-specific image is needed."""
 
 MAX_ID_LENGTH = 253
+MAX_CONFIG_BYTES = 64 * 1024
+"""Largest BOT_CONFIG (the0's JSON text of `config`, UTF-8): it is an environment variable, and
+Linux refuses to exec with one string over 128 KiB (MAX_ARG_STRLEN), so a larger config is a
+pod that can never start; half of that leaves room for the name and other variables, and is
+far below a Secret's 1 MiB. Platform configs are a few KiB."""
 _DISABLED_WORDS = frozenset({"false", "0"})
 _RUNTIME_EXCERPT_LIMIT = 40
 
@@ -90,16 +95,23 @@ def is_enabled(doc: Mapping[str, Any]) -> bool:
 
 
 def parse_bot(doc: Mapping[str, Any], *, kind: BotKind,
-              resources: ResourcePolicy = DEFAULT_POLICY) -> Bot:
+              resources: ResourcePolicy = DEFAULT_POLICY,
+              max_config_bytes: int = MAX_CONFIG_BYTES) -> Bot:
     """Validate one bot document; raise `InvalidBot` (with a short reason code) if unusable."""
     bot_id = _parse_id(doc.get("id"))
     config = doc.get("config")
     if not isinstance(config, Mapping):
         raise InvalidBot(bot_id, "invalid_config", "config is not an object")
     try:
-        canonical_json(config), go_json(config)  # hashed and BOT_CONFIG: refuse what cannot be
-    except (TypeError, ValueError):
+        canonical_json(config)  # hashed: refuse what cannot be
+        config_text = go_json(config)  # BOT_CONFIG, byte for byte as the0 writes it
+    except (TypeError, ValueError, RecursionError):
         raise InvalidBot(bot_id, "invalid_config", "config is not plain JSON data") from None
+    size = len(config_text.encode("utf-8", "surrogatepass"))
+    if size > max_config_bytes:
+        raise InvalidBot(bot_id, "config_too_large",
+                         f"config is {size} bytes as BOT_CONFIG; at most {max_config_bytes} "
+                         "(MAX_CONFIG_BYTES)")
     custom = doc.get("custom")
     if not isinstance(custom, Mapping):
         raise InvalidBot(bot_id, "missing_custom", "custom is missing or not an object")

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.core.bot import Bot, BotId, BotKind, is_enabled, parse_bot
+from worker.core.bot import MAX_CONFIG_BYTES, Bot, BotId, BotKind, is_enabled, parse_bot
 from worker.core.cronspec import CronJobSettings, cronjob_hash
 from worker.core.errors import InvalidBot
 from worker.core.naming import cronjob_name, pod_name
@@ -41,18 +41,20 @@ ParseBot = Callable[[Mapping[str, Any]], tuple[Bot, DesiredBot]]
 
 
 def parse_desired(doc: Mapping[str, Any], *, kind: BotKind, template: PodTemplateSettings,
-                  resources: ResourcePolicy = DEFAULT_POLICY) -> tuple[Bot, DesiredBot]:
+                  resources: ResourcePolicy = DEFAULT_POLICY,
+                  max_config_bytes: int = MAX_CONFIG_BYTES) -> tuple[Bot, DesiredBot]:
     """One enabled document → its Bot and DesiredBot; raises InvalidBot."""
-    bot = parse_bot(doc, kind=kind, resources=resources)
+    bot = parse_bot(doc, kind=kind, resources=resources, max_config_bytes=max_config_bytes)
     return bot, desired_bot(bot, template)
 
 
 def parse_desired_schedule(doc: Mapping[str, Any], *, template: PodTemplateSettings,
-                           cron: CronJobSettings, resources: ResourcePolicy = DEFAULT_POLICY
-                           ) -> tuple[Bot, DesiredBot]:
+                           cron: CronJobSettings, resources: ResourcePolicy = DEFAULT_POLICY,
+                           max_config_bytes: int = MAX_CONFIG_BYTES) -> tuple[Bot, DesiredBot]:
     """One enabled schedule document → its Bot and the CronJob it must have; the schedule is
     validated here (InvalidBot), before any API call."""
-    bot = parse_bot(doc, kind=BotKind.SCHEDULED, resources=resources)
+    bot = parse_bot(doc, kind=BotKind.SCHEDULED, resources=resources,
+                    max_config_bytes=max_config_bytes)
     return bot, DesiredBot(bot_id=bot.id, config_hash=cronjob_hash(bot, template, cron),
                            pod_name=cronjob_name(bot.id))
 

@@ -161,6 +161,10 @@ def build_corpus() -> Corpus:
            _both(_set("config.memory_request", "1Gi"), _set("config.memory_limit", "256Mi")))
     c.warn("q-cpu-request-over-limit", "cpu_request",
            _both(_set("config.cpu_request", "900m"), _set("config.cpu_limit", "500m")))
+    # --- too big to be an environment variable: never a pod that cannot start --------------
+    c.bad("config-2mb", "config_too_large", _set("config.blob", "x" * 2_000_000))
+    c.bad("config-31k-keys", "config_too_large",
+          lambda d: d["config"].update({f"k{i:05d}": i * 1.5 for i in range(31_000)}))
     # --- malformed: code path and entrypoint ------------------------------------------------
     c.bad("path-dotdot", "unsafe_code_path", _set("custom.filePath", "../x.zip"))
     c.bad("path-absolute", "unsafe_code_path", _set("custom.filePath", "/etc/passwd"))

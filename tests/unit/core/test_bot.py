@@ -1,6 +1,7 @@
 """Bot documents → Bot: what is accepted, every rejection reason, and that config stays secret."""
 
 import copy
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -503,3 +504,35 @@ def test_safe_relative_paths(path: str) -> None:
 )
 def test_unsafe_paths(path: str) -> None:
     assert not is_safe_relative_path(path)
+
+
+# --- config size -------------------------------------------------------------------------------
+
+
+def test_a_config_above_max_config_bytes_is_an_invalid_bot() -> None:
+    doc = make_doc()
+    doc["config"]["blob"] = "x" * 70_000
+    assert reason_for(doc) == "config_too_large"
+    with pytest.raises(InvalidBot) as caught:
+        parse(doc)
+    assert "(MAX_CONFIG_BYTES)" in str(caught.value) and SECRET not in str(caught.value)
+
+
+def test_the_size_is_that_of_bot_config_and_the_limit_is_a_setting() -> None:
+    doc = make_doc()
+    doc["config"]["blob"] = "é" * 1000  # 2 bytes each in UTF-8
+    size = len(json.dumps(doc["config"], ensure_ascii=False, separators=(",", ":")).encode())
+    assert parse_bot(doc, kind=BotKind.LIVE, max_config_bytes=size).config == doc["config"]
+    with pytest.raises(InvalidBot):
+        parse_bot(doc, kind=BotKind.LIVE, max_config_bytes=size - 1)
+
+
+def test_a_config_nested_beyond_recursion_is_an_invalid_config_not_a_crash() -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(5000):
+        node["a"] = {}
+        node = node["a"]
+    doc = make_doc()
+    doc["config"]["deep"] = deep
+    assert reason_for(doc) == "invalid_config"
