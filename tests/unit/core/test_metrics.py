@@ -135,37 +135,44 @@ def test_action_outcome(result: str, outcome: str) -> None:
     assert action_outcome(result) == outcome
 
 
-def test_rendered_families_parse_with_prometheus_parser() -> None:
-    """The api renders these decoded samples; prometheus_client's parser must accept them."""
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+def test_the_apis_exposition_parses_to_the_expected_samples() -> None:
+    """The product's own /metrics rendering (api.metrics.render) of what workers flushed,
+    parsed by prometheus_client's text parser; every expected sample written out by hand."""
+    from api.metrics import render
+    from worker.adapters.telemetry import HealthData
+    from worker.core.readiness import Observed, Policy
 
     buffer = MetricBuffer()
     buffer.inc(RECONCILES, kind="live", result="ok")
-    buffer.observe(RECONCILE_DURATION, 0.2, kind="live")
+    buffer.inc(RECONCILES, kind="live", result="ok")
+    buffer.inc(RECONCILES, kind="scheduled", result="error")
+    for seconds in (0.2, 0.07, 7.0):
+        buffer.observe(RECONCILE_DURATION, seconds, kind="live")
     drained = buffer.drain()
+    data = HealthData(observed=Observed(), metrics={
+        family.name: to_hash(drained, family) for family in (RECONCILES, RECONCILE_DURATION)})
+    text = render(data, Policy(heartbeat_ttl=30.0, reconcile_interval=30.0),
+                  now=1_700_000_000.0).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
 
-    class Snapshot:
-        def collect(self):  # type: ignore[no-untyped-def]
-            counter = CounterMetricFamily(RECONCILES.name, RECONCILES.help,
-                                          labels=list(RECONCILES.labels))
-            for labels, value in decode_counter(RECONCILES, to_hash(drained, RECONCILES)):
-                counter.add_metric(list(labels), value)
-            yield counter
-            hist = HistogramMetricFamily(RECONCILE_DURATION.name, RECONCILE_DURATION.help,
-                                         labels=["kind"])
-            for sample in decode_histogram(RECONCILE_DURATION,
-                                           to_hash(drained, RECONCILE_DURATION)):
-                hist.add_metric(list(sample.labels), list(sample.buckets), sample.sum)
-            yield hist
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(Snapshot())  # type: ignore[arg-type]
-    families = {f.name: f for f in
-                text_string_to_metric_families(generate_latest(registry).decode())}
     assert families["the0_reconcile"].type == "counter"
-    [total] = [s for s in families["the0_reconcile"].samples if s.name.endswith("_total")]
-    assert total.labels == {"kind": "live", "result": "ok"} and total.value == 1.0
-    count = next(s for s in families["the0_reconcile_duration_seconds"].samples
-                 if s.name.endswith("_count"))
-    assert count.value == 1.0
+    assert sorted((s.name, tuple(sorted(s.labels.items())), s.value)
+                  for s in families["the0_reconcile"].samples) == [
+        ("the0_reconcile_total", (("kind", "live"), ("result", "ok")), 2.0),
+        ("the0_reconcile_total", (("kind", "scheduled"), ("result", "error")), 1.0)]
+
+    histogram = families["the0_reconcile_duration_seconds"]
+    assert histogram.type == "histogram"
+    got = {(s.name, s.labels.get("le", "")): s.value for s in histogram.samples}
+    assert all(s.labels["kind"] == "live" for s in histogram.samples)
+    # Cumulative buckets of 0.07, 0.2 and 7.0 s.
+    expected_buckets = {"0.05": 0, "0.1": 1, "0.25": 2, "0.5": 2, "1.0": 2, "2.0": 2,
+                        "5.0": 2, "10.0": 3, "20.0": 3, "30.0": 3, "60.0": 3, "120.0": 3,
+                        "+Inf": 3}
+    assert {le: v for (name, le), v in got.items()
+            if name.endswith("_bucket")} == expected_buckets
+    assert got[("the0_reconcile_duration_seconds_count", "")] == 3
+    assert got[("the0_reconcile_duration_seconds_sum", "")] == pytest.approx(7.27)
+    # Families nobody incremented are declared, with no sample.
+    assert families["the0_task_retries"].samples == []
+    assert families["the0_redis_up"].samples[0].value == 1.0

@@ -1,37 +1,97 @@
-"""The schedule status's next run time, memoized per (schedule, time zone): the memo must
-give exactly what croniter gives, on both sides of a firing and across a DST change."""
+"""The schedule status's next run time (schedules run in UTC, as in the0), memoized per
+(schedule, time zone). Every expected time below is worked out by hand from a calendar, not
+computed by croniter: 2026-01-01 is a Thursday, 2026 and 2027 are common years, 2028 and 2032
+are leap years. Each row is asked with the memo cold, again with it warm, and walked firing
+after firing where the row lists several."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
 
-from croniter import croniter
+import pytest
 
 from worker.reconcile.cronjobs import _NEXT_RUNS, next_run_time
 
 
-def direct(schedule: str, timezone: str, now: float) -> str:
-    start = datetime.fromtimestamp(now, ZoneInfo(timezone))
-    following = croniter(schedule, start).get_next(datetime)
-    return following.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def at(text: str) -> float:
+    """An RFC 3339 UTC time as epoch seconds."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
-def test_the_memo_agrees_with_croniter_at_every_step() -> None:
+# (schedule, asked at, the next firings in order: each one is asked at the one before it)
+TABLE = [
+    # a plain daily run, just before and exactly at its firing (exactly at: the next one)
+    ("0 3 * * *", "2026-06-01T02:59:59Z", ["2026-06-01T03:00:00Z", "2026-06-02T03:00:00Z"]),
+    # steps within the hour, and across midnight
+    ("*/15 * * * *", "2026-06-01T10:07:00Z", ["2026-06-01T10:15:00Z", "2026-06-01T10:30:00Z",
+                                               "2026-06-01T10:45:00Z", "2026-06-01T11:00:00Z"]),
+    ("0 */6 * * *", "2026-06-01T23:00:00Z", ["2026-06-02T00:00:00Z", "2026-06-02T06:00:00Z"]),
+    # month ends: the 31st skips the 30-day months (and February)
+    ("0 0 31 * *", "2026-01-31T00:00:00Z", ["2026-03-31T00:00:00Z", "2026-05-31T00:00:00Z",
+                                            "2026-07-31T00:00:00Z", "2026-08-31T00:00:00Z",
+                                            "2026-10-31T00:00:00Z", "2026-12-31T00:00:00Z",
+                                            "2027-01-31T00:00:00Z"]),
+    ("0 0 30 * *", "2026-01-30T00:00:00Z", ["2026-03-30T00:00:00Z", "2026-04-30T00:00:00Z"]),
+    # the 29th: February has one only in a leap year
+    ("0 0 29 * *", "2027-01-29T00:00:00Z", ["2027-03-29T00:00:00Z"]),
+    ("0 0 29 * *", "2028-01-29T00:00:00Z", ["2028-02-29T00:00:00Z", "2028-03-29T00:00:00Z"]),
+    # the leap day itself: every four years (2100 is far enough away)
+    ("0 12 29 2 *", "2026-03-01T00:00:00Z", ["2028-02-29T12:00:00Z", "2032-02-29T12:00:00Z",
+                                             "2036-02-29T12:00:00Z"]),
+    # year end and new year
+    ("30 23 31 12 *", "2026-12-31T23:30:00Z", ["2027-12-31T23:30:00Z"]),
+    ("0 0 1 1 *", "2026-12-31T23:59:59Z", ["2027-01-01T00:00:00Z", "2028-01-01T00:00:00Z"]),
+    # a month step: quarters
+    ("0 0 1 */3 *", "2026-05-15T00:00:00Z", ["2026-07-01T00:00:00Z", "2026-10-01T00:00:00Z",
+                                             "2027-01-01T00:00:00Z"]),
+    # day of week alone (day of month *): Mondays; weekdays skip the weekend; Sunday is 0
+    ("0 9 * * 1", "2026-04-13T09:00:00Z", ["2026-04-20T09:00:00Z", "2026-04-27T09:00:00Z"]),
+    ("0 9 * * 1-5", "2026-04-17T09:00:00Z", ["2026-04-20T09:00:00Z", "2026-04-21T09:00:00Z"]),
+    ("0 0 * * 0", "2026-04-13T00:00:00Z", ["2026-04-19T00:00:00Z", "2026-04-26T00:00:00Z"]),
+    # day of month alone (day of week *): only the 13th
+    ("0 9 13 * *", "2026-04-10T09:00:00Z", ["2026-04-13T09:00:00Z", "2026-05-13T09:00:00Z"]),
+    # both restricted: EITHER matches (cron's OR), not both. April 2026: Fridays 10, 17, 24;
+    # the 13th is a Monday. AND would wait for a Friday the 13th (November 2026).
+    ("0 9 13 * 5", "2026-04-10T09:00:00Z", ["2026-04-13T09:00:00Z", "2026-04-17T09:00:00Z",
+                                            "2026-04-24T09:00:00Z", "2026-05-01T09:00:00Z"]),
+    # February 2026: Fridays 6, 13, 20, 27 — the 13th is one of them, fired once
+    ("0 9 13 * 5", "2026-02-01T00:00:00Z", ["2026-02-06T09:00:00Z", "2026-02-13T09:00:00Z",
+                                            "2026-02-20T09:00:00Z"]),
+]
+
+
+@pytest.mark.parametrize(("schedule", "asked", "firings"), TABLE,
+                         ids=[f"{s}@{a}" for s, a, _ in TABLE])
+def test_next_run_times_from_a_hand_computed_table(schedule: str, asked: str,
+                                                   firings: list[str]) -> None:
     _NEXT_RUNS.clear()
-    start = datetime(2026, 3, 28, 22, 0, tzinfo=UTC).timestamp()  # London springs forward
-    for schedule, timezone in [("30 1 * * *", "Europe/London"), ("*/7 * * * *", "UTC"),
-                               ("0 9 * * 1-5", "America/New_York")]:
-        for step in range(0, 3 * 24 * 3600, 397):  # odd steps land on and around firings
-            now = start + step
-            assert next_run_time(schedule, timezone, now=now) == direct(schedule, timezone, now)
+    now = at(asked)
+    for expected in firings:
+        assert next_run_time(schedule, "UTC", now=now) == expected  # memo cold (or moved on)
+        assert next_run_time(schedule, "UTC", now=now) == expected  # memo warm
+        _NEXT_RUNS.clear()
+        assert next_run_time(schedule, "UTC", now=now) == expected  # cold again
+        now = at(expected)
 
 
-def test_exactly_at_a_firing_the_next_one_is_given() -> None:
+def test_the_memo_answers_every_moment_before_a_firing_and_moves_on_at_it() -> None:
     _NEXT_RUNS.clear()
-    firing = datetime(2026, 6, 1, 3, 0, tzinfo=UTC).timestamp()
-    assert next_run_time("0 3 * * *", "UTC", now=firing - 1) == "2026-06-01T03:00:00Z"
-    assert next_run_time("0 3 * * *", "UTC", now=firing) == "2026-06-02T03:00:00Z"
+    firing = "2026-06-01T03:00:00Z"
+    for asked in ("2026-05-31T03:00:00Z", "2026-05-31T03:00:01Z", "2026-05-31T15:00:00Z",
+                  "2026-06-01T02:59:59Z"):
+        assert next_run_time("0 3 * * *", "UTC", now=at(asked)) == firing
+    assert next_run_time("0 3 * * *", "UTC", now=at(firing)) == "2026-06-02T03:00:00Z"
+    # Asked for an earlier moment than the memo's (a pass with an older clock): still right.
+    assert next_run_time("0 3 * * *", "UTC", now=at("2026-05-30T12:00:00Z")) == (
+        "2026-05-31T03:00:00Z")
+
+
+def test_the_memo_keeps_schedules_apart() -> None:
+    _NEXT_RUNS.clear()
+    now = at("2026-06-01T10:07:00Z")
+    assert next_run_time("0 3 * * *", "UTC", now=now) == "2026-06-02T03:00:00Z"
+    assert next_run_time("0 4 * * *", "UTC", now=now) == "2026-06-02T04:00:00Z"
+    assert next_run_time("0 3 * * *", "UTC", now=now) == "2026-06-02T03:00:00Z"
 
 
 def test_a_bad_schedule_or_zone_gives_none() -> None:
