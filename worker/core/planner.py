@@ -5,11 +5,17 @@ is plain data that the shell turns into per-bot tasks; the same inputs always gi
 
 Rules, at most ONE action per bot per plan (the next pass picks up the rest):
 - a terminating pod is waited for, never deleted again, and nothing is created beside it;
-- several live pods for one bot: delete one extra ("duplicate pod"), keep the best;
-- a pod whose bot is not desired: DELETE; a desired bot without a pod: CREATE;
+- several live pods for one bot: delete one extra ("duplicate pod"), keep the best (ours
+  before the original runtime's);
+- a pod whose bot is not desired: DELETE (ours or the original runtime's alike);
+  a desired bot without a pod: CREATE;
+- a pod of the0's original runtime (cut-over, `legacy`) of a desired bot: TAKEOVER (delete it,
+  wait until it is gone, create ours) — never adopted, never updated;
 - a pod built from other inputs (config hash differs): REPLACE (delete, wait until gone, create);
-- a BROKEN pod: RECREATE, and a missing pod: CREATE, unless the bot's backoff (set when its
-  pod broke or its create failed) has not expired yet.
+- a BROKEN pod: RECREATE, and a missing pod or a takeover: unless the bot's backoff (set when
+  its pod broke or its create failed) has not expired yet;
+- an object that is no bot's as labelled (`ForeignObject`) is never touched, and a bot whose
+  object name another bot's or a foreign object holds is not created ("name taken", reported).
 A pass that would delete an unusual share of the pods holds all those deletions back instead.
 """
 
@@ -26,6 +32,7 @@ from worker.core.podstatus import PodAssessment, PodHealth, assess_pod
 REASON_MISSING = "missing"
 REASON_REMOVED = "disabled or removed"
 REASON_DUPLICATE = "duplicate pod"
+REASON_TAKEOVER = "made by the0's original runtime"
 _HASH_SHOWN = 8
 
 
@@ -34,6 +41,7 @@ class ActionKind(StrEnum):
     DELETE = "delete"
     REPLACE = "replace"
     RECREATE = "recreate"
+    TAKEOVER = "takeover"  # delete the original runtime's object, wait until gone, create ours
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +54,21 @@ class ObservedPod:
     assessment: PodAssessment
     uid: str
     created_at: float = 0.0  # metadata.creationTimestamp, epoch s (0: unknown)
+    # Made by the0's original runtime (worker/core/legacy.py): deleted or taken over, never
+    # adopted; its config hash is the original's, so it is left empty here.
+    legacy: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForeignObject:
+    """An object that carries a bot's labels or holds a bot's object name but is not that
+    bot's: its labelled id and its name disagree, or it is not ours nor the original
+    runtime's. Never adopted, updated or deleted; reported."""
+
+    name: str
+    claimed_id: str  # the bot id its labels name ("" when none)
+    uid: str
+    why: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,24 +110,30 @@ class Plan:
     blocked_deletions: tuple[Action, ...]  # held back by the mass-deletion guard
     guard_tripped: bool
     guard_message: str
+    # Desired bots not created because an object that is not theirs holds their name.
+    name_taken: tuple[BotId, ...] = ()
+    foreign: tuple[ForeignObject, ...] = ()  # never touched; reported
 
     def counts(self) -> dict[str, int]:
-        """Number of actions per kind, then of waiting, backing-off and blocked bots."""
+        """Number of actions per kind, then of waiting, backing-off, blocked and name-taken
+        bots."""
         counts = {kind.value: 0 for kind in ActionKind}
         for action in self.actions:
             counts[action.kind.value] += 1
         counts["waiting"] = len(self.waiting)
         counts["backing_off"] = len(self.backing_off)
         counts["blocked_deletions"] = len(self.blocked_deletions)
+        counts["name_taken"] = len(self.name_taken)
         return counts
 
 
 def observed_pod(pod: Mapping[str, Any]) -> ObservedPod | None:
-    """Build the planner's view of a pod; None if the pod names no bot (then it is left alone).
+    """Build the planner's view of one of OUR pods (or CronJobs); None if it names no bot
+    (then it is left alone).
 
-    The bot id comes from our annotation; pods made by the0's own controller carry only the
-    `bot-id` label, which holds the raw id, so it is the fallback (and such pods then get
-    replaced by ours, as they have no config hash).
+    The bot id comes from our annotation, else from our `bot-id` label (the raw id when it is a
+    valid label value). the0's original runtime carries `the0.dev/bot-id` as a LABEL, not as
+    this annotation: its objects are recognised by worker/core/legacy.py, never here.
     """
     metadata = _mapping(pod.get("metadata"))
     annotations = _mapping(metadata.get("annotations"))
@@ -162,34 +191,48 @@ def plan(
     max_delete_fraction: float,
     max_delete_min: int,
     untouchable: Collection[BotId] = frozenset(),
+    foreign: Sequence[ForeignObject] = (),
 ) -> Plan:
     """Compare desired bots with observed pods; see the module docstring for the rules.
 
     `untouchable`: bots that exist and are enabled but whose document is invalid right now.
     Their pods are left exactly as they are (the last valid version keeps trading) until the
     document is fixed, disabled or removed: bad input never stops a running bot.
+    `foreign`: objects that are no bot's as labelled; they only block the bot whose name they
+    hold, and are carried into the plan to be reported.
     """
     pods_by_bot: dict[BotId, list[ObservedPod]] = {}
+    holders: dict[str, BotId | ForeignObject] = {obj.name: obj for obj in foreign}
     for pod in actual:
         pods_by_bot.setdefault(pod.bot_id, []).append(pod)
+        holders[pod.name] = pod.bot_id
 
     actions: list[Action] = []
     waiting: list[BotId] = []
     backing_off: list[BotId] = []
+    name_taken: list[BotId] = []
     for bot_id in sorted(desired.keys() | pods_by_bot.keys()):
         if bot_id in untouchable and bot_id not in desired:
             continue
+        want = desired.get(bot_id)
         decision = _decide(
             bot_id,
-            want=desired.get(bot_id),
+            want=want,
             pods=pods_by_bot.get(bot_id, []),
             backoff=backoff.get(bot_id),
             now=now,
         )
+        if (want is not None and _leads_to_create(decision)
+                and holders.get(want.pod_name, bot_id) != bot_id):
+            # What it would do next creates our object under a name another object holds:
+            # never delete the old one with no way to create ours; say why (not "backoff").
+            decision = _Wait.NAME_TAKEN
         if decision is _Wait.TERMINATING:
             waiting.append(bot_id)
         elif decision is _Wait.BACKOFF:
             backing_off.append(bot_id)
+        elif decision is _Wait.NAME_TAKEN:
+            name_taken.append(bot_id)
         elif decision is not None:
             actions.append(decision)
 
@@ -213,12 +256,27 @@ def plan(
         blocked_deletions=tuple(removals) if guard_tripped else (),
         guard_tripped=guard_tripped,
         guard_message=guard_message,
+        name_taken=tuple(name_taken),
+        foreign=tuple(sorted(foreign, key=lambda obj: obj.name)),
     )
 
 
 class _Wait(Enum):
     TERMINATING = "terminating"
     BACKOFF = "backoff"
+    NAME_TAKEN = "name taken"
+
+
+# Actions that end with our object created under the bot's own name.
+_CREATES_OURS = frozenset({ActionKind.CREATE, ActionKind.TAKEOVER, ActionKind.REPLACE,
+                           ActionKind.RECREATE})
+
+
+def _leads_to_create(decision: Action | _Wait | None) -> bool:
+    """The decision creates our object now, or once its backoff ends."""
+    if isinstance(decision, Action):
+        return decision.kind in _CREATES_OURS
+    return decision is _Wait.BACKOFF
 
 
 def _decide(
@@ -250,6 +308,10 @@ def _decide(
             kind=ActionKind.CREATE, bot_id=bot_id, pod_name=want.pod_name, reason=REASON_MISSING
         )
     pod = live[0]
+    if pod.legacy:
+        if backoff is not None and backoff.not_before > now:
+            return _Wait.BACKOFF  # its last takeover failed; the old pod keeps running
+        return _action(ActionKind.TAKEOVER, pod, REASON_TAKEOVER)
     if pod.config_hash != want.config_hash:
         # A replace also cures a broken pod, and a fixed config must not wait for backoff.
         return _action(ActionKind.REPLACE, pod, _hash_change(pod, want))
@@ -260,10 +322,13 @@ def _decide(
     return None
 
 
-def _keeper_rank(pod: ObservedPod, want: DesiredBot) -> tuple[bool, bool, bool, bool, str]:
-    # False sorts first: current inputs, then healthy, then running, then the expected name.
+def _keeper_rank(pod: ObservedPod, want: DesiredBot
+                 ) -> tuple[bool, bool, bool, bool, bool, str]:
+    # False sorts first: ours, current inputs, then healthy, then running, then the expected
+    # name.
     health = pod.assessment.health
     return (
+        pod.legacy,
         pod.config_hash != want.config_hash,
         health is PodHealth.BROKEN,
         health is not PodHealth.RUNNING,

@@ -403,9 +403,11 @@ def test_a_converged_world_of_ten_thousand_bots_plans_nothing() -> None:
         "delete": 0,
         "replace": 0,
         "recreate": 0,
+        "takeover": 0,
         "waiting": 0,
         "backing_off": 0,
         "blocked_deletions": 0,
+        "name_taken": 0,
     }
 
 
@@ -424,9 +426,11 @@ def test_counts() -> None:
         "delete": 1,
         "replace": 1,
         "recreate": 1,
+        "takeover": 0,
         "waiting": 1,
         "backing_off": 1,
         "blocked_deletions": 0,
+        "name_taken": 0,
     }
 
 
@@ -495,7 +499,7 @@ def test_observed_pod_reads_our_annotations() -> None:
     assert result.assessment.health is PodHealth.RUNNING
 
 
-def test_a_pod_of_the_original_controller_falls_back_to_its_label() -> None:
+def test_a_pod_with_only_our_bot_id_label_falls_back_to_it() -> None:
     result = observed_pod(raw_pod(name="bot-abc", uid="u", labels={"bot-id": "abc"}))
     assert result is not None
     assert (result.bot_id, result.config_hash) == ("abc", "")
