@@ -1,7 +1,8 @@
 """`python -m worker plan|reconcile|controller|events` — the operator's CLI.
 
 - plan:       what a pass would do (create / replace / recreate / delete per bot, and the
-              CronJob create / update / delete per schedule, and why).
+              CronJob create / update / delete per schedule, and why; `takeover` where an
+              object of the0's original runtime is replaced by ours at cut-over).
               Reads only; writes nothing anywhere.
 - reconcile:  one pass now, acting in this process (no Celery worker needed), with progress.
 - controller: a Celery worker with an embedded beat — the one-process mode for a small host.
@@ -57,6 +58,12 @@ def cmd_plan(rt: Runtime) -> int:
             print(f"{'wait':<9} {_short(bot_id, 40):<40} (terminating)")
         for bot_id in the_plan.backing_off:
             print(f"{'backoff':<9} {_short(bot_id, 40):<40} (delayed after failures)")
+        for bot_id in the_plan.name_taken:
+            print(f"{'blocked':<9} {_short(bot_id, 40):<40} (its object name is held by an "
+                  "object that is not this bot's)")
+        for obj in the_plan.foreign:
+            print(f"{'foreign':<9} {_short(obj.claimed_id or '-', 40):<40} "
+                  f"{_short(obj.name, 40):<40} left alone: {obj.why}")
         for bot_id, error in sorted(state.invalid.items()):
             print(f"{'invalid':<9} {_short(bot_id, 40):<40} {error.reason}: {error.detail}")
         if the_plan.guard_tripped:

@@ -282,16 +282,18 @@ class KubeClient:
         self._wrote("pods", result)
         return result
 
-    def delete_pod(self, name: str, *, uid: str | None = None) -> bool:
+    def delete_pod(self, name: str, *, uid: str | None = None, cached: bool = True) -> bool:
         """Deletes (background propagation). False when already gone. `uid` guards against
-        deleting a newer pod of the same name."""
+        deleting a newer pod of the same name. `cached=False`: a pod no watched cache follows
+        (the original runtime's), so no read waits for this write to show."""
         options: Json = {"propagationPolicy": "Background"}
         if uid:
             options["preconditions"] = {"uid": uid}
         try:
             deleted = self._call("delete", "pods", self.core.delete_namespaced_pod, name,
                                  self.namespace, body=options)
-            self._wrote("pods", deleted)
+            if cached:
+                self._wrote("pods", deleted)
             self._remember_deleted(str((deleted.get("metadata") or {}).get("uid") or uid or ""))
             return True
         except NotFound:
@@ -425,16 +427,20 @@ class KubeClient:
         self._wrote("cronjobs", result)
         return result
 
-    def delete_cronjob(self, name: str, *, uid: str | None = None) -> bool:
+    def delete_cronjob(self, name: str, *, uid: str | None = None,
+                       propagation: str = "Background", cached: bool = True) -> bool:
         """Deletes the CronJob; the garbage collector removes its Jobs, their pods and its
-        Secret (all owned by it) in the background."""
-        options: Json = {"propagationPolicy": "Background"}
+        Secret (all owned by it) in the background — or, with `propagation="Foreground"`,
+        first: the CronJob stays (terminating) until its Jobs and their pods are gone.
+        `cached=False`: as for `delete_pod`."""
+        options: Json = {"propagationPolicy": propagation}
         if uid:
             options["preconditions"] = {"uid": uid}
         try:
-            self._wrote("cronjobs", self._call("delete", "cronjobs",
-                                               self.batch.delete_namespaced_cron_job, name,
-                                               self.namespace, body=options))
+            deleted = self._call("delete", "cronjobs", self.batch.delete_namespaced_cron_job,
+                                 name, self.namespace, body=options)
+            if cached:
+                self._wrote("cronjobs", deleted)
             return True
         except (NotFound, Conflict):
             return False

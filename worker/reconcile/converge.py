@@ -80,7 +80,8 @@ def converge(rt: Runtime, kind: Kind, bot_id: str, *, intent: str,
             now = rt.clock()
             the_plan = plan(desired=observation.state.desired, actual=observation.objects,
                             backoff=observation.backoff, now=now, max_delete_fraction=1.0,
-                            max_delete_min=1, untouchable=observation.state.invalid.keys())
+                            max_delete_min=1, untouchable=observation.state.invalid.keys(),
+                            foreign=observation.foreign)
             the_plan = with_extra_actions(
                 the_plan, kind.extra_actions(observation, the_plan, now=now))
             # 4. wait for a terminating object, then plan again (once)
@@ -91,6 +92,8 @@ def converge(rt: Runtime, kind: Kind, bot_id: str, *, intent: str,
                                 held.renew, timeout=settings.POD_GONE_TIMEOUT,
                                 what=kind.object_kind[1])
                 continue
+            if the_plan.name_taken:
+                return name_taken(rt, kind, observation, the_id)
             if not the_plan.actions:
                 record_outcome(rt, bot_kind, the_id, last_error=None)
                 return "backing off" if the_plan.backing_off else "nothing"
@@ -123,7 +126,8 @@ def observe_one(rt: Runtime, kind: Kind, bot_id: BotId, names: list[str]) -> Obs
                           parse=rt.parse_memo(bot_kind))
     backoff = rt.redis.get_backoff(bot_kind.value, bot_id)
     return Observation(state=state, objects=actual.objects,
-                       backoff={bot_id: backoff} if backoff else {}, detail=actual.detail)
+                       backoff={bot_id: backoff} if backoff else {}, detail=actual.detail,
+                       foreign=actual.foreign)
 
 
 def bump_backoff(rt: Runtime, kind: Kind, observation: Observation, bot_id: BotId) -> None:
@@ -133,6 +137,22 @@ def bump_backoff(rt: Runtime, kind: Kind, observation: Observation, bot_id: BotI
                            jitter=rt.jitter())
     rt.redis.save_backoff(kind.bot_kind.value, bot_id, backoff)
     observation.backoff[bot_id] = backoff
+
+
+def name_taken(rt: Runtime, kind: Kind, observation: Observation, bot_id: BotId) -> str:
+    """The bot's object name is held by an object that is not its own (the original runtime's
+    object of another bot, one whose labels and name disagree, a stranger's): it is never
+    adopted or deleted, so nothing is created. Backed off (a pass that cannot see the holder
+    plans a create again) and recorded for the bot's status."""
+    want = observation.state.desired[bot_id]
+    holder = next((o for o in observation.foreign if o.name == want.pod_name), None)
+    why = holder.why if holder else "another bot's object"
+    message = (f"{kind.object_kind[1]} name {want.pod_name} is held by an object that is not "
+               f"this bot's ({why}); not created")
+    log.warning("%s bot %r: %s", kind.bot_kind.value, bot_id, message)
+    bump_backoff(rt, kind, observation, bot_id)
+    record_outcome(rt, kind.bot_kind, bot_id, last_error=message)
+    return "failed: name_taken"
 
 
 def failed(rt: Runtime, kind: Kind, action: Action, observation: Observation, steps: _Steps,

@@ -6,6 +6,12 @@ in place (same uid: a running Job is not killed). Deleting it lets the garbage c
 its Jobs, their pods and its Secret. A failed run is never retried behind the user's back
 (backoffLimit 0). The code URL in a CronJob's Secret is re-signed by an update the kind plans
 itself once half the URL's lifetime has passed.
+
+Cut-over: a pass also lists the CronJobs of the0's original runtime (worker/core/legacy.py),
+and a task also reads the original's name for its bot. Such a CronJob is never updated: a
+takeover deletes it with foreground propagation (it is gone only once its Jobs and their pods
+are), waits until it is gone, then creates ours — never two runs of one bot; a disabled or
+removed bot's is deleted the same way.
 """
 
 from __future__ import annotations
@@ -23,10 +29,20 @@ from worker.adapters.kube import Conflict
 from worker.core.bot import Bot, BotId, BotKind
 from worker.core.cronspec import build_cronjob, build_cronjob_secret
 from worker.core.errors import InvalidBot, TemporaryError
+from worker.core.legacy import CRONJOB_SELECTOR as LEGACY_SELECTOR
+from worker.core.legacy import (
+    legacy_cronjob_name,
+    note_cutover,
+    observe_legacy_cronjob,
+    observe_named,
+    partition,
+)
 from worker.core.naming import LABEL_MANAGED_BY, MANAGED_BY_SCHEDULE, cronjob_name
-from worker.core.planner import Action, ActionKind, ObservedPod, Plan, observed_pod
+from worker.core.planner import Action, ActionKind, ForeignObject, ObservedPod, Plan, observed_pod
+from worker.core.podspec import SignedUrls
 from worker.core.status import observed_schedule_status
 from worker.reconcile.kind import Actual, Observation, Steps
+from worker.reconcile.waiting import wait_until_gone
 from worker.runtime import Runtime
 
 REASON_REFRESH = "code URL re-signed"
@@ -58,15 +74,25 @@ class CronJobKind:
         with ThreadPoolExecutor(max_workers=1) as pool:
             jobs_future = pool.submit(self.rt.read_objects, "jobs", SELECTOR, slim_job)
             cronjobs = self.rt.read_objects("cronjobs", SELECTOR, slim_cronjob)
+            # The original runtime's CronJobs: one list a pass, no cache (see pods.py).
+            legacy, foreign = partition(self.rt.kube.list_cronjobs_versioned(
+                LEGACY_SELECTOR, keep=_observe_legacy)[0])
             jobs = jobs_future.result()
-        return _actual(cronjobs, jobs)
+        return _actual(cronjobs, jobs, legacy=legacy, foreign=foreign)
 
     def object_names(self, bot_id: BotId, planned: str | None) -> list[str]:
-        return [cronjob_name(bot_id)]
+        legacy = legacy_cronjob_name(bot_id)
+        return sorted({cronjob_name(bot_id)} | ({legacy} if legacy else set()))
 
     def observe_one(self, bot_id: BotId, *, object_names: Sequence[str]) -> Actual:
-        raw = [c for c in map(self.rt.kube.get_cronjob, object_names) if c is not None]
-        return _actual([slim_cronjob(c) for c in raw], [])
+        raw = [slim_cronjob(c) for c in map(self.rt.kube.get_cronjob, object_names)
+               if c is not None]
+        seen = [(c, observe_named(c, bot_id, managed_by=MANAGED_BY_SCHEDULE,
+                                  legacy=observe_legacy_cronjob)) for c in raw]
+        ours = [c for c, s in seen if isinstance(s, ObservedPod) and not s.legacy]
+        # The rest: the original runtime's CronJob of this bot, or one that holds a name of it.
+        legacy, foreign = partition(s for c, s in seen if c not in ours)
+        return _actual(ours, [], legacy=legacy, foreign=foreign)
 
     def extra_actions(self, observation: Observation, the_plan: Plan, *,
                       now: float) -> tuple[Action, ...]:
@@ -89,12 +115,9 @@ class CronJobKind:
     # ------------------------------------------------------------------ acting
     def act(self, action: Action, observation: Observation, steps: Steps) -> str:
         detail: CronJobDetail = observation.detail
-        current = detail.cronjobs.get(action.bot_id)
-        if action.kind is ActionKind.DELETE:
-            assert current is not None
-            self.rt.kube.delete_cronjob(action.pod_name, uid=current["metadata"].get("uid"))
-            steps.event(_ref(current), "Deleted", f"Deleted CronJob ({action.reason})")
-            return "deleted"
+        current = detail.cronjobs.get(action.bot_id)  # ours only: the original's never updated
+        if action.kind in (ActionKind.DELETE, ActionKind.TAKEOVER):
+            return self._delete(action, observation, steps)
         bot = observation.state.bots.get(action.bot_id)
         assert bot is not None
         result = self._apply(bot, current)
@@ -102,14 +125,48 @@ class CronJobKind:
         steps.event(_ref(result), verb, f"{verb} CronJob ({action.reason})")
         return verb.lower()
 
-    def _apply(self, bot: Bot, current: dict[str, Any] | None) -> dict[str, Any]:
-        """Creates the CronJob, or updates it in place (same uid), then its Secret."""
-        s = self.settings
+    def _delete(self, action: Action, observation: Observation, steps: Steps) -> str:
+        """DELETE, or TAKEOVER of the original runtime's CronJob: delete (uid precondition;
+        the original's in the foreground, so it is gone only when its Jobs' pods are), then
+        for a takeover wait until it is gone and create ours."""
+        cronjob = next((o for o in observation.objects if o.name == action.pod_name), None)
+        if cronjob is None:  # the planner only names objects it observed
+            raise TemporaryError(f"cronjob {action.pod_name} was not observed; planning again")
+        bot = observation.state.bots.get(action.bot_id)
+        # A takeover checks the code BEFORE it deletes: a bot we cannot start keeps its runs.
+        urls = self._prepare(bot) if action.kind is ActionKind.TAKEOVER and bot else None
+        # The original's CronJob: gone only with its Jobs' pods; no watched cache follows it.
+        self.rt.kube.delete_cronjob(cronjob.name, uid=cronjob.uid or None,
+                                    propagation="Foreground" if cronjob.legacy else "Background",
+                                    cached=not cronjob.legacy)
+        if action.kind is ActionKind.DELETE:
+            origin = " of the0's original runtime" if cronjob.legacy else ""
+            steps.event(_observed_ref(cronjob), "Deleted",
+                        f"Deleted CronJob{origin} ({action.reason})")
+            return "deleted"
+        wait_until_gone(self.get_object, [cronjob], steps.renew_lock,
+                        timeout=self.settings.POD_GONE_TIMEOUT, what="cronjob")
+        assert bot is not None
+        steps.renew_lock()
+        result = self._apply(bot, None, urls=urls)
+        steps.event(_ref(result), "TookOver", "Took over from the0's original runtime "
+                                              f"(deleted its CronJob {cronjob.name})")
+        return "replaced"  # a takeover replaces the original's CronJob (counted as done)
+
+    def _prepare(self, bot: Bot) -> SignedUrls:
+        """What a create needs before it may touch anything: the code exists, URLs signed."""
         if not self.rt.code.code_exists(bot.code_path):
             raise InvalidBot(bot.id, "code_not_found",
                              "the code object custom.filePath does not exist in the bucket")
-        urls = self.rt.code.sign_urls(bot_id=bot.id, code_path=bot.code_path,
-                                      ttl_seconds=s.CODE_URL_TTL, now=self.rt.clock())
+        return self.rt.code.sign_urls(bot_id=bot.id, code_path=bot.code_path,
+                                      ttl_seconds=self.settings.CODE_URL_TTL,
+                                      now=self.rt.clock())
+
+    def _apply(self, bot: Bot, current: dict[str, Any] | None, *,
+               urls: SignedUrls | None = None) -> dict[str, Any]:
+        """Creates the CronJob, or updates it in place (same uid), then its Secret."""
+        s = self.settings
+        urls = urls if urls is not None else self._prepare(bot)
         body = build_cronjob(bot, s.pod_template, s.cronjob_settings)
         body["metadata"]["annotations"][ANNOTATION_URL_SIGNED_AT] = f"{urls.signed_at:.0f}"
         if current is None:
@@ -133,7 +190,8 @@ class CronJobKind:
         state = observation.state
         detail: CronJobDetail = observation.detail
         result: dict[str, dict[str, Any]] = {}
-        for bot_id in state.known | detail.cronjobs.keys():
+        with_objects = detail.cronjobs.keys() | {o.bot_id for o in observation.objects}
+        for bot_id in state.known | with_objects:
             cronjob = detail.cronjobs.get(bot_id)
             spec = (cronjob or {}).get("spec") or {}
             backoff = observation.backoff.get(bot_id)
@@ -146,20 +204,26 @@ class CronJobKind:
                 next_run_time=next_run_time(spec.get("schedule", ""),
                                             spec.get("timeZone", "UTC"), now=now)
                 if cronjob else None)
-        return result
+        return note_cutover(result, objects=observation.objects, foreign=observation.foreign,
+                            desired=state.desired)
 
     def healthy(self, observation: Observation) -> Collection[BotId]:
         """Schedules whose CronJob is in place as desired."""
         desired = observation.state.desired
         return {o.bot_id for o in observation.objects
-                if (want := desired.get(o.bot_id)) is not None
+                if not o.legacy and (want := desired.get(o.bot_id)) is not None
                 and want.config_hash == o.config_hash}
 
     def upkeep(self, observation: Observation, *, now: float) -> int:
         return 0  # a CronJob's URLs are re-signed by its own planned update
 
 
-def _actual(cronjobs: list[dict[str, Any]], jobs: list[dict[str, Any]]) -> Actual:
+def _observe_legacy(raw: dict[str, Any]) -> ObservedPod | ForeignObject | None:
+    return observe_legacy_cronjob(slim_cronjob(raw))  # never keeps a job template's env
+
+
+def _actual(cronjobs: list[dict[str, Any]], jobs: list[dict[str, Any]], *,
+            legacy: Sequence[ObservedPod] = (), foreign: Sequence[ForeignObject] = ()) -> Actual:
     objects: list[ObservedPod] = []
     by_bot: dict[BotId, dict[str, Any]] = {}
     for raw in cronjobs:
@@ -172,7 +236,8 @@ def _actual(cronjobs: list[dict[str, Any]], jobs: list[dict[str, Any]]) -> Actua
         for owner in (job.get("metadata") or {}).get("ownerReferences") or []:
             if owner.get("kind") == "CronJob":
                 jobs_by_cronjob.setdefault(str(owner.get("name")), []).append(job)
-    return Actual(objects, CronJobDetail(cronjobs=by_bot, jobs=jobs_by_cronjob))
+    return Actual(objects + list(legacy), CronJobDetail(cronjobs=by_bot, jobs=jobs_by_cronjob),
+                  foreign=tuple(foreign))
 
 
 def slim_cronjob(raw: dict[str, Any]) -> dict[str, Any]:
@@ -191,6 +256,10 @@ def slim_job(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _slim_metadata(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in (raw.get("metadata") or {}).items() if k != "managedFields"}
+
+
+def _observed_ref(cronjob: ObservedPod) -> dict[str, Any]:
+    return {"metadata": {"name": cronjob.name, "uid": cronjob.uid}}
 
 
 def _ref(cronjob: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from worker.core.bot import BotId, BotKind
 from worker.core.desired import DesiredState
-from worker.core.planner import Action, Backoff, ObservedPod, Plan
+from worker.core.planner import Action, Backoff, ForeignObject, ObservedPod, Plan
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,11 @@ class Observation:
     """Everything one pass (or one converge) read, all before its first write."""
 
     state: DesiredState
-    objects: list[ObservedPod]         # the planner's view of our Pods / CronJobs
+    objects: list[ObservedPod]         # the planner's view of our Pods / CronJobs and of
+                                       # the original runtime's (legacy=True)
     backoff: dict[BotId, Backoff]
     detail: Any = None                 # what the kind read besides (a CronJob's JSON, Jobs)
+    foreign: tuple[ForeignObject, ...] = ()  # no bot's as labelled: never touched, reported
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Actual:
 
     objects: list[ObservedPod]
     detail: Any = None
+    foreign: tuple[ForeignObject, ...] = ()
 
 
 class Steps(Protocol):
@@ -57,15 +60,16 @@ class Kind(Protocol):
     object_kind: tuple[str, str]  # (apiVersion, kind) of the object a bot runs as
 
     def observe(self) -> Actual:
-        """Every object of this kind we manage (for a pass); ReadFailed, never a partial
-        answer."""
+        """Every object of this kind we manage, and the original runtime's (for a pass);
+        ReadFailed, never a partial answer."""
 
     def observe_one(self, bot_id: BotId, *, object_names: Sequence[str]) -> Actual:
-        """The objects of one bot, by name (a GET each: O(1) on the API server)."""
+        """The objects of one bot, by name (a GET each: O(1) on the API server); whatever
+        holds one of those names without being the bot's is returned as foreign."""
 
     def object_names(self, bot_id: BotId, planned: str | None) -> list[str]:
-        """The names to read for one bot: its own fixed name, and the one a pass planned
-        for when it differs (an extra or legacy object to delete)."""
+        """The names to read for one bot: its own fixed name, the original runtime's name for
+        it, and the one a pass planned for when it differs (an extra object to delete)."""
 
     def extra_actions(self, observation: Observation, the_plan: Plan, *,
                       now: float) -> tuple[Action, ...]:

@@ -25,13 +25,14 @@ from worker import keys
 from worker.core.bot import BotId
 from worker.core.census import census
 from worker.core.desired import desired_state
-from worker.core.planner import Action, Plan, plan
+from worker.core.metrics import PLANNED_ACTIONS
+from worker.core.planner import Action, ActionKind, Plan, plan
 from worker.core.resources import WARNING_REASON as RESOURCES_IGNORED
 from worker.core.status import with_warnings
 from worker.reconcile.kind import Kind, Observation
 from worker.reconcile.statuses import record_statuses
 from worker.runtime import Runtime
-from worker.telemetry import record_pass
+from worker.telemetry import ACTION_KINDS, record_pass
 
 log = logging.getLogger("the0.reconcile")
 
@@ -51,6 +52,7 @@ class PassReport:
     urls_resigned: int = 0
     invalid: int = 0
     unidentifiable: int = 0
+    foreign: int = 0  # objects that are no bot's as labelled (left alone, reported)
     guard_message: str = ""
     plan: Plan | None = None
     bots: dict[str, int] = field(default_factory=dict)  # bots by state (worker.core.census)
@@ -62,7 +64,8 @@ class PassReport:
                 "already_in_flight": self.already_in_flight,
                 "status_writes": self.status_writes, "urls_resigned": self.urls_resigned,
                 "invalid": self.invalid,
-                "unidentifiable": self.unidentifiable, "guard": self.guard_message,
+                "unidentifiable": self.unidentifiable, "foreign": self.foreign,
+                "guard": self.guard_message,
                 "bots": self.bots, "steps_s": self.steps_s}
 
 
@@ -96,8 +99,10 @@ def run_pass(rt: Runtime, kind: Kind, enqueue: Enqueue) -> PassReport:
         the_plan = plan_pass(rt, kind, observation, now=now)
         if the_plan.guard_tripped:
             log.error("%s", the_plan.guard_message)
+        report_cutover(kind, the_plan)
         report = PassReport(plan=the_plan, counts=the_plan.counts(), invalid=len(state.invalid),
                             unidentifiable=state.unidentifiable,
+                            foreign=len(the_plan.foreign),
                             guard_message=the_plan.guard_message,
                             bots=census(desired=state.desired.keys(), objects=observation.objects,
                                         backoff=observation.backoff, invalid=len(state.invalid),
@@ -120,6 +125,10 @@ def run_pass(rt: Runtime, kind: Kind, enqueue: Enqueue) -> PassReport:
         report.steps_s = steps
     # 8. report
     report.duration_s = time.monotonic() - started
+    for action, count in report.counts.items():
+        # Action kinds telemetry does not count itself (a takeover) are counted here.
+        if count and action in _ACTION_NAMES and action not in ACTION_KINDS:
+            rt.metrics.inc(PLANNED_ACTIONS, float(count), kind=bot_kind.value, action=action)
     record_pass(rt, bot_kind.value, ok=True, duration_s=report.duration_s,
                 summary=report.summary())
     log.info("%s reconcile done: %s", bot_kind.value, report.summary())
@@ -139,7 +148,8 @@ def observe(rt: Runtime, kind: Kind) -> Observation:
                           resources=settings.resource_policy, parse=memo)
     memo.retain({str(doc.get("id")) for doc in docs})
     return Observation(state=state, objects=actual.objects,
-                       backoff=rt.redis.load_backoff(bot_kind.value), detail=actual.detail)
+                       backoff=rt.redis.load_backoff(bot_kind.value), detail=actual.detail,
+                       foreign=actual.foreign)
 
 
 def plan_pass(rt: Runtime, kind: Kind, observation: Observation, *, now: float) -> Plan:
@@ -149,8 +159,25 @@ def plan_pass(rt: Runtime, kind: Kind, observation: Observation, *, now: float) 
                     backoff=observation.backoff, now=now,
                     max_delete_fraction=settings.MAX_DELETE_FRACTION,
                     max_delete_min=settings.MAX_DELETE_MIN,
-                    untouchable=observation.state.invalid.keys())
+                    untouchable=observation.state.invalid.keys(),
+                    foreign=observation.foreign)
     return with_extra_actions(the_plan, kind.extra_actions(observation, the_plan, now=now))
+
+
+def report_cutover(kind: Kind, the_plan: Plan) -> None:
+    """Warns about what the cut-over leaves to an operator: objects that are no bot's as
+    labelled (never touched), and bots not created because such an object holds their name."""
+    what = kind.object_kind[1]
+    if the_plan.foreign:
+        shown = ", ".join(f"{o.name} ({o.why})" for o in the_plan.foreign[:5])
+        log.warning("%s: %d %s object(s) are no bot's as labelled and are left alone: %s%s",
+                    kind.bot_kind.value, len(the_plan.foreign), what, shown,
+                    ", …" if len(the_plan.foreign) > 5 else "")
+    if the_plan.name_taken:
+        log.warning("%s: %d bot(s) not created, their %s name is held by an object that is "
+                    "not theirs: %s%s", kind.bot_kind.value, len(the_plan.name_taken), what,
+                    ", ".join(repr(b) for b in the_plan.name_taken[:5]),
+                    ", …" if len(the_plan.name_taken) > 5 else "")
 
 
 def with_extra_actions(the_plan: Plan, extra: tuple[Action, ...]) -> Plan:
@@ -172,11 +199,24 @@ def enqueue_actions(rt: Runtime, kind: Kind, actions: tuple[Action, ...],
                                       ttl=rt.settings.INFLIGHT_TTL)
     for bot_id in claimed:
         try:
-            send(by_id[BotId(bot_id)])
+            send(on_the_wire(by_id[BotId(bot_id)]))
         except Exception:
             rt.redis.release_inflight(kind.bot_kind.value, bot_id)
             raise
     return len(claimed), len(by_id) - len(claimed)
+
+
+def on_the_wire(action: Action) -> Action:
+    """The action as a task carries it. A takeover travels as the kind's replace task
+    (`bots.replace`, `schedules.update`): the task plans again from what it reads and finds
+    the takeover itself, and a worker of the previous release (a rolling upgrade) knows that
+    task name. The plan, the CLI and the metrics of planned actions still say `takeover`."""
+    if action.kind is ActionKind.TAKEOVER:
+        return replace(action, kind=ActionKind.REPLACE)
+    return action
+
+
+_ACTION_NAMES = frozenset(kind.value for kind in ActionKind)
 
 
 def reset_recovered_backoff(rt: Runtime, kind: Kind, observation: Observation, *,

@@ -4,6 +4,11 @@ A Pod cannot be changed in place: a replace is delete → wait until the old pod
 create (never two pods), a create takes a token from the cluster-wide create rate limit, and a
 deleted pod's last log lines are shipped first. The presigned URLs in a running pod's Secret
 are re-signed by the pass before they expire (the kubelet updates the mounted files).
+
+Cut-over: a pass also lists the pods of the0's original runtime (worker/core/legacy.py; one
+extra list, served from the API server's watch cache), and a task also reads the original's
+name for its bot. Such a pod is taken over like a replace — the code is checked and the URLs
+signed first, so a failure leaves it running — or deleted; never adopted.
 """
 
 from __future__ import annotations
@@ -16,6 +21,14 @@ from typing import Any
 from worker.adapters.kube import Conflict
 from worker.core.bot import Bot, BotId, BotKind
 from worker.core.errors import InvalidBot, PermanentError, TemporaryError
+from worker.core.legacy import POD_SELECTOR as LEGACY_POD_SELECTOR
+from worker.core.legacy import (
+    legacy_pod_name,
+    note_cutover,
+    observe_legacy_pod,
+    observe_named,
+    partition,
+)
 from worker.core.naming import LABEL_MANAGED_BY, MANAGED_BY_BOT, pod_name, secret_name
 from worker.core.planner import Action, ActionKind, ObservedPod, Plan, observed_pod
 from worker.core.podspec import SignedUrls, build_config_secret, build_pod
@@ -41,18 +54,27 @@ class PodKind:
 
     # ------------------------------------------------------------------ reading
     def observe(self) -> Actual:
-        return Actual(self.rt.read_objects("pods", POD_SELECTOR, observed_pod))
+        ours = self.rt.read_objects("pods", POD_SELECTOR, observed_pod)
+        # The original runtime's pods: one list a pass, no cache (after the cut-over it finds
+        # nothing; a watch cache of it would wait for our writes it never sees).
+        legacy, foreign = partition(self.rt.kube.list_pods(LEGACY_POD_SELECTOR,
+                                                           keep=observe_legacy_pod))
+        return Actual(ours + legacy, foreign=tuple(foreign))
 
     def object_names(self, bot_id: BotId, planned: str | None) -> list[str]:
-        return sorted({pod_name(bot_id)} | ({planned} if planned else set()))
+        legacy = legacy_pod_name(bot_id)
+        return sorted({pod_name(bot_id)} | ({legacy} if legacy else set())
+                      | ({planned} if planned else set()))
 
     def observe_one(self, bot_id: BotId, *, object_names: Sequence[str]) -> Actual:
         # By name (GET), not by a label LIST: the API server filters every pod for a LIST,
         # which made a 10,000-bot cold start quadratic. Extra pods under other names are
         # found by the pass, which names them to the task.
         raw_pods = [raw for raw in map(self.rt.kube.get_pod, object_names) if raw is not None]
-        return Actual([p for p in map(observed_pod, raw_pods)
-                       if p is not None and p.bot_id == bot_id])
+        objects, foreign = partition(
+            observe_named(raw, bot_id, managed_by=MANAGED_BY_BOT, legacy=observe_legacy_pod)
+            for raw in raw_pods)
+        return Actual(objects, foreign=tuple(foreign))
 
     def extra_actions(self, observation: Observation, the_plan: Plan, *,
                       now: float) -> tuple[Action, ...]:
@@ -69,9 +91,13 @@ class PodKind:
         pod = next((p for p in observation.objects if p.name == action.pod_name), None)
         if pod is None:  # the planner only names pods it observed
             raise TemporaryError(f"pod {action.pod_name} was not observed; planning again")
+        # A takeover checks the code and signs the URLs BEFORE it deletes the original's pod:
+        # a bot we cannot start keeps running as it was.
+        urls = self._prepare(bot) if action.kind is ActionKind.TAKEOVER and bot else None
         self._delete(pod, steps.renew_lock)
         if action.kind is ActionKind.DELETE:
-            steps.event(_pod_ref(pod), "Deleted", f"Deleted bot pod ({action.reason})")
+            origin = " of the0's original runtime" if pod.legacy else ""
+            steps.event(_pod_ref(pod), "Deleted", f"Deleted bot pod{origin} ({action.reason})")
             return "deleted"
         wait_until_gone(self.get_object, [pod], steps.renew_lock,
                         timeout=self.settings.POD_GONE_TIMEOUT, what="pod")
@@ -79,26 +105,43 @@ class PodKind:
             steps.bump_backoff()  # its pod was broken: the next recreate waits longer
         assert bot is not None
         steps.renew_lock()
-        created = self._create(bot)
+        created = self._create(bot, urls=urls)
+        if action.kind is ActionKind.TAKEOVER:
+            steps.event(_ref(created), "TookOver",
+                        f"Took over from the0's original runtime (deleted its pod {pod.name})")
+            return "replaced"  # a takeover replaces the original's pod (counted as done)
         verb = "Replaced" if action.kind is ActionKind.REPLACE else "Recreated"
         steps.event(_ref(created), verb, f"{verb} bot pod ({action.reason})")
         return verb.lower()
 
-    def _create(self, bot: Bot) -> dict[str, Any]:
-        s = self.settings
+    def _prepare(self, bot: Bot) -> SignedUrls:
+        """What a create needs before it may touch anything: the code exists, URLs signed."""
         if not self.rt.code.code_exists(bot.code_path):
             raise InvalidBot(bot.id, "code_not_found",
                              "the code object custom.filePath does not exist in the bucket")
-        urls = self._sign_urls(bot)  # before the pod: a failure here leaves nothing behind
+        return self._sign_urls(bot)
+
+    def _create(self, bot: Bot, *, urls: SignedUrls | None = None) -> dict[str, Any]:
+        s = self.settings
+        # Before the pod: a failure here leaves nothing behind.
+        urls = urls if urls is not None else self._prepare(bot)
         self._take_create_token()
         body = build_pod(bot, s.pod_template)
         try:
             created = self.rt.kube.create_pod(body)
         except Conflict:
-            # A concurrent task created it first (never a second pod: the name is fixed).
-            existing = self.rt.kube.get_pod(body["metadata"]["name"])
+            # A concurrent task created it first (never a second pod: the name is fixed) —
+            # or the name is held by a pod that is not this bot's (the original runtime's,
+            # a stranger's): never adopted; the retry plans again from what it reads.
+            name = body["metadata"]["name"]
+            existing = self.rt.kube.get_pod(name)
             if existing is None:
                 raise
+            seen = observe_named(existing, bot.id, managed_by=MANAGED_BY_BOT,
+                                 legacy=observe_legacy_pod)
+            if not isinstance(seen, ObservedPod) or seen.legacy:
+                raise TemporaryError(f"pod {name} exists and is not this bot's pod; "
+                                     "planning again") from None
             created = existing
         self.rt.kube.create_owned_secret(build_config_secret(
             bot, pod_name=created["metadata"]["name"], pod_uid=created["metadata"]["uid"],
@@ -116,6 +159,11 @@ class PodKind:
             time.sleep(min(wait, 1.0))
 
     def _delete(self, pod: ObservedPod, renew: Callable[[], None]) -> None:
+        if pod.legacy:
+            # The original runtime's sidecar ships its own logs and state, and it has no
+            # Secret of ours.
+            self.rt.kube.delete_pod(pod.name, uid=pod.uid or None, cached=False)
+            return
         if self.settings.LOG_COLLECT_ON_DELETE:
             # The pod's log goes with it: ship the lines written since the last log pass.
             renew()
@@ -143,11 +191,12 @@ class PodKind:
                 want=state.desired.get(bot_id), invalid=state.invalid.get(bot_id),
                 disabled=bot_id in state.disabled,
                 backing_off=backoff is not None and backoff.not_before > now)
-        return result
+        return note_cutover(result, objects=observation.objects,
+                            foreign=observation.foreign, desired=state.desired)
 
     def healthy(self, observation: Observation) -> Collection[BotId]:
         return {pod.bot_id for pod in observation.objects
-                if pod.assessment.health is PodHealth.RUNNING}
+                if pod.assessment.health is PodHealth.RUNNING and not pod.legacy}
 
     def upkeep(self, observation: Observation, *, now: float) -> int:
         """Re-signs the URLs in the Secret of running pods signed more than half a URL
@@ -156,7 +205,8 @@ class PodKind:
         Only a pod built from the current config is re-signed: any other is replaced soon."""
         s = self.settings
         candidates = {p.uid: p for p in observation.objects
-                      if p.uid and p.assessment.health is not PodHealth.TERMINATING
+                      if p.uid and not p.legacy
+                      and p.assessment.health is not PodHealth.TERMINATING
                       and (want := observation.state.desired.get(p.bot_id)) is not None
                       and want.config_hash == p.config_hash}
         recorded = self.rt.redis.load_urls_signed([p.uid for p in observation.objects if p.uid])
