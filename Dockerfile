@@ -16,14 +16,17 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/the0
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY worker ./worker
 COPY beat ./beat
 COPY api ./api
 COPY botpod ./botpod
-# A regular (non-editable) install: the packages land in the venv's site-packages, compiled to
-# bytecode here because the runtime filesystem is read-only.
-RUN /opt/the0/bin/pip install .
+# Every dependency pinned and hash-checked (requirements.lock, made by tools/lock/update.sh);
+# then a regular (non-editable) install of this project with the locked build backend: the
+# packages land in the venv's site-packages, compiled to bytecode here because the runtime
+# filesystem is read-only.
+RUN /opt/the0/bin/pip install --require-hashes -r requirements.lock \
+ && /opt/the0/bin/pip install --no-deps --no-build-isolation .
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="the0-k8s" \

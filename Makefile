@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-dev.lock | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
 .PHONY: help setup stack-build stack-up stack-down up test unit check clean
@@ -16,11 +16,13 @@ help:
 	@echo "                 (kwok nodes + a real node: kubelet + containerd, needs root; tools/stack/README.md)"
 	@echo "make check       ruff + mypy + import contracts"
 
-$(STAMP): pyproject.toml
+# Every package pinned and hash-checked (requirements-dev.lock, made by tools/lock/update.sh
+# from pyproject.toml); then this project itself, editable, built with the locked setuptools.
+$(STAMP): pyproject.toml requirements-dev.lock
 	@echo "[setup] Python virtualenv in $(VENV) (first time: ~1 min)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
-	@$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	@$(BIN)/pip install -q --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	@$(BIN)/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-*; touch $@
 
 setup: $(STAMP)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Regenerates the hash-locked Python dependency files from pyproject.toml (the one place where
+# version ranges live):
+#   requirements.lock      what the image installs (runtime dependencies + the build backend)
+#   requirements-dev.lock  what `make setup` installs (the same + the `test` extra)
+# Run it after changing pyproject.toml's dependencies, or to take newer versions within their
+# ranges; review the diff and commit both files. Needs only PyPI.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+PIP_TOOLS_VERSION=7.6.2
+venv=$(mktemp -d)/venv
+trap 'rm -rf "$(dirname "$venv")"' EXIT
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q "pip-tools==$PIP_TOOLS_VERSION"
+compile() {
+  local out=$1; shift
+  # Local find-links (PIP_FIND_LINKS) are this machine's, never the lock file's.
+  PIP_FIND_LINKS= "$venv/bin/pip-compile" -q --generate-hashes --strip-extras --allow-unsafe \
+    --no-emit-find-links --no-emit-index-url --output-file="$out" "$@" \
+    pyproject.toml tools/lock/build.in
+}
+compile requirements.lock
+compile requirements-dev.lock --extra test
+echo "updated requirements.lock and requirements-dev.lock"
