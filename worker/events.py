@@ -4,11 +4,14 @@ order they were sent, and the queue group `runtime` spreads messages over its me
 regard to the bot (k8s/events.yaml deploys one replica with Recreate).
 
 Steps per message (DESIGN §1 "NATS"):
-1. parse (pure, worker.core.events); a bad message is logged by reason — never its content —
-   counted, and dropped; the consumer goes on;
+1. parse (pure, worker.core.events), size and depth limits included; a bad message is logged
+   by reason — never its content — counted, and dropped; the consumer goes on. When its bot
+   is known, the refusal is also written to that bot's status (in its turn, like its events);
 2. apply its effect to Mongo (created / updated / deleted), retried with backoff for up to
    EVENT_APPLY_DEADLINE while Mongo is down: core NATS does not redeliver, and the periodic
-   reconcile cannot recover a lost desired-state change;
+   reconcile cannot recover a lost desired-state change. A document Mongo refuses is NOT
+   retried: that event fails at once (logged, counted `failed:refused`, in the bot's status),
+   so it holds its slot for milliseconds, not for the deadline;
 3. queue `reconcile.bot` / `reconcile.schedule` for that id — unless one is already queued
    and not yet started: it will read the latest document, so a burst for one bot collapses
    into one action on its latest state.
@@ -35,10 +38,19 @@ from celery import Celery
 from worker.adapters.nats import EventSource, redact_url
 from worker.core.bot import BotKind
 from worker.core.errors import TemporaryError
-from worker.core.events import QUEUE_GROUP, BotEvent, Rejected, parse_event, subscriptions
+from worker.core.events import (
+    QUEUE_GROUP,
+    BotEvent,
+    DocumentRefused,
+    Rejected,
+    parse_event,
+    subscriptions,
+)
 from worker.core.metrics import EVENTS
 from worker.core.text import excerpt
+from worker.reconcile.statuses import record_outcome
 from worker.runtime import Runtime
+from worker.telemetry import iso
 
 log = logging.getLogger("the0.events")
 
@@ -136,19 +148,27 @@ class EventConsumer:
 
     # ------------------------------------------------------------------ one message
     async def handle(self, subject: str, payload: bytes) -> None:
-        event = parse_event(subject, payload, max_bytes=self.settings.EVENT_MAX_BYTES)
+        s = self.settings
+        event = parse_event(subject, payload, max_bytes=s.EVENT_MAX_BYTES,
+                            max_depth=s.EVENT_MAX_DEPTH)
         if isinstance(event, Rejected):
             log.warning("events: rejected message on %s: %s (%s)%s", excerpt(subject, limit=80),
                         event.detail, event.reason,
                         f" bot {excerpt(event.bot_id, limit=64)!r}" if event.bot_id else "")
             self._count(f"rejected:{event.reason}")
+            if event.bot_id and event.kind is not None:
+                async with self._bot_lock(event.kind, event.bot_id):
+                    await self._record_refused(
+                        event.kind, event.bot_id, event.reason,
+                        f"event {excerpt(subject, limit=80)} refused: {event.detail} "
+                        f"({event.reason})")
             return
         async with self._bot_lock(event.kind, event.bot_id):
-            if not await self._apply(event):
+            if not await self._apply(event, subject):
                 return
             await self._in_thread(self.trigger, event)
 
-    async def _apply(self, event: BotEvent) -> bool:
+    async def _apply(self, event: BotEvent, subject: str) -> bool:
         deadline = time.monotonic() + self.settings.EVENT_APPLY_DEADLINE
         delay = 0.2
         while True:
@@ -158,6 +178,16 @@ class EventConsumer:
                          excerpt(event.bot_id, limit=64), outcome)
                 self._count(f"applied:{event.op.value}")
                 return True
+            except DocumentRefused as refused:
+                # This document can never be stored: fail this event now (a retry would hold
+                # a slot, and so delay other bots' events, for the whole deadline).
+                log.error("events: REFUSED %s %s for bot %r: %s", event.kind.value,
+                          event.op.value, excerpt(event.bot_id, limit=64), refused)
+                self._count("failed:refused")
+                await self._record_refused(
+                    event.kind, event.bot_id, "refused",
+                    f"event {excerpt(subject, limit=80)} refused: {refused}")
+                return False
             except TemporaryError as exc:
                 if time.monotonic() + delay > deadline:
                     log.error("events: LOST %s %s for bot %r: Mongo unavailable for %.0f s (%s)",
@@ -172,6 +202,25 @@ class EventConsumer:
     def apply(self, event: BotEvent) -> str:
         """The event's effect in Mongo (the platform's own semantics, see BotStore)."""
         return self.rt.store(event.kind).apply_event(event)
+
+    async def _record_refused(self, kind: BotKind, bot_id: str, reason: str,
+                              message: str) -> None:
+        """Best effort, once: a failure to record is logged, never retried (it must not hold
+        the slot longer than the refusal itself)."""
+        try:
+            await self._in_thread(self.record_refused, kind, bot_id, reason, message)
+        except TemporaryError as exc:
+            log.warning("events: bot %r's refused event is not in its status: %s",
+                        excerpt(bot_id, limit=64), exc)
+
+    def record_refused(self, kind: BotKind, bot_id: str, reason: str, message: str) -> None:
+        """The refusal in the bot's status now; for a bot the platform has, also as its last
+        error, which the next pass writes into the status it rebuilds (until a later action
+        of that bot succeeds)."""
+        known = self.rt.store(kind).record_refused_event(
+            bot_id, kind=kind, reason=reason, message=message, at=iso(self.rt.clock()))
+        if known:
+            record_outcome(self.rt, kind, bot_id, last_error=message)
 
     def trigger(self, event: BotEvent) -> None:
         """Queues the single-bot reconcile, once per burst. If Redis cannot say whether one is

@@ -221,6 +221,12 @@ class Settings(BaseSettings):
     EVENT_MAX_BYTES: int = Field(
         512 * 1024, ge=1024, description="Larger messages are rejected unread (bytes). Bot "
                                          "documents are a few KiB; NATS allows 1 MiB.")
+    EVENT_MAX_DEPTH: int = Field(
+        100, ge=2, le=180,
+        description="Deepest nesting of objects and arrays an event's document may have, "
+                    "counted in the stored document ({\"config\": {\"a\": 1}} is 2; empty "
+                    "ones count too, unlike in MongoDB); deeper ones are refused before any "
+                    "write. 100 is MongoDB's documented limit (mongod refuses beyond 180).")
     EVENT_PENDING_LIMIT: int = Field(
         65536, ge=1, description="Messages buffered per subject while handlers are busy.")
     EVENT_PENDING_BYTES: int = Field(
@@ -256,6 +262,24 @@ class Settings(BaseSettings):
         8 * 1024 * 1024, ge=64 * 1024,
         description="Bytes read from one container log per pass (limitBytes); the rest "
                     "follows next pass. Bounds a chunk's memory.")
+    LOG_LINE_MAX_BYTES: int = Field(
+        256 * 1024, ge=1024, le=8 * 1024 * 1024,
+        description="Longest log line stored whole (bytes); the rest of a longer line is "
+                    "dropped and its record says how much (truncated_bytes). Bounds the memory "
+                    "one line costs, however a bot shapes its output. 256 KiB: the per-entry "
+                    "limit of Loki, CloudWatch and Cloud Logging.")
+    LOG_BOT_DAILY_BYTES: int = Field(
+        256 * 1024 * 1024, ge=0,
+        description="Bytes of log records one bot may store per UTC day; beyond them its lines "
+                    "are dropped, counted in ONE marker record and the0_log_lines_total"
+                    "{outcome=dropped} (0: no limit). 256 MiB is ~3 KiB/s all day, far more "
+                    "than a trading bot's diagnostics need, and caps what one bot can cost the "
+                    "store (~42 GiB/day otherwise).")
+    LOG_PART_BYTES: int = Field(
+        8 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024,
+        description="Size at which a day's current log object (the one the0's UI reads) is "
+                    "rotated out to a numbered part: an append re-copies at most this much, "
+                    "never the whole day.")
     LOG_BUCKET: str = Field("bot-logs", description="Bucket of the bots' NDJSON log objects "
                                                     "(the platform's UI reads it).")
     LOG_LOCK_TTL: Duration = Field(

@@ -5,21 +5,28 @@ here (`apply_event`, DESIGN §1 "NATS"). Every read and write finds a bot by its
 the platform indexes (and `ensure_indexes` adds when it is missing). Status lives in our own
 collections, keyed `_id` = bot id and upserted in place: a reader never sees a bot's status
 missing. A failed read raises `ReadFailed`, so the pass ends with no writes.
+
+An event's write that fails is classified (`refusal`): a document the database or the driver
+refuses is that event's permanent failure (`DocumentRefused`), anything else — connection loss,
+timeouts, a server without a primary — a `TemporaryError` worth retrying. The table of codes,
+and which server says what, is in docs/architecture.md ("Platform events").
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import bson.errors
 import pymongo
 import pymongo.errors
 
 from worker.core.bot import BotKind
 from worker.core.errors import ReadFailed, TemporaryError
-from worker.core.events import BotEvent, EventOp
+from worker.core.events import PHASE_REFUSED, BotEvent, DocumentRefused, EventOp
 
 log = logging.getLogger("the0.mongo")
 Doc = dict[str, Any]
@@ -36,6 +43,50 @@ BOT_PROJECTION: Mapping[str, Any] = {
     "custom.config.entrypoints": True,
     "custom.config.name": True,
 }
+
+
+# Server answers that mean "this document cannot be stored, ever": the event's permanent
+# failure. Codes from mongod's source (error_codes.yml and the checks that raise them); 2 is
+# also what FerretDB v1.24 answers for what it cannot store (dotted or `$` keys at any depth,
+# nested arrays, ±Infinity). Every other server error is temporary.
+REFUSED_CODES: Mapping[int, str] = {
+    2: "a key or value the server cannot store (BadValue)",
+    15: "nested deeper than the server stores (Overflow)",  # mongod: 180 levels by default
+    22: "invalid BSON (InvalidBSON)",
+    52: "a $-prefixed field name (DollarPrefixedFieldName)",  # mongod before 5.0
+    57: "a dotted field name (DottedFieldName)",  # mongod before 5.0
+    121: "refused by the collection's validator (DocumentValidationFailure)",
+    10334: "larger than 16 MiB (BSONObjectTooLarge)",
+    17280: "an index key too long (KeyTooLong)",
+    17419: "larger than 16 MiB once updated",
+    17420: "larger than 16 MiB to upsert",
+    7655103: "larger than 16 MiB to upsert",
+}
+# FerretDB (the test server, on PostgreSQL) answers 1 InternalError for everything PostgreSQL
+# says, an outage included ("failed to connect"): only PostgreSQL's data-exception (22xxx) and
+# program-limit (54xxx) classes are about the document — e.g. a NUL character in a string,
+# which MongoDB stores, is "unsupported Unicode escape sequence (SQLSTATE 22P05)".
+_FERRETDB_DOCUMENT_SQLSTATE = re.compile(r"\(SQLSTATE (?:22|54)[0-9A-Z]{3}\)")
+# What the driver refuses to encode before sending: a key with NUL (InvalidDocument), over
+# 16 MiB (DocumentTooLarge), an integer beyond 64 bits (OverflowError), a lone surrogate
+# (UnicodeEncodeError), nesting beyond Python's recursion limit (RecursionError).
+_DRIVER_REFUSALS = (bson.errors.BSONError, OverflowError, UnicodeEncodeError, RecursionError)
+
+
+def refusal(exc: BaseException) -> DocumentRefused | None:
+    """The refusal `exc` stands for, or None when it is not about the document (retry it)."""
+    if isinstance(exc, _DRIVER_REFUSALS):
+        return DocumentRefused(0, f"the driver cannot encode it ({type(exc).__name__})")
+    if isinstance(exc, pymongo.errors.OperationFailure) and not isinstance(
+            exc, pymongo.errors.WriteConcernError):
+        code = exc.code or 0
+        if code in REFUSED_CODES:
+            return DocumentRefused(code, REFUSED_CODES[code])
+        message = str((exc.details or {}).get("errmsg", ""))
+        if code == 1 and _FERRETDB_DOCUMENT_SQLSTATE.search(message):
+            return DocumentRefused(code, "a value the test server (FerretDB on PostgreSQL) "
+                                         "cannot store")
+    return None
 
 
 @dataclass(frozen=True)
@@ -106,11 +157,16 @@ class BotStore:
         """The event's effect on the platform's collection, exactly as the platform's own
         runtime does it: created inserts unless a document with that id exists; updated sets
         config and custom (inserting when missing); deleted removes the document(s).
-        Idempotent, so a redelivered message is harmless. Returns what happened."""
+        Idempotent, so a redelivered message is harmless. Returns what happened.
+
+        Raises DocumentRefused when the database (or the driver) refuses the document — never
+        retried — and TemporaryError for anything else. A delete also removes the status an
+        earlier refused event left for a bot that never existed (see record_refused_event)."""
         selector = {"id": event.bot_id}
         try:
             if event.op is EventOp.DELETED:
                 deleted = self.desired.delete_many(selector).deleted_count
+                self.status.delete_one({"_id": event.bot_id, "phase": PHASE_REFUSED})
                 return "deleted" if deleted else "already absent"
             fields: Doc = {"config": dict(event.config or {})}
             if event.custom is not None:
@@ -121,10 +177,39 @@ class BotStore:
                 return "inserted" if result.upserted_id is not None else "already present"
             result = self.desired.update_one(selector, {"$set": fields}, upsert=True)
             return "inserted" if result.upserted_id is not None else "updated"
-        except pymongo.errors.PyMongoError as exc:
+        except (pymongo.errors.PyMongoError, *_DRIVER_REFUSALS) as exc:
+            refused = refusal(exc)
+            if refused is not None:
+                raise refused from None
             raise TemporaryError(f"mongo: applying {event.op.value} to "
                                  f"{self.desired.full_name} failed: {type(exc).__name__}"
                                  ) from None
+
+    def record_refused_event(self, bot_id: str, *, kind: BotKind, reason: str, message: str,
+                             at: str) -> bool:
+        """Says in the bot's status that one of its events was refused (`message`: our words,
+        never the payload's). Returns whether the platform has a document for the bot.
+
+        A known bot's status belongs to the pass, which rewrites it whole: its `last_error` is
+        set here so it shows at once, and the caller keeps it for the pass to carry on. A bot
+        with no document (its create was refused) gets a status of its own, phase Refused,
+        which a later accepted event's pass replaces and a delete removes."""
+        error = {"reason": reason, "message": message, "at": at}
+        try:
+            known = self.desired.find_one({"id": bot_id}, {"_id": True}) is not None
+            if known:
+                self.status.update_one({"_id": bot_id}, {"$set": {
+                    "last_error": message, "last_event_error": error}})
+            else:
+                self.status.update_one({"_id": bot_id}, {"$set": {
+                    "id": bot_id, "kind": kind.value, "phase": PHASE_REFUSED, "reason": reason,
+                    "message": message, "last_error": message, "last_event_error": error,
+                    "updated_at": at}}, upsert=True)
+        except pymongo.errors.PyMongoError as exc:
+            raise TemporaryError(f"mongo: recording a refused event in "
+                                 f"{self.status.full_name} failed: {type(exc).__name__}"
+                                 ) from None
+        return known
 
     # --- our status documents ---------------------------------------------------------------
     def write_statuses(self, docs: Sequence[Doc]) -> int:

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import pickle
+
 import orjson
 import pytest
 
 from worker.core.bot import BotKind
-from worker.core.events import BotEvent, EventOp, Rejected, parse_event, subjects
+from worker.core.events import (
+    MAX_DEPTH,
+    BotEvent,
+    DocumentRefused,
+    EventOp,
+    Rejected,
+    nesting_depth,
+    parse_event,
+    scan_id,
+    subjects,
+)
 
 LIMIT = 64 * 1024
 SECRET = "sk-live-DO-NOT-LEAK"
@@ -53,7 +65,25 @@ def test_legacy_wrapper_takes_the_id_from_entity_id() -> None:
 
 def test_legacy_wrapper_with_bad_data_is_rejected() -> None:
     assert parse("the0.bot.created", {"entity_id": "x", "data": [1]}) == Rejected(
-        "bad_wrapper", "legacy `data` must be an object, not list")
+        "bad_wrapper", "legacy `data` must be an object, not list", "x", BotKind.LIVE)
+
+
+@pytest.mark.parametrize("op", list(EventOp))
+def test_legacy_wrapper_whose_ids_disagree_is_refused_for_its_entity(op: EventOp) -> None:
+    # Applied to data.id, an event about one bot would change another bot's document.
+    rejected = parse(f"the0.bot.{op.value}", {"type": f"bot.{op.value}", "entity_id": "mine",
+                                              "data": {"id": "victim", "config": {"k": SECRET}}})
+    assert rejected == Rejected("ids_disagree", "legacy `entity_id` and `data.id` name "
+                                                "different bots", "mine", BotKind.LIVE)
+    # Not the same string is not the same bot, whatever its type.
+    rejected = parse("the0.bot.deleted", {"entity_id": "7", "data": {"id": 7}})
+    assert isinstance(rejected, Rejected) and rejected.reason == "ids_disagree"
+    # When they agree, or only one is given, the event stands.
+    for body in ({"entity_id": "b", "data": {"id": "b", "config": {}}},
+                 {"entity_id": "b", "data": {"config": {}}},
+                 {"data": {"id": "b", "config": {}}}):
+        event = parse("the0.bot.updated", body)
+        assert isinstance(event, BotEvent) and event.bot_id == "b", body
 
 
 def test_schedules_need_a_schedule() -> None:
@@ -87,10 +117,111 @@ def test_bad_messages_are_rejected_with_a_reason(subject: str, payload: bytes,
     assert isinstance(rejected, Rejected) and rejected.reason == reason
 
 
-def test_too_large_is_rejected_before_parsing() -> None:
+def test_too_large_is_rejected_before_parsing_and_names_its_bot() -> None:
     payload = orjson.dumps({"id": "b", "config": {"blob": SECRET * 10_000}})
     rejected = parse_event("the0.bot.created", payload, max_bytes=LIMIT)
     assert isinstance(rejected, Rejected) and rejected.reason == "too_large"
+    assert (rejected.bot_id, rejected.kind) == ("b", BotKind.LIVE)
+    assert SECRET not in rejected.detail
+    # At the limit it is read.
+    exact = orjson.dumps({"id": "b", "config": {"blob": "x" * 10}})
+    event = parse_event("the0.bot.created", exact, max_bytes=len(exact))
+    assert isinstance(event, BotEvent)
+
+
+def nested(levels: int, *, leaf: object = 1, array: bool = False) -> object:
+    value = leaf
+    for _ in range(levels):
+        value = [value] if array else {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("array", [False, True])
+def test_depth_is_that_of_the_stored_document_and_the_limit_is_inclusive(array: bool) -> None:
+    # {"id", "config": <99 levels>} is a document of 100 levels: accepted; one more is not.
+    ok = parse("the0.bot.updated", {"id": "d", "config": {"k": nested(98, array=array)}})
+    assert isinstance(ok, BotEvent)
+    deep = parse("the0.bot.updated", {"id": "d", "config": {"k": nested(99, array=array)}})
+    assert deep == Rejected("too_deep", f"the document would be nested more than {MAX_DEPTH} "
+                                        "levels deep (EVENT_MAX_DEPTH)", "d", BotKind.LIVE)
+    # custom counts as much as config; the limit is a parameter.
+    deep_custom = parse("the0.bot.created", {"id": "d", "config": {},
+                                             "custom": nested(MAX_DEPTH)})
+    assert isinstance(deep_custom, Rejected) and deep_custom.reason == "too_deep"
+    payload = orjson.dumps({"id": "d", "config": nested(3)})
+    assert isinstance(parse_event("the0.bot.created", payload, max_bytes=LIMIT, max_depth=4),
+                      BotEvent)
+    refused = parse_event("the0.bot.created", payload, max_bytes=LIMIT, max_depth=3)
+    assert isinstance(refused, Rejected) and refused.reason == "too_deep"
+
+
+def test_the_issues_749_byte_payload_is_refused_before_any_write() -> None:
+    # 120 levels of arrays: what MongoDB refuses and the old consumer retried for a minute.
+    payload = b'{"id":"poison","config":{"k":' + b"[" * 120 + b"]" * 120 + b"}}"
+    rejected = parse_event("the0.bot.updated", payload, max_bytes=LIMIT)
+    assert isinstance(rejected, Rejected) and rejected.reason == "too_deep"
+    assert rejected.bot_id == "poison"
+
+
+def test_a_payload_too_deep_for_the_parser_is_refused_with_its_bot_named() -> None:
+    # Python's parser gives up near 1,000 levels (RecursionError): still that bot's refusal.
+    payload = b'{"id":"abyss","config":{"k":' + b"[" * 50_000 + b"]" * 50_000 + b"}}"
+    rejected = parse_event("the0.bot-schedule.created", payload, max_bytes=len(payload))
+    assert isinstance(rejected, Rejected) and rejected.reason == "too_deep"
+    assert (rejected.bot_id, rejected.kind) == ("abyss", BotKind.SCHEDULED)
+    # Deletes are parsed too: a delete that cannot be read is refused, not crashed on.
+    payload = b'{"id":"abyss","x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    rejected = parse_event("the0.bot.deleted", payload, max_bytes=len(payload))
+    assert isinstance(rejected, Rejected) and rejected.reason == "too_deep"
+
+
+def test_nesting_depth_counts_levels_without_recursion() -> None:
+    assert nesting_depth([1, "x", None], limit=10) == 0
+    assert nesting_depth([{}], limit=10) == 1
+    assert nesting_depth([{"a": [1, {"b": {}}]}, [[]]], limit=10) == 4
+    assert nesting_depth([nested(5000)], limit=10) == 11  # stops one past the limit
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_are_not_json(constant: bytes) -> None:
+    # Python's parser accepts them; FerretDB drops the connection on NaN (an "outage").
+    payload = b'{"id":"n","config":{"x":' + constant + b"}}"
+    rejected = parse_event("the0.bot.created", payload, max_bytes=LIMIT)
+    assert isinstance(rejected, Rejected) and rejected.reason == "not_json"
+    assert rejected.bot_id == "n"  # that bot's event failed: its status says so
+
+
+@pytest.mark.parametrize(("payload", "expected"), [
+    (b'{"id":"a","config":{}}', "a"),
+    (b'{"config":{"id":"victim"},"id":"me"}', "me"),   # nested ids never count
+    (b'{"config":{"id":"victim"}}', ""),
+    (b'{"k":[{"id":"victim"}],"x":1}', ""),
+    (b'[{"id":"x"}]', ""),                               # not an object
+    (b'{"type":"bot.updated","entity_id":"e1","data":{"id":"zz"}}', "e1"),
+    (b'{"id":5,"entity_id":"e"}', ""),                   # a top-level id makes it plain
+    (b'{"id":"x","id":"y"}', "y"),                       # the last one, as json.loads reads
+    (rb'{"id":"caf\u00e9"}', "caf\u00e9"),
+    (b'{"id":"cut', ""),
+    (b'{"id":"  "}', ""),
+    (rb'{"a":"\"}[","id":"q"}', "q"),                   # brackets and quotes in strings
+])
+def test_scan_id_reads_only_the_top_level_id(payload: bytes, expected: str) -> None:
+    assert scan_id(payload) == expected
+
+
+def test_scan_id_looks_only_at_the_start_and_in_linear_time() -> None:
+    late = b'{"config":{"k":"' + b"x" * 5000 + b'"},"id":"late"}'
+    assert scan_id(late) == "" and scan_id(late, window=len(late)) == "late"
+    # An unterminated string of escaped quotes is scanned once, not once per quote.
+    assert scan_id(b'{"id":"' + rb'\"' * 200_000, window=400_000) == ""
+
+
+def test_document_refused_says_what_in_our_words_and_pickles() -> None:
+    refused = DocumentRefused(15, "nested deeper than the server stores (Overflow)")
+    assert str(refused) == ("the database refused the document: nested deeper than the server "
+                            "stores (Overflow) (code 15)")
+    again = pickle.loads(pickle.dumps(refused))
+    assert (type(again), again.code, again.what) == (DocumentRefused, 15, refused.what)
 
 
 def test_long_id_is_rejected() -> None:
@@ -103,6 +234,8 @@ def test_long_id_is_rejected() -> None:
     {"id": "b", "config": {"k": SECRET}, "custom": SECRET},
     {"id": 1, "config": {"k": SECRET}},
     {"entity_id": "b", "data": SECRET},
+    {"entity_id": "b", "data": {"id": "c", "config": {"k": SECRET}}},
+    {"id": "b", "config": {"k": nested(200, leaf=SECRET)}},
 ])
 def test_reasons_never_quote_the_payload(body: object) -> None:
     rejected = parse("the0.bot.created", body)
