@@ -15,7 +15,7 @@ import orjson
 import pytest
 from celery import Celery
 
-from tests.support.bots import bot_doc, pass_without_actions
+from tests.support.bots import bot_doc
 from worker.core.events import PHASE_REFUSED
 from worker.events import EventConsumer
 from worker.reconcile.controller import LiveBotController
@@ -47,7 +47,7 @@ def handle(consumer: EventConsumer, subject: str, body: Any) -> float:
 
 def pass_once(controller: LiveBotController) -> None:
     """A pass (it writes the statuses); its actions are not run: none is needed here."""
-    pass_without_actions(controller)
+    controller.reconcile(enqueue=lambda _action, _as_of: None)
 
 
 @pytest.fixture
