@@ -20,6 +20,7 @@ from tests.support.nats import publish
 from tests.support.procs import Proc, Procs
 from tests.support.procs_watch import PodCensus, pods_by_bot
 from tools.stack.supervisor import Stack, StackEnv
+from worker.adapters.telemetry import PRIORITY_STEPS
 from worker.core.naming import ANNOTATION_CONFIG_HASH, cronjob_name
 
 Start = Callable[..., Proc]
@@ -65,6 +66,22 @@ def settled_counts(redis_client: Any, ready: Callable[[dict[str, int]], bool],
     return event_counts(redis_client)
 
 
+def drained(redis_client: Any, count: int, *, since: float) -> bool:
+    """`count` consumers wrote a heartbeat after `since` with no message in progress."""
+    beats = [b for b in heartbeats(redis_client) if b["at"] > since]
+    return len(beats) >= count and all(b["in_progress"] == 0 for b in beats)
+
+
+def quiet(redis_client: Any) -> bool:
+    """No Celery task queued or unacknowledged, and no bot marked pending, in flight or locked:
+    nothing can still act (no beat runs in these tests)."""
+    queued = sum(redis_client.llen(queue + step) for queue in ("reconcile", "bots")
+                 for step in PRIORITY_STEPS)
+    marks = [k for pattern in ("the0:event-pending:*", "the0:inflight:*", "the0:lock:*")
+             for k in redis_client.scan_iter(pattern)]
+    return queued == 0 and redis_client.hlen("unacked") == 0 and not marks
+
+
 @pytest.fixture
 def batch(admin_api: Any) -> Any:
     return client.BatchV1Api(admin_api)
@@ -87,7 +104,8 @@ def running(start_worker: Start, start_events: Start, redis_client: Any,
 # --------------------------------------------------------------------------- live bots
 def test_live_bot_events_act_at_once(
         running: tuple[Proc, Proc], stack_env: StackEnv, code: str, bots: Any, core: Any,
-        restricted_namespace: str, census: Callable[[], PodCensus]) -> None:
+        restricted_namespace: str, redis_client: Any,
+        census: Callable[[], PodCensus]) -> None:
     worker, consumer = running
     pods = census()
     url = stack_env.nats_url
@@ -103,9 +121,13 @@ def test_live_bot_events_act_at_once(
     stored = bots.find_one({"id": "ev-1"}, {"_id": False})
     assert stored == {"id": "ev-1", "config": doc["config"], "custom": doc["custom"]}
 
-    # A second `created` for the same id changes nothing (insert only if absent).
+    # A second `created` for the same id changes nothing (insert only if absent): once the
+    # consumer has handled it, the document is still the first one.
     publish(url, [("the0.bot.created", {"id": "ev-1", "config": {"other": 1},
                                          "custom": doc["custom"]})])
+    settled_counts(redis_client, lambda c: c.get("applied:created") == 2,
+                   "the second created handled")
+    assert bots.find_one({"id": "ev-1"}, {"_id": False}) == stored
     # updated (legacy wrapper) → config set in Mongo, pod replaced with the new config hash.
     old = live_pods(core, restricted_namespace, "ev-1")[0]
     new_config = {**doc["config"], "risk": "high"}
@@ -167,9 +189,14 @@ def test_a_burst_for_one_bot_collapses_into_one_action_on_the_latest_state(
         return (stored["config"].get("step") == 29 and len(now) == 1
                 and now[0].metadata.uid != first.metadata.uid)
     wait_for(at_latest, "the bot at its latest config", timeout=30)
-    time.sleep(3)  # let any straggling task finish: the end state must hold
+    # Every straggling task has run (nothing queued, unacked, marked or locked): the end state
+    # must hold.
+    wait_for(lambda: quiet(redis_client), "no task queued or running", timeout=30)
     final = live_pods(core, restricted_namespace, "burst")
     assert len(final) == 1
+    latest = bots.find_one({"id": "burst"})["config"]
+    assert latest.get("step") == 29
+    assert final[0].metadata.uid == live_pods(core, restricted_namespace, "burst")[0].metadata.uid
     counts = settled_counts(redis_client, lambda c: c.get("applied:updated", 0) >= 31,
                             "31 applied updates counted")
     # 31 events; far fewer reconciles were queued (the rest found one already queued).
@@ -204,8 +231,15 @@ def test_schedule_events_create_update_in_place_and_delete(
     assert created.spec.schedule == "0 3 * * *"
     assert schedules.count_documents({"id": "sched-ev"}) == 1
 
-    # A schedule without config.schedule is rejected: Mongo and the CronJob keep the old one.
+    # A schedule without config.schedule is rejected: once it is counted, Mongo still holds
+    # the old document (so no reconcile can change the CronJob) and the CronJob is unchanged.
     publish(url, [("the0.bot-schedule.updated", {"id": "sched-ev", "config": {"x": 1}})])
+    settled_counts(redis_client, lambda c: c.get("rejected:no_schedule") == 1,
+                   "the schedule without config.schedule counted as rejected")
+    assert schedules.find_one({"id": "sched-ev"})["config"] == doc["config"]
+    unchanged = cronjob()
+    assert (unchanged.metadata.uid, unchanged.spec.schedule) == (created.metadata.uid,
+                                                                  "0 3 * * *")
     publish(url, [("the0.bot-schedule.updated", {
         "id": "sched-ev", "config": {**doc["config"], "schedule": "30 4 * * *"},
         "custom": doc["custom"]})])
@@ -213,8 +247,6 @@ def test_schedule_events_create_update_in_place_and_delete(
                        and cj.spec.schedule == "30 4 * * *" and cj,
                        "the CronJob updated in place", timeout=15)
     assert updated.metadata.uid == created.metadata.uid
-    settled_counts(redis_client, lambda c: c.get("rejected:no_schedule") == 1,
-                   "the schedule without config.schedule counted as rejected")
 
     publish(url, [("the0.bot-schedule.deleted", {"id": "sched-ev"})])
     wait_for(lambda: cronjob() is None, "the CronJob to go", timeout=15)
@@ -236,10 +268,11 @@ def test_two_consumers_in_the_queue_group_never_process_one_message_twice(
     def all_applied() -> bool:
         return event_counts(redis_client).get("applied:created", 0) >= 60
     wait_for(all_applied, "60 applied events", timeout=30, interval=0.2)
-    time.sleep(1)  # a duplicate delivery would show up now
-    wait_for(lambda: sum(b["counts"].get("applied:created", 0)
-                         for b in heartbeats(redis_client)) == 60,
-             "the consumers' heartbeats to report their counts", timeout=15)
+    # A duplicate delivery would be in progress now: wait for a heartbeat of each consumer
+    # written after this moment with nothing in progress, then count.
+    since = time.time()
+    wait_for(lambda: drained(redis_client, 2, since=since),
+             "both consumers' heartbeats with nothing in progress", timeout=15)
     per_consumer = {b["name"]: b["counts"].get("applied:created", 0)
                     for b in heartbeats(redis_client)}
     print(f"deliveries per consumer: {per_consumer}")
@@ -291,6 +324,99 @@ def test_poison_messages_are_counted_logged_without_secrets_and_never_stop_the_c
     assert consumer.output().count("rejected message") == len(poison)
 
 
+def deep_config(levels: int, secret: str) -> bytes:
+    """A config nested `levels` objects deep, as raw JSON (~6 bytes a level)."""
+    return (b'{"api_key":"' + secret.encode() + b'","k":' + b'{"a":' * levels + b"1"
+            + b"}" * levels + b"}")
+
+
+def test_a_burst_of_poison_events_never_delays_another_users_stop_by_a_second(
+        running: tuple[Proc, Proc], stack_env: StackEnv, code: str, bots: Any,
+        statuses: Any, core: Any, restricted_namespace: str, redis_client: Any) -> None:
+    """Issue 15: 16 events whose documents the database refuses were retried for a minute
+    each, holding all 16 of the consumer's slots; another user's "stop bot" waited 56 s. Now a
+    refused document fails its event at once (counted, in that bot's status), and a payload
+    too deep is refused before any write."""
+    _worker, consumer = running
+    url = stack_env.nats_url
+    secret = "SECRET-POISON-b2c9"
+    victim = bot_doc("victim")
+    publish(url, [("the0.bot.created", {"id": "victim", "config": victim["config"],
+                                         "custom": victim["custom"]})])
+    wait_for(lambda: live_pods(core, restricted_namespace, "victim"), "the victim's pod",
+             timeout=20)
+
+    # What the test server (FerretDB v1.24) refuses although MongoDB 7 stores it — each one
+    # a retry for the whole EVENT_APPLY_DEADLINE before — and a NaN, on which FerretDB drops
+    # the connection (an "outage" to the driver), four of each: 16, one per slot.
+    refused_configs = [{"api_key": secret, "a.b": 1}, {"api_key": secret, "x": {"$schema": 1}},
+                       {"api_key": secret, "m": [[1, 2]]}, {"api_key": secret, "s": "a\x00b"}]
+    poison: list[tuple[str, Any]] = [
+        ("the0.bot.updated", {"id": f"attacker-{n}-{i}", "config": config,
+                              "custom": victim["custom"]})
+        for n, config in enumerate(refused_configs) for i in range(4)]
+    nan = [("the0.bot.created", b'{"id":"attacker-nan-%d","config":{"api_key":"%s","x":NaN}}'
+            % (i, secret.encode())) for i in range(4)]
+    # The issue's 749 bytes: a config nested deeper than MongoDB's 100 levels.
+    deep = [("the0.bot.created", b'{"id":"attacker-deep-%d","config":%s}'
+             % (i, deep_config(120, secret))) for i in range(4)]
+    print(f"a too-deep payload is {len(deep[0][1])} bytes")
+    # A legacy wrapper whose ids disagree, after the stop: applied to data.id, it would
+    # restart the victim with the attacker's config.
+    wrapper = ("the0.bot.updated", {"type": "bot.updated", "entity_id": "attacker-w",
+                                    "data": {"id": "victim", "config": {**victim["config"],
+                                                                        "api_key": secret},
+                                             "custom": victim["custom"]}})
+    stop = ("the0.bot.updated", {"id": "victim", "config": {**victim["config"],
+                                                            "enabled": False},
+                                 "custom": victim["custom"]})
+    sent = time.monotonic()
+    publish(url, [*poison, *nan, *deep, stop, wrapper])
+
+    def stopped() -> bool:
+        return bots.find_one({"id": "victim"})["config"].get("enabled") is False
+    wait_for(stopped, "the victim's stop applied", timeout=90, interval=0.01)
+    delay = time.monotonic() - sent
+    print(f"another user's stop after {len(poison) + len(nan) + len(deep)} poison events: "
+          f"applied {delay:.3f} s after they were published")
+    wait_for(lambda: not pods_by_bot(core, restricted_namespace).get("victim"),
+             "the stopped victim's pod to go", timeout=20)
+    print(f"... its pod gone {time.monotonic() - sent:.2f} s after")
+    assert delay < 1.0, f"the stop waited {delay:.1f} s behind the poison events"
+
+    counts = settled_counts(redis_client, lambda c: c.get("failed:refused", 0) >= 16
+                            and c.get("rejected:ids_disagree", 0) >= 1,
+                            "every poison event counted")
+    assert counts.get("failed:refused") == 16, counts
+    assert counts.get("rejected:not_json") == 4, counts
+    assert counts.get("rejected:too_deep") == 4, counts
+    assert counts.get("rejected:ids_disagree") == 1, counts
+    assert "failed:mongo" not in counts and "crashed" not in counts, counts
+    # Nothing of theirs was written; the victim holds its own (stopped) config.
+    assert bots.count_documents({"id": {"$regex": "^attacker"}}) == 0
+    assert bots.find_one({"id": "victim"}, {"_id": False})["config"] == stop[1]["config"]
+    # Each attacker's status says its event was refused, and why.
+    refused = {d["id"]: d for d in statuses.find({"id": {"$regex": "^attacker"}})}
+    assert sorted(refused) == sorted([m[1]["id"] for m in poison]
+                                     + [f"attacker-nan-{i}" for i in range(4)]
+                                     + [f"attacker-deep-{i}" for i in range(4)]
+                                     + ["attacker-w"])
+    assert {d["phase"] for d in refused.values()} == {"Refused"}
+    assert {d["reason"] for d in refused.values()} == {"refused", "not_json", "too_deep",
+                                                         "ids_disagree"}
+    assert "nested more than 100 levels" in refused["attacker-deep-0"]["last_error"]
+    assert "(code 2)" in refused["attacker-0-0"]["last_error"]
+    assert "(code 1)" in refused["attacker-3-0"]["last_error"]  # FerretDB: NUL in a string
+    victim_status = statuses.find_one({"id": "victim"})
+    assert victim_status is None or victim_status["phase"] != "Refused"
+    # Logged with the bot id, never with the config.
+    output = consumer.output()
+    assert output.count("REFUSED live updated for bot 'attacker-") == 16
+    assert "bot 'attacker-deep-0'" in output and "bot 'attacker-w'" in output
+    assert secret not in output
+    consumer.assert_alive()
+
+
 # --------------------------------------------------------------------------- NATS failures
 def events_check(api: Served) -> dict[str, Any]:
     body = api.get("/readyz").json()
@@ -337,8 +463,20 @@ def test_nats_restarted_mid_run_and_down_at_start(
                                                         "custom": doc["custom"]})])
     wait_for(lambda: live_pods(core, restricted_namespace, "n"),
              "an event after the restart to be acted on", timeout=20)
-    settled_counts(redis_client, lambda c: c.get("applied:created") == 1,
-                   "one applied create counted")
+    # Both consumers receive again: the one that lived through the outage reconnected and
+    # resubscribed (20 messages split over a queue group of two: both get some, but for a
+    # chance of 2 in a million).
+    publish(stack_env.nats_url, [("the0.bot.created", {"id": f"n-{i}", "config": doc["config"],
+                                                        "custom": doc["custom"]})
+                                 for i in range(20)])
+    settled_counts(redis_client, lambda c: c.get("applied:created") == 21,
+                   "21 applied creates counted")
+    since = time.time()
+    wait_for(lambda: drained(redis_client, 2, since=since), "both consumers' counts", timeout=10)
+    per_consumer = {b["name"]: b["counts"].get("applied:created", 0)
+                    for b in heartbeats(redis_client)}
+    assert len(per_consumer) == 2 and all(n > 0 for n in per_consumer.values()), per_consumer
     consumer.assert_alive()
     late.assert_alive()
-    assert "reconnected" in consumer.output() or "connected to" in consumer.output()
+    assert "nats: reconnected to" in consumer.output()
+    assert "nats: connected to" in late.output()
