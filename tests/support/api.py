@@ -66,13 +66,46 @@ def timed_get(served: Served, path: str) -> tuple[httpx.Response, float]:
     return response, time.monotonic() - started
 
 
-def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+Sample = tuple[str, frozenset[tuple[str, str]]]
+
+
+class Page(dict[Sample, float]):
+    """Every sample of a Prometheus text page, and the families the page declares (a family
+    is declared by its HELP/TYPE lines even when it has no sample)."""
+
+    families: frozenset[str] = frozenset()
+
+
+def samples(text: str) -> Page:
     """Every sample of a Prometheus text page (parsed by prometheus_client's own parser)."""
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    families = list(text_string_to_metric_families(text))
+    page = Page({(s.name, frozenset(s.labels.items())): s.value
+                 for family in families for s in family.samples})
+    page.families = frozenset(family.name for family in families)
+    return page
 
 
-def value(page: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-          **labels: str) -> float:
-    """A sample's value, 0.0 when absent (a counter never incremented is not rendered)."""
-    return page.get((name, frozenset(labels.items())), 0.0)
+def value(page: Page, name: str, **labels: str) -> float:
+    """A sample's value; a missing sample fails (an empty page must not satisfy `== 0`)."""
+    key = (name, frozenset(labels.items()))
+    if key not in page:
+        shown = sorted(f"{n}{dict(sorted(ls))}" for n, ls in page if n == name)
+        raise AssertionError(f"no sample {name}{labels} on the page; samples of {name}: "
+                             f"{shown or 'none'}; families: {sorted(page.families)}")
+    return page[key]
+
+
+def sample_or_none(page: Page, name: str, **labels: str) -> float | None:
+    """A sample's value, None while it is absent: for polls that wait for it to appear."""
+    return page.get((name, frozenset(labels.items())))
+
+
+def never_counted(page: Page, name: str, **labels: str) -> bool:
+    """True when the page declares the sample's family but has no such sample: a counter
+    never incremented is not rendered. An empty or foreign page is not that: it fails."""
+    suffixes = ("", "_total", "_count", "_sum", "_bucket", "_created")
+    if not any(name.endswith(s) and name[:len(name) - len(s)] in page.families
+               for s in suffixes):
+        raise AssertionError(f"the page does not declare {name}'s family; families: "
+                             f"{sorted(page.families)}")
+    return (name, frozenset(labels.items())) not in page
