@@ -8,6 +8,7 @@ import zipfile
 from collections.abc import Callable
 from typing import Any
 
+from worker.core.errors import TemporaryError
 from worker.core.planner import Action, ObservedPod, observed_pod
 from worker.reconcile.controller import Controller, LiveBotController
 from worker.reconcile.passes import PassReport
@@ -44,16 +45,32 @@ def bot_doc(bot_id: str, *, runtime: str = "python3.11", code_key: str = CODE_KE
 
 def run_pass(controller: Controller) -> tuple[PassReport, list[str]]:
     """One reconcile pass (either kind) whose per-bot actions run right here, in turn."""
+    report, queued = pass_without_actions(controller)
+    return report, [run_action(controller, action) for action in queued]
+
+
+def pass_without_actions(controller: Controller) -> tuple[PassReport, list[Action]]:
+    """One reconcile pass; the actions it enqueued are returned, not run: their in-flight
+    marks stay taken (as while their tasks wait in the queue) until `run_action` ends them."""
     queued: list[Action] = []
     report = controller.reconcile(enqueue=lambda action, _as_of: queued.append(action))
-    outcomes = []
-    for action in queued:
-        try:
-            outcomes.append(controller.converge(action.bot_id, intent=action.kind.value,
-                                                pod=action.pod_name))
-        finally:
+    return report, queued
+
+
+def run_action(controller: Controller, action: Action) -> str:
+    """One enqueued action, run as the product's action task treats its in-flight mark
+    (worker/tasks/base.py): released once the action ends for good (done, or failed for
+    good); kept when a temporary error propagates, as while its retry waits in the queue."""
+    release = True
+    try:
+        return controller.converge(action.bot_id, intent=action.kind.value,
+                                   pod=action.pod_name)
+    except TemporaryError:
+        release = False
+        raise
+    finally:
+        if release:
             controller.rt.redis.release_inflight(controller.kind.bot_kind.value, action.bot_id)
-    return report, outcomes
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0,

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
 
-from tests.support.bots import bot_doc, cache_sees, run_pass, wait_for
+from tests.support.bots import (
+    bot_doc,
+    cache_sees,
+    pass_without_actions,
+    run_action,
+    run_pass,
+    wait_for,
+)
+from tests.support.watching import bot_of, events_since, list_pods, mark_pod, most_at_once
 from tools.stack.supervisor import Stack
 from worker.core.errors import ReadFailed
-from worker.core.naming import ANNOTATION_BOT_ID, ANNOTATION_CONFIG_HASH, pod_name
+from worker.core.naming import ANNOTATION_BOT_ID, ANNOTATION_CONFIG_HASH
 from worker.core.podstatus import PodHealth
 from worker.reconcile.controller import LiveBotController
+from worker.reconcile.converge import BotBusy
 
 SELECTOR = "managed-by=the0-bot-controller"
 
@@ -124,46 +135,45 @@ def test_disabled_in_any_spelling_means_no_pod_and_disabling_deletes(
 
 
 def test_a_config_change_replaces_in_one_pass_and_never_runs_two_pods(
-        controller: LiveBotController, bots: Any, core: Any, admin_api: Any,
+        controller: LiveBotController, bots: Any, core: Any,
         restricted_namespace: str) -> None:
     bots.insert_one(bot_doc("trader"))
     run_pass(controller)
-    old = core.read_namespaced_pod("bot-trader", restricted_namespace)
-
-    seen: set[str] = set()       # uids that exist right now, per the watch
-    most_at_once = 0
-    stop = threading.Event()
-
-    def watch_pods() -> None:
-        nonlocal most_at_once
-        stream = watch.Watch()
-        for event in stream.stream(client.CoreV1Api(admin_api).list_namespaced_pod,
-                                   restricted_namespace, label_selector=SELECTOR,
-                                   timeout_seconds=30):
-            uid = event["object"].metadata.uid
-            if event["type"] == "DELETED":
-                seen.discard(uid)
-            else:
-                seen.add(uid)
-            most_at_once = max(most_at_once, len(seen))
-            if stop.is_set():
-                stream.stop()
-
-    watcher = threading.Thread(target=watch_pods, daemon=True)
-    watcher.start()
-    time.sleep(0.5)
+    listed, version = list_pods(core, restricted_namespace)  # every change after this is seen
+    [old] = listed
+    # The old pod stays Terminating until the test lets it go: the replace must wait for it.
+    core.patch_namespaced_pod("bot-trader", restricted_namespace,
+                              {"metadata": {"finalizers": ["test.the0.dev/hold"]}})
     bots.update_one({"id": "trader"}, {"$set": {"config.risk": "high"}})
-    report, outcomes = run_pass(controller)
+    replaced: list[Any] = []
+    replace = threading.Thread(target=lambda: replaced.append(run_pass(controller)))
+    replace.start()
+    try:
+        events_since(core, restricted_namespace, version,
+                     until=lambda kind, pod: pod.metadata.uid == old.metadata.uid
+                     and pod.metadata.deletion_timestamp is not None)
+        replace.join(timeout=1.0)  # a replace that does not wait is done within this second
+        assert replace.is_alive(), f"the replace did not wait for the old pod: {replaced}"
+        assert [p.metadata.uid for p in pods_of(core, restricted_namespace).values()] == [
+            old.metadata.uid]
+    finally:
+        core.patch_namespaced_pod("bot-trader", restricted_namespace,
+                                  {"metadata": {"finalizers": None}})
+        replace.join(timeout=30)
+    [(report, outcomes)] = replaced
     assert report.counts["replace"] == 1 and outcomes == ["replaced"]
     new = core.read_namespaced_pod("bot-trader", restricted_namespace)
     assert new.metadata.uid != old.metadata.uid
     assert (new.metadata.annotations[ANNOTATION_CONFIG_HASH]
             != old.metadata.annotations[ANNOTATION_CONFIG_HASH])
-    time.sleep(1)
-    stop.set()
-    core.create_namespaced_config_map(restricted_namespace, {"metadata": {"name": "nudge"}})
-    watcher.join(timeout=35)
-    assert most_at_once == 1, "two pods of one bot existed at the same moment"
+    # Replay the replace from the list's version up to the new pod's creation.
+    events = events_since(core, restricted_namespace, version,
+                          until=lambda kind, pod: kind == "ADDED"
+                          and pod.metadata.uid == new.metadata.uid)
+    order = [(kind, pod.metadata.uid) for kind, pod in events]
+    assert order.index(("DELETED", old.metadata.uid)) < order.index(("ADDED", new.metadata.uid))
+    assert most_at_once(listed, events) == {"trader": 1}, (
+        "two pods of one bot existed at the same moment", order)
     _, second = run_pass(controller)
     assert second == []  # converged in ONE pass
 
@@ -240,31 +250,56 @@ def test_a_terminating_pod_is_waited_for_not_duplicated(
 def test_duplicated_tasks_and_concurrent_reconciles_create_one_pod(
         make_controller: Callable[..., LiveBotController], bots: Any, core: Any,
         restricted_namespace: str) -> None:
-    bots.insert_many([bot_doc(f"dup{i}") for i in range(4)])
-    controllers = [make_controller() for _ in range(6)]
-    results: list[Any] = []
+    ids = [f"dup{i}" for i in range(4)]
+    bots.insert_many([bot_doc(bot_id) for bot_id in ids])
+    controllers = [make_controller() for _ in range(6)]  # six workers' runtimes
+    _, version = list_pods(core, restricted_namespace)
+    results: list[tuple[str, str]] = []  # (bot id, what one converge did)
+    unexpected: list[BaseException] = []
+    gate = threading.Barrier(8)
 
-    def converge_all(c: LiveBotController) -> None:
-        for i in range(4):
-            try:
-                results.append(c.converge(f"dup{i}", intent="create"))
-            except Exception as exc:  # BotBusy: another thread holds the bot
-                results.append(type(exc).__name__)
+    def attempt(c: LiveBotController, bot_id: str, run: Callable[[], str]) -> None:
+        try:
+            results.append((bot_id, run()))
+        except BotBusy:  # another thread holds the bot's lock: the task would retry
+            results.append((bot_id, "busy"))
+        except BaseException as exc:
+            unexpected.append(exc)
+
+    def converge_all(c: LiveBotController) -> None:  # five duplicated tasks of each bot
+        gate.wait()
+        for bot_id in ids:
+            attempt(c, bot_id, partial(c.converge, bot_id, intent="create"))
+
+    def reconcile(c: LiveBotController) -> None:  # two passes, their tasks run at once
+        gate.wait()
+        try:
+            _report, queued = pass_without_actions(c)
+        except BaseException as exc:
+            unexpected.append(exc)
+            return
+        for action in queued:
+            attempt(c, action.bot_id, partial(run_action, c, action))
 
     threads = [threading.Thread(target=converge_all, args=(c,)) for c in controllers]
-    def reconcile(c: LiveBotController) -> None:
-        try:
-            results.append(run_pass(c)[1])
-        except Exception as exc:  # BotBusy again
-            results.append(type(exc).__name__)
-
     threads += [threading.Thread(target=reconcile, args=(c,)) for c in controllers[:2]]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert sorted(pods_of(core, restricted_namespace)) == [f"bot-dup{i}" for i in range(4)]
-    assert sum(r == "created" for r in results if isinstance(r, str)) <= 4
+    assert not any(t.is_alive() for t in threads), "a converge did not finish in 60 s"
+    assert unexpected == [], unexpected
+    for bot_id in ids:
+        did = sorted(outcome for bot, outcome in results if bot == bot_id)
+        assert did.count("created") == 1 and set(did) <= {"created", "nothing", "busy"}, (
+            bot_id, did)
+    assert sorted(pods_of(core, restricted_namespace)) == [f"bot-{bot_id}" for bot_id in ids]
+    # The cluster's own record: each bot's pod was created once, none deleted.
+    events = events_since(core, restricted_namespace, version,
+                          until=mark_pod(core, restricted_namespace, "bot-dup0"))
+    added = sorted(bot_of(pod) for kind, pod in events if kind == "ADDED")
+    assert added == ids and not [e for e in events if e[0] == "DELETED"], [
+        (kind, pod.metadata.name) for kind, pod in events]
 
 
 def test_mongo_stopped_means_no_deletions_and_no_writes(
@@ -326,8 +361,21 @@ def test_a_missing_code_object_is_a_per_bot_error(
     assert status["phase"] == "BackingOff" and "code_not_found" in status["last_error"]
 
 
-def test_pod_names_are_stable_for_awkward_ids() -> None:
-    assert pod_name("Demo_Two.x") == pod_name("Demo_Two.x")
+def test_an_awkward_id_gets_a_stable_sanitised_pod_name(
+        make_controller: Callable[..., LiveBotController], bots: Any, core: Any,
+        restricted_namespace: str) -> None:
+    # (The exact names are pinned in tests/unit/core/test_naming.py.)
+    bots.insert_one(bot_doc("Demo_Two.x"))
+    _, outcomes = run_pass(make_controller())
+    assert outcomes == ["created"]
+    [name] = pods_of(core, restricted_namespace)
+    assert re.fullmatch(r"bot-demo-two-x-[a-z2-7]+", name) and len(name) <= 63, name
+    pod = core.read_namespaced_pod(name, restricted_namespace)
+    assert pod.metadata.annotations[ANNOTATION_BOT_ID] == "Demo_Two.x"
+    # Another worker's runtime, built afresh, derives the same name: nothing to do.
+    report, outcomes = run_pass(make_controller())
+    assert outcomes == [] and sum(report.counts.values()) == 0
+    assert list(pods_of(core, restricted_namespace)) == [name]
 
 
 def test_an_extra_pod_of_a_bot_under_another_name_is_deleted(
