@@ -4,8 +4,11 @@ Pure: no I/O. Names must be a function of the id alone (never of time or order),
 create hits the same name and cannot duplicate a pod.
 
 An id that is already a valid name keeps its readable form ("bot-<id>"). Any other id becomes a
-sanitised prefix plus a 10-character hash of the raw id: distinct ids stay distinct (up to a 50-bit
-hash collision) and the real id travels in the `ANNOTATION_BOT_ID` annotation.
+sanitised prefix plus "-" and a 16-character (80-bit) hash of the raw id, and the real id travels
+in the `ANNOTATION_BOT_ID` annotation. Names are injective over all ids, so a bot author who
+chooses an id cannot name another bot's objects: a readable name never ends like a hashed one
+(an id whose readable name would is hashed too), two readable names differ where their ids do,
+and two hashed names are equal only for a SHA-256 collision in 80 bits.
 """
 
 import base64
@@ -26,13 +29,15 @@ CRONJOB_PREFIX = "schedule-"
 MAX_POD_NAME = 63  # pod hostnames are DNS labels
 MAX_CRONJOB_NAME = 52  # the CronJob controller appends an 11-character job suffix
 MAX_LABEL_VALUE = 63
-HASH_LENGTH = 10
+HASH_LENGTH = 16  # base32: 80 bits
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _NOT_DNS = re.compile(r"[^a-z0-9]+")
 _NOT_LABEL = re.compile(r"[^-A-Za-z0-9_.]+")
 _SECRET_SUFFIX = "-config"
+# How every hashed name ends; a readable name that ends so is hashed instead (injectivity).
+_HASHED_END = re.compile(rf"(?:^|-)[a-z2-7]{{{HASH_LENGTH}}}$")
 
 
 def pod_name(bot_id: str) -> str:
@@ -47,7 +52,8 @@ def cronjob_name(bot_id: str) -> str:
 
 def label_value(bot_id: str) -> str:
     """The id as a label value when valid, else "<sanitised>-<hash>" (or the hash alone)."""
-    if len(bot_id) <= MAX_LABEL_VALUE and _LABEL_VALUE.fullmatch(bot_id):
+    if (len(bot_id) <= MAX_LABEL_VALUE and _LABEL_VALUE.fullmatch(bot_id)
+            and not _HASHED_END.search(bot_id)):
         return bot_id
     budget = MAX_LABEL_VALUE - HASH_LENGTH - 1
     # Label values must start and end alphanumeric.
@@ -62,14 +68,16 @@ def secret_name(pod: str) -> str:
 
 
 def stable_hash(bot_id: str) -> str:
-    """10 lowercase base32 characters of SHA-256(id): DNS-safe, and stable across processes."""
+    """16 lowercase base32 characters (80 bits) of SHA-256(id): DNS-safe, and stable across
+    processes."""
     digest = hashlib.sha256(bot_id.encode("utf-8", "surrogatepass")).digest()
     return base64.b32encode(digest).decode("ascii").lower()[:HASH_LENGTH]
 
 
 def _dns_name(prefix: str, bot_id: str, max_length: int) -> str:
     readable = prefix + bot_id
-    if len(readable) <= max_length and _DNS_LABEL.fullmatch(readable):
+    if (len(readable) <= max_length and _DNS_LABEL.fullmatch(readable)
+            and not _HASHED_END.search(readable)):
         return readable
     budget = max_length - len(prefix) - HASH_LENGTH - 1
     sanitised = _NOT_DNS.sub("-", bot_id.lower())[:budget].strip("-")

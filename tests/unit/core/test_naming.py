@@ -20,7 +20,7 @@ from worker.core.naming import (
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
-HASH = re.compile(r"[a-z2-7]{10}")
+HASH = re.compile(r"[a-z2-7]{16}")
 
 
 def assert_valid_names(bot_id: str) -> None:
@@ -62,7 +62,7 @@ def test_valid_label_values_are_kept(bot_id: str) -> None:
         ("-Leading", "bot-leading-"),
         ("trailing-", "bot-trailing-"),
         ("a__--__b", "bot-a-b-"),
-        ("x" * 60, "bot-" + "x" * 48 + "-"),
+        ("x" * 60, "bot-" + "x" * 42 + "-"),
     ],
 )
 def test_other_ids_get_a_sanitised_prefix_and_a_hash(bot_id: str, readable_part: str) -> None:
@@ -94,14 +94,14 @@ def test_a_hashed_label_value_keeps_its_case_and_trims_bad_ends() -> None:
 
 def test_names_are_pinned_across_releases() -> None:
     # Changing these renames every such pod, i.e. a mass replace: change them deliberately only.
-    assert stable_hash("") == "4oymiquy7q"
-    assert stable_hash("MyBot") == "khiio5moo3"
-    assert pod_name("MyBot") == "bot-mybot-khiio5moo3"
-    assert cronjob_name("MyBot") == "schedule-mybot-khiio5moo3"
+    assert stable_hash("") == "4oymiquy7qobjgx3"
+    assert stable_hash("MyBot") == "khiio5moo3i5jcou"
+    assert pod_name("MyBot") == "bot-mybot-khiio5moo3i5jcou"
+    assert cronjob_name("MyBot") == "schedule-mybot-khiio5moo3i5jcou"
     assert label_value("My Bot!") == "My-Bot-" + stable_hash("My Bot!")
 
 
-def test_the_hash_is_ten_dns_safe_characters() -> None:
+def test_the_hash_is_sixteen_dns_safe_characters() -> None:
     for bot_id in ["", "a", "A", "x" * 1000, "\x00", "\ud800"]:
         digest = stable_hash(bot_id)
         assert len(digest) == HASH_LENGTH and HASH.fullmatch(digest)
@@ -152,3 +152,51 @@ def test_distinct_ids_get_distinct_names() -> None:
 def test_secret_name_derives_from_the_pod_name() -> None:
     assert secret_name("bot-abc") == "bot-abc-config"
     assert secret_name(pod_name("x" * 200)).startswith(pod_name("x" * 200))
+
+
+# --- injectivity: a chosen id can never name another bot's objects ------------------------------
+
+
+def _attacks(victim: str) -> list[str]:
+    """Ids an attacker could choose to land on the victim's names: each hashed name (and label)
+    of the victim with its prefix removed, and variants of case and length."""
+    names = [pod_name(victim).removeprefix("bot-"),
+             cronjob_name(victim).removeprefix("schedule-"), label_value(victim)]
+    return [*names, *(n.upper() for n in names), *(n + "-" for n in names)]
+
+
+@pytest.mark.parametrize("victim", ["MyBot", "", "x" * 60, "my bot", "日本語", "a" * 44,
+                                    "abcdefghijklmnop", "x-abcdefghijklmnop"])
+def test_an_id_chosen_as_another_ids_hashed_name_gets_other_names(victim: str) -> None:
+    for attacker in _attacks(victim):
+        if attacker == victim:
+            continue
+        assert pod_name(attacker) != pod_name(victim), (attacker, victim)
+        assert cronjob_name(attacker) != cronjob_name(victim), (attacker, victim)
+        assert label_value(attacker) != label_value(victim), (attacker, victim)
+        assert secret_name(pod_name(attacker)) != secret_name(pod_name(victim))
+
+
+def test_names_are_injective_over_generated_ids_and_the_attacks_on_them() -> None:
+    # Property: for every pair of distinct ids in a population that holds random ids AND, for
+    # each, the ids that would collide under a scheme that let a readable name look hashed,
+    # names differ. (A population of 30,000; a 50-bit collision is not what is tested: the
+    # hash part is 80 bits, and the construction is what must not collide.)
+    victims = _random_ids(6000)
+    population = sorted(set(victims) | {a for v in victims for a in _attacks(v)})
+    for name_of in (pod_name, cronjob_name, label_value):
+        seen: dict[str, str] = {}
+        for bot_id in population:
+            name = name_of(bot_id)
+            assert seen.setdefault(name, bot_id) == bot_id, (name_of.__name__, bot_id,
+                                                              seen[name])
+
+
+def test_a_readable_name_never_ends_like_a_hashed_one() -> None:
+    # The reason for injectivity: hashed names end in "-" + 16 base32 characters, readable ones
+    # never do (such an id is hashed too).
+    for bot_id in ["abcdefghijklmnop", "a-abcdefghijklmnop", "x" * 16]:
+        assert pod_name(bot_id) != f"bot-{bot_id}"
+        assert label_value(bot_id) != bot_id
+    for bot_id in ["abcdefghijklmno", "abcdefghijklmnop1", "a-bcdefghijklmnop0"]:
+        assert pod_name(bot_id) == f"bot-{bot_id}"
