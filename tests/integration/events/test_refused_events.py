@@ -15,8 +15,9 @@ import orjson
 import pytest
 from celery import Celery
 
-from tests.support.bots import bot_doc
+from tests.support.bots import bot_doc, cache_sees, run_pass
 from worker.core.events import PHASE_REFUSED
+from worker.core.podstatus import PodHealth
 from worker.events import EventConsumer
 from worker.reconcile.controller import LiveBotController
 from worker.runtime import Runtime
@@ -65,9 +66,11 @@ def test_a_known_bots_refused_update_is_in_its_status_at_once_and_after_the_next
     events, sleeps = consumer
     doc = bot_doc("known")
     bots.insert_one(dict(doc))
-    pass_once(controller)
+    run_pass(controller)  # its status (Creating), and its pod created
     before = status_of("known")
     assert before is not None and before["last_error"] == ""
+    cache_sees(controller, lambda pods: any(p.assessment.health is PodHealth.RUNNING
+                                            for p in pods.values()), "the bot's pod running")
 
     # A nested "$schema": MongoDB stores it, the test server (FerretDB) refuses it.
     poison = {**doc["config"], "x": {"$schema": SECRET}}
@@ -80,10 +83,12 @@ def test_a_known_bots_refused_update_is_in_its_status_at_once_and_after_the_next
     assert now is not None and now["phase"] == before["phase"]
     assert now["last_error"].startswith("event the0.bot.updated refused: the database refused")
     assert "(code 2)" in now["last_error"]
-    # The pass rebuilds the status whole: the error is carried (Redis) into it.
+    # The next pass sees the pod running and rebuilds the status whole: the error is carried
+    # (Redis) into it.
     pass_once(controller)
     rebuilt = status_of("known")
-    assert rebuilt is not None and rebuilt["last_error"] == now["last_error"]
+    assert rebuilt is not None and rebuilt["phase"] != before["phase"]
+    assert rebuilt["last_error"] == now["last_error"]
     assert "REFUSED live updated for bot 'known'" in caplog.text
     assert SECRET not in caplog.text and SECRET not in str(rebuilt)
 
