@@ -195,6 +195,8 @@ def test_nan_and_infinity_are_not_json(constant: bytes) -> None:
     (b'{"id":"a","config":{}}', "a"),
     (b'{"config":{"id":"victim"},"id":"me"}', "me"),   # nested ids never count
     (b'{"config":{"id":"victim"}}', ""),
+    (b'{"config":{"a":1,"id":"victim"}}', ""),
+    (b'{"data":{"a":1,"entity_id":"victim"}}', ""),
     (b'{"k":[{"id":"victim"}],"x":1}', ""),
     (b'[{"id":"x"}]', ""),                               # not an object
     (b'{"type":"bot.updated","entity_id":"e1","data":{"id":"zz"}}', "e1"),
