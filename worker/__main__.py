@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from worker.core.errors import The0Error
 from worker.core.planner import Action
+from worker.core.text import printable
 from worker.reconcile.controller import Controller, LiveBotController, ScheduleController
 from worker.runtime import Runtime
 from worker.settings import load_settings
@@ -31,6 +32,12 @@ from worker.settings import load_settings
 
 def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _say(line: str = "", *, flush: bool = False) -> None:
+    """One line for the operator's terminal: bot ids, object names and reasons come from
+    documents and the cluster, so unprintable characters are shown escaped, never sent."""
+    print(printable(line), flush=flush)
 
 
 def controllers(rt: Runtime) -> list[tuple[str, Controller]]:
@@ -43,34 +50,37 @@ def cmd_plan(rt: Runtime) -> int:
         the_plan = controller.plan(observation, now=rt.clock())
         state = observation.state
         objects = observation.objects
-        print(f"{label}: {len(state.desired)} desired, {len(state.disabled)} disabled, "
+        _say(f"{label}: {len(state.desired)} desired, {len(state.disabled)} disabled, "
               f"{len(state.invalid)} invalid, {state.unidentifiable} without a usable id; "
               f"{len(objects)} objects observed")
         if the_plan.actions:
-            print(f"\n{'ACTION':<9} {'BOT':<40} {'OBJECT':<40} REASON")
+            _say()
+            _say(f"{'ACTION':<9} {'BOT':<40} {'OBJECT':<40} REASON")
             for action in the_plan.actions:
                 kind = action.kind.value
                 if label == "scheduled bots" and kind == "replace":
                     kind = "update"  # a CronJob is updated in place
-                print(f"{kind:<9} {_short(action.bot_id, 40):<40} "
+                _say(f"{kind:<9} {_short(action.bot_id, 40):<40} "
                       f"{_short(action.pod_name, 40):<40} {action.reason}")
         for bot_id in the_plan.waiting:
-            print(f"{'wait':<9} {_short(bot_id, 40):<40} (terminating)")
+            _say(f"{'wait':<9} {_short(bot_id, 40):<40} (terminating)")
         for bot_id in the_plan.backing_off:
-            print(f"{'backoff':<9} {_short(bot_id, 40):<40} (delayed after failures)")
+            _say(f"{'backoff':<9} {_short(bot_id, 40):<40} (delayed after failures)")
         for bot_id in the_plan.name_taken:
-            print(f"{'blocked':<9} {_short(bot_id, 40):<40} (its object name is held by an "
+            _say(f"{'blocked':<9} {_short(bot_id, 40):<40} (its object name is held by an "
                   "object that is not this bot's)")
         for obj in the_plan.foreign:
-            print(f"{'foreign':<9} {_short(obj.claimed_id or '-', 40):<40} "
+            _say(f"{'foreign':<9} {_short(obj.claimed_id or '-', 40):<40} "
                   f"{_short(obj.name, 40):<40} left alone: {obj.why}")
         for bot_id, error in sorted(state.invalid.items()):
-            print(f"{'invalid':<9} {_short(bot_id, 40):<40} {error.reason}: {error.detail}")
+            _say(f"{'invalid':<9} {_short(bot_id, 40):<40} {error.reason}: {error.detail}")
         if the_plan.guard_tripped:
-            print(f"\nGUARD: {the_plan.guard_message}")
+            _say()
+            _say(f"GUARD: {the_plan.guard_message}")
         counts = the_plan.counts()
-        print(f"summary ({label}): " + ", ".join(f"{k} {v}" for k, v in counts.items())
-              + " (nothing written)\n")
+        _say(f"summary ({label}): " + ", ".join(f"{k} {v}" for k, v in counts.items())
+              + " (nothing written)")
+        _say()
     return 0
 
 
@@ -84,13 +94,13 @@ def cmd_reconcile(rt: Runtime) -> int:
 
         report = controller.reconcile(enqueue=collect)
         if report.skipped:
-            print(f"{label}: another reconcile pass is running; try again shortly")
+            _say(f"{label}: another reconcile pass is running; try again shortly")
             failures += 1
             continue
-        print(f"{label}: planned {report.counts}; {report.already_in_flight} already in "
+        _say(f"{label}: planned {report.counts}; {report.already_in_flight} already in "
               f"flight; {report.status_writes} status writes")
         if report.guard_message:
-            print(f"GUARD: {report.guard_message}")
+            _say(f"GUARD: {report.guard_message}")
         kind = "live" if label == "live bots" else "scheduled"
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=8) as pool:
@@ -104,10 +114,10 @@ def cmd_reconcile(rt: Runtime) -> int:
                     outcome = f"error: {exc}"
                 finally:
                     rt.redis.release_inflight(kind, action.bot_id)
-                print(f"[{done}/{len(queued)}] {action.kind.value} "
+                _say(f"[{done}/{len(queued)}] {action.kind.value} "
                       f"{_short(action.bot_id, 40)}: {outcome}", flush=True)
-        print(f"{label}: done in {time.monotonic() - started:.1f} s")
-    print(f"{failures} failed")
+        _say(f"{label}: done in {time.monotonic() - started:.1f} s")
+    _say(f"{failures} failed")
     return 1 if failures else 0
 
 

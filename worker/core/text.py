@@ -16,3 +16,10 @@ def excerpt(text: str, *, limit: int) -> str:
     if len(printable) <= limit:
         return printable
     return printable[: limit - len(_ELLIPSIS)] + _ELLIPSIS
+
+
+def printable(text: str) -> str:
+    """`text` for a terminal: every unprintable character (control, format — e.g. a bidi
+    override — line separators, lone surrogates) as its escape (`\\x1b`, `\\u202e`), so an id
+    can neither move the cursor, clear the screen nor hide what follows it."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)

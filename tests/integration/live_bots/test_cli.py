@@ -31,6 +31,23 @@ def test_plan_shows_actions_and_reasons_and_writes_nothing(
     assert core.list_namespaced_pod(restricted_namespace).items == []
 
 
+def test_plan_and_reconcile_print_hostile_ids_escaped(
+        settings_env: dict[str, str], bots: Any, make_controller: Any) -> None:
+    # Ids come from documents: a terminal escape (clear screen), a bidi override and a line
+    # break must reach the operator's terminal as visible escapes, never as control codes.
+    hostile = ["esc\x1b[2Jclear", "rtl\u202egnp.exe", "two\nlines", "bell\x07"]
+    bots.insert_many([bot_doc(bot_id) for bot_id in hostile])
+    for command in ("plan", "reconcile"):
+        result = run_cli(settings_env, command)
+        out = result.stdout + result.stderr
+        assert not any(ch in out for ch in "\x1b\u202e\x07"), (command, out)
+        assert "two\nlines" not in out, (command, out)
+    # plan lists each (invalid: unprintable) id, escaped.
+    shown = run_cli(settings_env, "plan").stdout
+    assert "esc\\x1b[2Jclear" in shown and "rtl\\u202egnp.exe" in shown, shown
+    assert "two\\nlines" in shown, shown
+
+
 def test_reconcile_runs_one_pass_with_progress(
         settings_env: dict[str, str], bots: Any, core: Any, restricted_namespace: str,
         make_controller: Any) -> None:

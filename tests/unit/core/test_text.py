@@ -2,7 +2,7 @@
 
 import pytest
 
-from worker.core.text import excerpt
+from worker.core.text import excerpt, printable
 
 
 def test_short_printable_text_is_unchanged() -> None:
@@ -26,3 +26,16 @@ def test_unprintable_characters_become_question_marks(char: str) -> None:
 
 def test_huge_text_is_cheap_and_bounded() -> None:
     assert len(excerpt("y" * 10_000_000, limit=200)) == 200
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("plain id-1", "plain id-1"),
+    ("esc\x1b[2J", "esc\\x1b[2J"),
+    ("rtl\u202eexe", "rtl\\u202eexe"),
+    ("a\nb\r\t", "a\\nb\\r\\t"),
+    ("\u2028", "\\u2028"),
+    ("lone\ud800", "lone\\ud800"),
+    ("日本語 ✓", "日本語 ✓"),
+])
+def test_printable_shows_control_and_format_characters_as_escapes(text: str, shown: str) -> None:
+    assert printable(text) == shown
