@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from worker.core.buckets import problems as bucket_problems
 from worker.core.errors import The0Error
 from worker.core.planner import Action
 from worker.core.text import printable
@@ -45,6 +46,8 @@ def controllers(rt: Runtime) -> list[tuple[str, Controller]]:
 
 
 def cmd_plan(rt: Runtime) -> int:
+    for problem in bucket_problems(rt.code.bucket_checks()).values():
+        _say(f"BUCKET: {problem}")
     for label, controller in controllers(rt):
         observation = controller.observe()
         the_plan = controller.plan(observation, now=rt.clock())

@@ -31,6 +31,14 @@ def test_plan_shows_actions_and_reasons_and_writes_nothing(
     assert core.list_namespaced_pod(restricted_namespace).items == []
 
 
+def test_plan_names_a_missing_code_bucket_with_the_hint(
+        settings_env: dict[str, str], make_controller: Any) -> None:
+    result = run_cli({**settings_env, "MINIO_BUCKET": "no-such-bucket"}, "plan")
+    assert result.returncode == 0, result.stderr
+    assert ("BUCKET: code bucket 'no-such-bucket' does not exist (MINIO_BUCKET); the0's API "
+            "stores bot code in 'custom-bots': set MINIO_BUCKET=custom-bots") in result.stdout
+
+
 def test_plan_and_reconcile_print_hostile_ids_escaped(
         settings_env: dict[str, str], bots: Any, make_controller: Any) -> None:
     # Ids come from documents: a terminal escape (clear screen), a bidi override and a line
