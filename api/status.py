@@ -37,6 +37,18 @@ def _record(record: Mapping[str, Any] | None, now: float) -> dict[str, Any] | No
             "last_ok_age_s": _age(last_success_at(record), now)}
 
 
+def _held(record: Mapping[str, str], now: float) -> dict[str, Any] | None:
+    if not record:
+        return None
+    try:
+        at: float | None = float(record.get("at", ""))
+    except ValueError:
+        at = None
+    # No bot id here (/status names none): the worker's log says which bot.
+    return {"count": int(record.get("count", "0") or 0), "kind": record.get("kind", ""),
+            "age_s": _age(at, now)}
+
+
 @router.get("/status")
 async def status(reader: Reader, settings: Settings) -> JSONResponse:
     data = await read_health(reader, settings)
@@ -58,6 +70,8 @@ async def status(reader: Reader, settings: Settings) -> JSONResponse:
         "queues": data.queues,
         "unacked": data.unacked,
         "events": "off" if settings.NATS_URL is None else "on",
+        # The global deletion budget held a removal within the last hour (DELETE_BUDGET).
+        "deletions_held": _held(data.deletions_held, now),
         "settings": {"reconcile_interval_s": settings.RECONCILE_INTERVAL,
                      "heartbeat_ttl_s": settings.HEARTBEAT_TTL,
                      "ready_reconcile_intervals": settings.READY_RECONCILE_INTERVALS},

@@ -19,6 +19,8 @@ URLS_SIGNED = f"{PREFIX}:urls-signed"  # hash pod uid → when its Secret's URLs
 # Whole-system coordination.
 RECONCILE_LOCK = f"{PREFIX}:reconcile:lock:{{kind}}"   # one reconcile pass at a time
 CREATE_BUCKET = f"{PREFIX}:ratelimit:create"           # token bucket for pod/cronjob creation
+DELETE_BUCKET = f"{PREFIX}:ratelimit:delete"           # token bucket: removals of bots, global
+DELETIONS_HELD = f"{PREFIX}:deletions:held"            # JSON: the last removal the budget held
 BEAT_LEADER = f"{PREFIX}:beat:leader"                  # the one active beat
 
 # Health (heartbeats with TTLs, read by the api).

@@ -204,6 +204,13 @@ class Settings(BaseSettings):
                                      "pods (and more than MAX_DELETE_MIN) deletes none and "
                                      "reports.")
     MAX_DELETE_MIN: int = Field(10, ge=0, description="Deletions always allowed in one pass.")
+    DELETE_BUDGET: int = Field(
+        200, ge=1, description="Removals (a disabled or deleted bot's pod or CronJob) allowed "
+                               "at once across every path — passes, platform events, single-bot "
+                               "tasks — before DELETE_BUDGET_PER_MINUTE paces them (Redis token "
+                               "bucket). A held removal is retried by the next pass.")
+    DELETE_BUDGET_PER_MINUTE: float = Field(
+        60.0, gt=0, description="Refill of DELETE_BUDGET: removals per minute once it is spent.")
 
     # --- NATS events (python -m worker events) ---------------------------------------------
     NATS_URL: SecretStr | None = Field(

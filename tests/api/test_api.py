@@ -209,3 +209,13 @@ def test_a_missing_code_bucket_is_named_with_the_hint(
             assert state["ok"] and "does not exist" in state["detail"]
     finally:
         heartbeat.stop()
+
+
+def test_status_says_when_the_deletion_budget_held_a_removal(
+        client: TestClient, rt: Runtime) -> None:
+    assert client.get("/status").json()["deletions_held"] is None
+    for bot_id in ("a", "b"):
+        rt.redis.note_deletion_held("live", bot_id, now=time.time(), ttl=60)
+    held = client.get("/status").json()["deletions_held"]
+    assert held["count"] == 2 and held["kind"] == "live" and 0 <= held["age_s"] < 30
+    assert "bot_id" not in json.dumps(held)  # /status names no bot

@@ -122,6 +122,22 @@ class RedisState:
         with _temporary_on_redis_error():
             return float(self._take_token(keys=[keys.CREATE_BUCKET], args=[rate, burst]))
 
+    def take_delete_token(self, *, per_minute: float, burst: float) -> bool:
+        """True when a removal may go ahead now (the global deletion budget had a token)."""
+        with _temporary_on_redis_error():
+            wait = float(self._take_token(keys=[keys.DELETE_BUCKET],
+                                          args=[per_minute / 60.0, burst]))
+        return wait == 0.0
+
+    def note_deletion_held(self, kind: str, bot_id: str, *, now: float, ttl: float) -> None:
+        """The last removal the budget held and how many since the record appeared (/status)."""
+        with _temporary_on_redis_error():
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hincrby(keys.DELETIONS_HELD, "count", 1)
+            pipe.hset(keys.DELETIONS_HELD, mapping={"at": now, "kind": kind, "bot_id": bot_id})
+            pipe.expire(keys.DELETIONS_HELD, int(ttl))
+            pipe.execute()
+
     # --- crash backoff ----------------------------------------------------------------------
     def load_backoff(self, kind: str) -> dict[BotId, Backoff]:
         with _temporary_on_redis_error():

@@ -108,6 +108,11 @@ class TelemetryStore:
 
 
 # =============================================================================== reading
+def _str(raw: bytes | str) -> str:
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+
+
+
 @dataclass(frozen=True, kw_only=True)
 class HealthData:
     """Everything the api shows, read in two round trips."""
@@ -116,6 +121,7 @@ class HealthData:
     queues: dict[str, int] = field(default_factory=dict)
     unacked: int = 0
     metrics: dict[str, dict[bytes, bytes]] = field(default_factory=dict)  # family → hash
+    deletions_held: dict[str, str] = field(default_factory=dict)  # the last removal held back
 
 
 class HealthReader:
@@ -145,6 +151,7 @@ class HealthReader:
             for step in PRIORITY_STEPS:
                 pipe.llen(queue + step)
         pipe.hlen(UNACKED)
+        pipe.hgetall(keys.DELETIONS_HELD)
         if with_metrics:
             for family in self.families:
                 pipe.hgetall(keys.metrics(family.name))
@@ -157,6 +164,7 @@ class HealthReader:
         queues = {queue: sum(int(results.pop(0)) for _ in PRIORITY_STEPS)
                   for queue in self.queues}
         unacked = int(results.pop(0))
+        deletions_held = {_str(k): _str(v) for k, v in results.pop(0).items()}
         metrics = {family.name: dict(results.pop(0)) for family in self.families
                    } if with_metrics else {}
 
@@ -169,4 +177,5 @@ class HealthReader:
                     workers[hostname] = beat
         return HealthData(observed=Observed(workers=workers, heartbeats=beats,
                                             reconciles=reconciles, logs=logs),
-                          queues=queues, unacked=unacked, metrics=metrics)
+                          queues=queues, unacked=unacked, metrics=metrics,
+                          deletions_held=deletions_held)

@@ -43,7 +43,7 @@ PLANNED_ACTIONS = Family(
     "Actions planned by full passes (create, delete, replace, recreate).", ("kind", "action"))
 ACTIONS = Family(
     "the0_actions_total", "counter",
-    "Per-bot tasks by kind, action and outcome (done, noop, failed, retry, error).",
+    "Per-bot tasks by kind, action and outcome (done, noop, failed, held, retry, error).",
     ("kind", "action", "outcome"))
 TASK_RETRIES = Family(
     "the0_task_retries_total", "counter",
@@ -149,6 +149,8 @@ def action_outcome(result: str) -> str:
         return "done"
     if result.startswith("failed"):
         return "failed"
+    if result.startswith("held"):
+        return "held"  # a removal the global deletion budget held back
     return "noop"
 
 

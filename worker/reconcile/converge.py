@@ -21,10 +21,10 @@ from typing import Any
 
 from worker import keys
 from worker.adapters.redis import Held
-from worker.core.bot import BotId
+from worker.core.bot import BotId, BotKind
 from worker.core.desired import desired_state
 from worker.core.errors import InvalidBot, PermanentError, TemporaryError
-from worker.core.planner import Action, ActionKind, next_backoff, plan
+from worker.core.planner import REASON_REMOVED, Action, ActionKind, next_backoff, plan
 from worker.core.podstatus import PodHealth
 from worker.reconcile.kind import Kind, Observation
 from worker.reconcile.passes import with_extra_actions
@@ -97,8 +97,10 @@ def converge(rt: Runtime, kind: Kind, bot_id: str, *, intent: str,
             if not the_plan.actions:
                 record_outcome(rt, bot_kind, the_id, last_error=None)
                 return "backing off" if the_plan.backing_off else "nothing"
-            # 5. act
+            # 5. act (a removal only with a token of the global deletion budget)
             action = the_plan.actions[0]
+            if is_removal(action) and not take_deletion_token(rt, bot_kind, the_id):
+                return "held: deletion budget spent"
             if action.kind is not ActionKind.CREATE and intent == "create":
                 log.info("%s bot %r: queued as create, now needs %s", bot_kind.value, bot_id,
                          action.kind.value)
@@ -128,6 +130,27 @@ def observe_one(rt: Runtime, kind: Kind, bot_id: BotId, names: list[str]) -> Obs
     return Observation(state=state, objects=actual.objects,
                        backoff={bot_id: backoff} if backoff else {}, detail=actual.detail,
                        foreign=actual.foreign)
+
+
+def is_removal(action: Action) -> bool:
+    """A deletion of a bot that should not run (what the mass-deletion guard counts), not the
+    first half of a replace."""
+    return action.kind is ActionKind.DELETE and action.reason == REASON_REMOVED
+
+
+def take_deletion_token(rt: Runtime, bot_kind: BotKind, bot_id: BotId) -> bool:
+    """The global deletion budget, shared by every path to a removal (passes, platform events,
+    single-bot tasks): a runaway — a wiped collection, a flood of delete events — removes at
+    most DELETE_BUDGET bots at once, then DELETE_BUDGET_PER_MINUTE. Held: logged, counted
+    (outcome "held"), recorded for /status; the next pass plans it again."""
+    s = rt.settings
+    if rt.redis.take_delete_token(per_minute=s.DELETE_BUDGET_PER_MINUTE, burst=s.DELETE_BUDGET):
+        return True
+    log.warning("%s bot %r: removal held: the deletion budget (DELETE_BUDGET %d, then %g a "
+                "minute) is spent", bot_kind.value, bot_id, s.DELETE_BUDGET,
+                s.DELETE_BUDGET_PER_MINUTE)
+    rt.redis.note_deletion_held(bot_kind.value, bot_id, now=rt.clock(), ttl=3600)
+    return False
 
 
 def bump_backoff(rt: Runtime, kind: Kind, observation: Observation, bot_id: BotId) -> None:
