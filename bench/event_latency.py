@@ -12,6 +12,10 @@ state observed in Kubernetes:
   create   a pod for the new bot exists (not terminating)
   replace  a pod with a config hash other than the old one exists (not terminating)
   delete   the bot's pod is gone (DELETED)
+`--poison K` publishes K poison events just before the mix (half with a config nested 120
+levels deep, refused before any write; half with a nested array, which the test server refuses
+on write), as one tenant flooding the consumer: the mix's latencies then show what that tenant
+costs everyone else (issue 15; it was a minute per 16 such events).
 Ends with ONE JSON line: events, create_p50_s, create_p95_s, replace_p95_s, delete_p95_s.
 """
 
@@ -99,6 +103,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="events published per second")
     parser.add_argument("--consumers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--poison", type=int, default=0,
+                        help="poison events published just before the mix")
     args = parser.parse_args()
     n, rng = args.bots, random.Random(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="the0-bench-events-"))
@@ -183,6 +189,11 @@ def main() -> int:
 
             async def publish_all() -> None:
                 nc = await nats.connect(servers=[stack.env.nats_url])
+                for i in range(args.poison):
+                    config = (b'{"k":' + b"[" * 120 + b"]" * 120 + b"}" if i % 2 == 0
+                              else b'{"k":[[1,2]]}')
+                    await nc.publish("the0.bot.updated",
+                                     b'{"id":"poison%05d","config":%s}' % (i, config))
                 for subject, bot, body in plan:
                     sent[bot] = time.monotonic()
                     await nc.publish(subject, orjson.dumps(body))
@@ -227,7 +238,8 @@ def main() -> int:
                     proc.kill()
 
     result = {
-        "events": len(plan), "bots": n, "rate_per_s": args.rate, "not_observed": missing,
+        "events": len(plan), "bots": n, "rate_per_s": args.rate, "poison": args.poison,
+        "not_observed": missing,
         "create_p50_s": round(percentile(latencies["create"], 0.5), 3),
         "create_p95_s": round(percentile(latencies["create"], 0.95), 3),
         "replace_p50_s": round(percentile(latencies["replace"], 0.5), 3),
