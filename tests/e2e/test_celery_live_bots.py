@@ -7,15 +7,18 @@ through the broker, as the platform would.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 import pytest
 from celery import Celery
 
 from tests.support.bots import bot_doc, wait_for
+from tests.support.levers import apiserver_rejects_controller
 from tests.support.procs import Proc
 from tests.support.procs_watch import (
     PodCensus,
@@ -238,4 +241,35 @@ def test_a_pod_deleted_by_someone_else_is_replaced_before_the_next_pass(
     assert live_pods(core, restricted_namespace, "bystander")[0].metadata.uid \
         == bystander.metadata.uid
     pods.check()
+    worker.assert_alive()
+
+
+def test_a_task_refused_with_429_waits_retry_after_before_each_retry(
+        start_worker: Start, celery_client: Celery, task_events: TaskEvents, code: str,
+        bots: Any, core: Any, admin_api: Any, controller_api: Any,
+        restricted_namespace: str) -> None:
+    # Its own backoff is 10 ms at most: any longer wait between attempts is the server's
+    # Retry-After (at least 1 s) honoured.
+    worker = start_worker("w1", TASK_RETRY_BASE="10ms", TASK_RETRY_CAP="10ms",
+                          TASK_MAX_RETRIES="30")
+    wait_for_worker(celery_client, worker, "w1")
+    bots.insert_one(bot_doc("patient"))
+    with apiserver_rejects_controller(admin_api, controller_api, restricted_namespace):
+        task_id = celery_client.send_task("bots.create", args=("patient",),
+                                          kwargs={"reason": "missing"}).id
+        wait_for(lambda: worker.assert_alive() or len(
+            task_events.of("task-retried", task_ids={task_id})) >= 3,
+            "three retries of the refused task", timeout=30, interval=0.1)
+    wait_for(lambda: live_pods(core, restricted_namespace, "patient"), "the pod, once accepted",
+             timeout=30)
+    wait_for(lambda: task_events.of("task-succeeded", task_ids={task_id}), "the task to succeed",
+             timeout=15)
+    starts = sorted(e["timestamp"] for e in task_events.of("task-started", task_ids={task_id}))
+    gaps = [round(later - earlier, 3) for earlier, later in pairwise(starts)]
+    delays = [float(d) for d in re.findall(r"bots\.create: retry \d+ in ([0-9.]+) s: "
+                                           r"kubernetes: 429", worker.output())]
+    print(f"attempts {len(starts)}, gaps between them {gaps} s, retry delays {delays} s")
+    assert len(starts) >= 4 and len(delays) >= 3
+    assert all(delay >= 1.0 for delay in delays), delays
+    assert all(gap >= 0.95 for gap in gaps), gaps  # the broker kept each retry back as long
     worker.assert_alive()
