@@ -146,7 +146,7 @@ def cmd_events() -> int:
     from worker.app import create_app
     from worker.events import run_consumer
 
-    settings = load_settings()
+    settings = load_settings(role="events")
     return run_consumer(Runtime(settings), create_app(settings))
 
 

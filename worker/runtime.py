@@ -74,8 +74,8 @@ class Runtime:
     def code(self) -> CodeStore:
         s = self.settings
         return self._once("code", lambda: CodeStore(
-            endpoint=s.MINIO_ENDPOINT, access_key=s.MINIO_ACCESS_KEY.get_secret_value(),
-            secret_key=s.MINIO_SECRET_KEY.get_secret_value(), bucket=s.MINIO_BUCKET,
+            endpoint=s.required("MINIO_ENDPOINT"), access_key=s.required("MINIO_ACCESS_KEY"),
+            secret_key=s.required("MINIO_SECRET_KEY"), bucket=s.MINIO_BUCKET,
             secure=s.MINIO_SECURE, region=s.MINIO_REGION,
             public_endpoint=s.MINIO_PUBLIC_ENDPOINT, state_bucket=s.STATE_BUCKET))
 
@@ -83,8 +83,8 @@ class Runtime:
     def log_store(self) -> LogStore:
         s = self.settings
         return self._once("log-store", lambda: LogStore(
-            endpoint=s.MINIO_ENDPOINT, access_key=s.MINIO_ACCESS_KEY.get_secret_value(),
-            secret_key=s.MINIO_SECRET_KEY.get_secret_value(), bucket=s.LOG_BUCKET,
+            endpoint=s.required("MINIO_ENDPOINT"), access_key=s.required("MINIO_ACCESS_KEY"),
+            secret_key=s.required("MINIO_SECRET_KEY"), bucket=s.LOG_BUCKET,
             secure=s.MINIO_SECURE, region=s.MINIO_REGION,
             pool_size=max(16, s.WORKER_CONCURRENCY * 2)))
 
@@ -102,7 +102,7 @@ class Runtime:
 
         def build() -> BotStore:
             client = self._once("mongo", lambda: BotStore.connect(
-                s.MONGO_URI.get_secret_value(), timeout=s.MONGO_TIMEOUT))
+                s.required("MONGO_URI"), timeout=s.MONGO_TIMEOUT))
             store = BotStore(client, collections_for(kind, bot_runner_db=s.BOT_RUNNER_DB,
                                                      bot_scheduler_db=s.BOT_SCHEDULER_DB))
             store.ensure_indexes()  # once per process: one listIndexes when it exists

@@ -8,6 +8,7 @@ A missing or invalid setting stops start-up with ONE message listing every probl
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from functools import cached_property
@@ -81,16 +82,21 @@ class Settings(BaseSettings):
                                "at once anyway.")
 
     # --- Desired state: MongoDB -------------------------------------------------------------
-    MONGO_URI: SecretStr = Field(description="MongoDB URI (required; may hold a password).")
+    MONGO_URI: SecretStr | None = Field(
+        None, description="MongoDB URI (may hold a password). Required by workers and the events "
+                          "consumer; beat and Flower never read it (ROLE_REQUIRES).")
     BOT_RUNNER_DB: str = Field("bot_runner", description="Database of live bots and bot_status.")
     BOT_SCHEDULER_DB: str = Field("bot_scheduler",
                                   description="Database of bot_schedules and schedule_status.")
     MONGO_TIMEOUT: Duration = Field(30.0, description="Server selection / socket timeout (s).")
 
     # --- Code and logs: object storage ------------------------------------------------------
-    MINIO_ENDPOINT: str = Field(description="host:port of the S3 API (required).")
-    MINIO_ACCESS_KEY: SecretStr = Field(description="S3 access key (required).")
-    MINIO_SECRET_KEY: SecretStr = Field(description="S3 secret key (required).")
+    MINIO_ENDPOINT: str | None = Field(
+        None, description="host:port of the S3 API (required by workers).")
+    MINIO_ACCESS_KEY: SecretStr | None = Field(
+        None, description="S3 access key (required by workers).")
+    MINIO_SECRET_KEY: SecretStr | None = Field(
+        None, description="S3 secret key (required by workers).")
     MINIO_BUCKET: str = Field("the0-custom-bots", description="Bucket of the bots' code zips.")
     MINIO_SECURE: bool = Field(False, description="Use HTTPS to reach MINIO_ENDPOINT.")
     MINIO_REGION: str = Field("us-east-1",
@@ -357,6 +363,15 @@ class Settings(BaseSettings):
         return self
 
     # --- Derived views for the pure core ----------------------------------------------------
+    def required(self, name: str) -> str:
+        """A setting this process's role requires (ROLE_REQUIRES), as plain text; a process
+        started under a role without it stops here with the setting's name."""
+        value = getattr(self, name)
+        if value is None:
+            raise SettingsError(f"invalid configuration: {name} is not set, and this process "
+                                "needs it")
+        return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
     @cached_property
     def resource_policy(self) -> ResourcePolicy:
         return ResourcePolicy(
@@ -431,18 +446,38 @@ class SettingsError(SystemExit):
     """Start-up stops with one message listing every missing or invalid setting."""
 
 
-def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Reads the environment (or `env`) once; `overrides` (e.g. CLI flags) win over it."""
+_MONGO = ("MONGO_URI",)
+_S3 = ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")
+ROLE_REQUIRES: Mapping[str, tuple[str, ...]] = {
+    "worker": _MONGO + _S3,   # passes, per-bot tasks, log collection, `plan`, `reconcile`
+    "events": _MONGO,         # the NATS consumer writes Mongo and enqueues tasks
+    "broker": (),             # beat and Flower talk to the broker (REDIS_URL) only
+}
+"""The credentials each process needs: it starts without the others, and the deployments give
+each only its own (tests/unit/deploy checks both against this)."""
+
+
+def load_settings(env: Mapping[str, str] | None = None, *, role: str = "worker",
+                  **overrides: Any) -> Settings:
+    """Reads the environment (or `env`) once; `overrides` (e.g. CLI flags) win over it.
+    `role` names what this process is (ROLE_REQUIRES): a setting it needs and lacks is
+    reported with every other problem."""
+    source: Mapping[str, Any] = {**(os.environ if env is None else env), **overrides}
+    problems = [f"  - {name}: missing (required by the {role} role)"
+                for name in ROLE_REQUIRES[role] if not str(source.get(name) or "").strip()]
+    settings: Settings | None = None
     try:
         if env is not None:
             values: dict[str, Any] = {k: v for k, v in env.items() if k in Settings.model_fields}
-            return Settings.model_validate({**values, **overrides})
-        return Settings(**overrides)
+            settings = Settings.model_validate({**values, **overrides})
+        else:
+            settings = Settings(**overrides)
     except ValidationError as exc:
-        problems = []
         for error in exc.errors():
             name = ".".join(str(part) for part in error["loc"]) or "settings"
             problem = "missing (required)" if error["type"] == "missing" else error["msg"]
             problems.append(f"  - {name}: {problem}")
+    if problems or settings is None:
         raise SettingsError("invalid configuration, fix these settings:\n"
                             + "\n".join(problems)) from None
+    return settings

@@ -16,6 +16,7 @@ import pytest
 from celery import Celery
 from kubernetes import client
 
+from tests.support.api import BROKER_ROLE_LACKS
 from tests.support.bots import upload_code
 from tests.support.procs import Proc, Procs
 from tests.support.procs_watch import PodCensus, TaskEvents
@@ -94,7 +95,9 @@ def start_worker(procs: Procs) -> Callable[..., Proc]:
 @pytest.fixture
 def start_beat(procs: Procs) -> Callable[..., Proc]:
     def start(**env: str) -> Proc:
-        return procs.start("beat", [CELERY, "-A", "worker", "beat", "--loglevel=INFO"], **env)
+        # As k8s/beat.yaml runs it: the broker-only app, without Mongo or storage credentials.
+        return procs.start("beat", [CELERY, "-A", "worker.broker_app", "beat", "--loglevel=INFO"],
+                           without=BROKER_ROLE_LACKS, **env)
     return start
 
 

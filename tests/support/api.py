@@ -50,11 +50,15 @@ def start_api(procs: Procs, **env: str) -> Served:
     return served
 
 
+BROKER_ROLE_LACKS = ("MONGO_URI", "MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")
+
+
 def start_flower(procs: Procs, *, basic_auth: str, **env: str) -> Served:
     port = free_port()
-    proc = procs.start("flower", [str(BIN / "celery"), "-A", "worker", "flower",
+    # As k8s/flower.yaml runs it: the broker-only app, without Mongo or storage credentials.
+    proc = procs.start("flower", [str(BIN / "celery"), "-A", "worker.broker_app", "flower",
                                   "--address=127.0.0.1", f"--port={port}"],
-                       FLOWER_BASIC_AUTH=basic_auth, **env)
+                       without=BROKER_ROLE_LACKS, FLOWER_BASIC_AUTH=basic_auth, **env)
     served = Served(proc, f"http://127.0.0.1:{port}")
     served.wait_serving("/healthcheck", timeout=60)
     return served

@@ -108,13 +108,18 @@ class Procs:
         self.cwd = cwd
         self.started: list[Proc] = []
 
-    def start(self, name: str, argv: Sequence[str], **env: str) -> Proc:
+    def start(self, name: str, argv: Sequence[str], *, without: Sequence[str] = (),
+              **env: str) -> Proc:
+        """`without`: settings this process must start without (its Deployment lacks them)."""
         taken = {p.name for p in self.started}
         unique, n = name, 1
         while unique in taken:
             n += 1
             unique = f"{name}-{n}"
-        proc = Proc(unique, argv, self.workdir / f"{unique}.log", {**self.env, **env}, self.cwd)
+        leaked = [name for name in without if name in os.environ]
+        assert not leaked, f"the test process's own environment has {leaked}"
+        given = {k: v for k, v in {**self.env, **env}.items() if k not in without}
+        proc = Proc(unique, argv, self.workdir / f"{unique}.log", given, self.cwd)
         self.started.append(proc.start())
         return proc
 

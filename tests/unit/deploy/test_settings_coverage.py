@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from worker.app import QUEUE_BOTS, QUEUE_LOGS, QUEUE_RECONCILE
-from worker.settings import Settings
+from worker.settings import ROLE_REQUIRES, Settings
 
 REPO = Path(__file__).resolve().parents[3]
 K8S = REPO / "k8s"
@@ -20,7 +20,8 @@ OTHER_PROGRAMS = {
     "MONGO_INITDB_ROOT_USERNAME", "MONGO_INITDB_ROOT_PASSWORD",   # the mongo image
     "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD",                     # the minio image
 }
-REQUIRED = {name for name, field in Settings.model_fields.items() if field.is_required()}
+REQUIRED = {name for name, field in Settings.model_fields.items() if field.is_required()} | set(
+    ROLE_REQUIRES["worker"])
 
 
 def documents(name: str) -> list[dict[str, Any]]:
@@ -48,6 +49,18 @@ def test_env_example_sets_known_settings_and_every_required_one() -> None:
     assert set(env) >= REQUIRED
 
 
+# Deployment → the role its process loads settings under, how its command says so, and the
+# Secret keys beyond ROLE_REQUIRES it reads (the broker for all; NATS for the consumer, and for
+# the api only whether it is set; Flower's own login).
+ROLES = {
+    "worker.yaml": ("worker", ["celery", "-A", "worker", "worker"], {"REDIS_URL"}),
+    "events.yaml": ("events", ["python", "-m", "worker", "events"], {"REDIS_URL", "NATS_URL"}),
+    "beat.yaml": ("broker", ["celery", "-A", "worker.broker_app", "beat"], {"REDIS_URL"}),
+    "flower.yaml": ("broker", ["celery", "-A", "worker.broker_app", "flower"],
+                    {"REDIS_URL", "FLOWER_BASIC_AUTH"}),
+}
+
+
 def test_deployments_get_every_secret_key_they_reference_and_no_more() -> None:
     secret_keys = set(documents("secret.yaml")[0]["stringData"])
     for name in ("worker.yaml", "beat.yaml", "events.yaml", "api.yaml", "flower.yaml"):
@@ -57,6 +70,23 @@ def test_deployments_get_every_secret_key_they_reference_and_no_more() -> None:
                       if "valueFrom" in e}
         assert referenced <= secret_keys, name
         assert ("FLOWER_BASIC_AUTH" in referenced) == (name == "flower.yaml"), name
+
+
+def test_each_deployment_holds_exactly_the_credentials_its_role_reads() -> None:
+    # The role's requirements come from the code (ROLE_REQUIRES, enforced by load_settings at
+    # start: tests/unit/worker/test_settings.py); a Deployment gets those and nothing more.
+    secret_keys = set(documents("secret.yaml")[0]["stringData"])
+    config = set(documents("configmap.yaml")[0]["data"])
+    for name, (role, command, extra) in ROLES.items():
+        container = documents(name)[0]["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"][:len(command)] == command, name
+        referenced = {e["valueFrom"]["secretKeyRef"]["key"] for e in container.get("env", [])
+                      if "valueFrom" in e}
+        needed = set(ROLE_REQUIRES[role])
+        assert referenced == (needed & secret_keys) | extra, name
+        assert needed - secret_keys <= config, name  # the rest comes from the ConfigMap
+    api = documents("api.yaml")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert {e["name"] for e in api["env"]} == {"REDIS_URL", "NATS_URL"}
 
 
 def test_worker_consumes_every_queue_the_app_routes_to() -> None:

@@ -91,3 +91,23 @@ def test_bot_placement_settings_are_json() -> None:
     assert s.pod_template.node_selector == {"pool": "bots"}
     empty = load_settings(env={**REQUIRED, "BOT_TOLERATIONS": "", "BOT_NODE_SELECTOR": " "})
     assert empty.pod_template.tolerations == () and empty.pod_template.node_selector == {}
+
+
+def test_each_role_names_every_credential_it_lacks_and_no_other() -> None:
+    base = {"REDIS_URL": "redis://r:6379/0"}
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env=base)  # a worker
+    message = str(caught.value)
+    for name in ("MONGO_URI", "MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"):
+        assert f"{name}: missing (required by the worker role)" in message
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env=base, role="events")
+    assert "MONGO_URI" in str(caught.value) and "MINIO" not in str(caught.value)
+    broker = load_settings(env=base, role="broker")
+    assert broker.MONGO_URI is None and broker.MINIO_SECRET_KEY is None
+
+
+def test_a_missing_credential_stops_whoever_reaches_for_it() -> None:
+    broker = load_settings(env={"REDIS_URL": "redis://r:6379/0"}, role="broker")
+    with pytest.raises(SettingsError, match="MONGO_URI is not set"):
+        broker.required("MONGO_URI")
