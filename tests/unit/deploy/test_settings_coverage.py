@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from worker.app import QUEUE_BOTS, QUEUE_LOGS, QUEUE_RECONCILE
+from worker.core.quantity import parse_quantity
 from worker.settings import ROLE_REQUIRES, Settings
 
 REPO = Path(__file__).resolve().parents[3]
@@ -113,3 +114,20 @@ def test_one_events_consumer_keeps_each_bots_events_in_order() -> None:
     assert [d["kind"] for d in events] == ["Deployment"]  # no PDB that would block drains
     spec = events[0]["spec"]
     assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+
+
+def test_the_limit_range_max_is_the_controllers_ceiling() -> None:
+    (limit_range, quota) = documents("limits.yaml")
+    (container,) = [item for item in limit_range["spec"]["limits"] if item["type"] == "Container"]
+    fields = Settings.model_fields
+    assert parse_quantity(str(container["max"]["memory"])) == parse_quantity(
+        str(fields["MAX_MEMORY_LIMIT"].default))
+    assert parse_quantity(str(container["max"]["cpu"])) == parse_quantity(
+        str(fields["MAX_CPU_LIMIT"].default))
+    assert quota["kind"] == "ResourceQuota" and int(quota["spec"]["hard"]["pods"]) >= 10_000
+    # Every container we ship fits under the LimitRange's max.
+    for name in ("worker.yaml", "beat.yaml", "events.yaml", "api.yaml", "flower.yaml"):
+        for c in documents(name)[0]["spec"]["template"]["spec"]["containers"]:
+            limits = c["resources"]["limits"]
+            assert parse_quantity(str(limits["memory"])) <= parse_quantity("4Gi"), name
+            assert parse_quantity(str(limits["cpu"])) <= parse_quantity("2"), name
