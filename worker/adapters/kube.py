@@ -110,7 +110,7 @@ class KubeClient:
         self.batch = k8s.BatchV1Api(api_client)
         self.observer = observer
         self.list_requests = 0  # requests made by list_*; the benchmark reads it
-        self.log_requests = 0   # container-log reads
+        self.log_requests = 0   # container-log reads (worker/adapters/kubelog.py)
         self.watch_requests = 0
         # resource → the highest resourceVersion a write of this process returned, so a cache
         # can wait until its watch has delivered our own writes (read-your-writes).
@@ -300,38 +300,6 @@ class KubeClient:
             return False
         except Conflict:
             return False  # uid precondition failed: that pod is already gone and replaced
-
-    def read_log(self, pod: str, *, container: str, previous: bool, since: str | None,
-                 limit_bytes: int) -> tuple[bytes, bool]:
-        """One container instance's log with RFC 3339 nano timestamps, from `since` (an RFC
-        3339 second, inclusive) or from its start. Returns (body, truncated): truncated when
-        the body reached `limit_bytes`. The typed client has no `sinceTime`, hence the raw
-        call. 404 → NotFound; 400 (no such instance, e.g. no previous one) → PermanentError."""
-        query: list[tuple[str, Any]] = [("container", container), ("timestamps", "true"),
-                                        ("limitBytes", str(limit_bytes))]
-        if previous:
-            query.append(("previous", "true"))
-        if since:
-            query.append(("sinceTime", since))
-        status = 0
-        self.log_requests += 1
-        try:
-            response = self.api_client.call_api(
-                "/api/v1/namespaces/{namespace}/pods/{name}/log", "GET",
-                path_params={"namespace": self.namespace, "name": pod}, query_params=query,
-                header_params={"Accept": "*/*"}, auth_settings=["BearerToken"],
-                _preload_content=False, _request_timeout=self.timeout, _return_http_data_only=True)
-            status = int(response.status)
-            body = bytes(response.data)
-        except ApiException as exc:
-            status = int(exc.status or 0)
-            raise self._translate(exc) from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise TemporaryError(f"kubernetes get pods/log: {type(exc).__name__}") from None
-        finally:
-            if self.observer is not None:
-                self.observer("get", "pods/log", status)
-        return body, len(body) >= limit_bytes
 
     # ------------------------------------------------------------------ secrets
     def create_owned_secret(self, body: Json) -> None:

@@ -23,6 +23,8 @@ from minio.error import MinioException, S3Error
 
 from worker.core.buckets import BucketCheck
 from worker.core.errors import TemporaryError
+from worker.core.logcursor import META_HWM
+from worker.core.logday import META_DAY
 from worker.core.podspec import SignedUrls, state_object_key
 
 _MISSING = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
@@ -118,23 +120,29 @@ def _expiry(ttl_seconds: float) -> timedelta:
 
 
 # ============================================================================ bot logs
-# S3 has no append. An append is a conditional rewrite of the day object: small objects are
-# read and rewritten (If-Match on the ETag we saw, If-None-Match: * for a new one); objects of
+# S3 has no append. An append is a conditional rewrite of the object it appends to: small objects
+# are read and rewritten (If-Match on the ETag we saw, If-None-Match: * for a new one); objects of
 # at least `copy_threshold` bytes are rebuilt server-side by a multipart upload whose first
 # part(s) copy the existing object (UploadPartCopy, x-amz-copy-source-if-match) and whose last
 # part is the new bytes, completed with If-Match. Either way the client moves at most
 # `copy_threshold` + the new bytes, and a concurrent writer makes the write fail (412) instead
-# of being overwritten. The multipart upload is aborted on any failure; uploads left by a
-# killed worker are swept by `abort_stale_uploads`.
+# of being overwritten. The objects appended to are a day's CURRENT part, which the collector
+# keeps below LOG_PART_BYTES by rotating it out (`archive`: a server-side copy to the next part
+# key, once per part) — so no append re-copies a whole day (worker/core/logday.py). Multipart
+# uploads are aborted on any failure; uploads left by a killed worker are swept by
+# `abort_stale_uploads`.
 
 MIN_PART = 5 * 1024 * 1024
 MAX_COPY_PART = 5 * 1024 * 1024 * 1024
-_HWM_HEADER = "x-amz-meta-the0-hwm"
+_META = "x-amz-meta-"
+_HWM_HEADER = _META + META_HWM
+_DAY_HEADER = _META + META_DAY
 _NDJSON = "application/x-ndjson"
+_Headers = dict[str, str | list[str] | tuple[str]]  # what minio's request calls take
 
 
 class LogWriteConflict(TemporaryError):
-    """The day object changed since we looked at it (another writer): nothing was written."""
+    """The object changed since we looked at it (another writer): nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,7 @@ class ObjectState:
     etag: str
     size: int
     hwm: str | None  # our high-water-mark metadata, raw
+    ledger: str | None = None  # the day's ledger metadata, raw
 
 
 def _copy_ranges(size: int) -> list[tuple[int, int]]:
@@ -151,8 +160,17 @@ def _copy_ranges(size: int) -> list[tuple[int, int]]:
     return [(start, min(size, start + step) - 1) for start in range(0, size, step)]
 
 
+def _meta_headers(hwm: str, ledger: str | None) -> _Headers:
+    headers: _Headers = {"Content-Type": _NDJSON, _HWM_HEADER: hwm}
+    if ledger is not None:
+        headers[_DAY_HEADER] = ledger
+    return headers
+
+
 class LogStore:
-    """The `bot-logs` bucket: conditional appends to day objects, their metadata, cleanup."""
+    """The `bot-logs` bucket: conditional appends, replaces and rotations of log objects, their
+    metadata, cleanup. Counts what it moves (`requests`, `bytes_sent`, `bytes_received`,
+    `bytes_copied` server-side) for tests and benchmarks."""
 
     def __init__(self, *, endpoint: str, access_key: str, secret_key: str, bucket: str,
                  secure: bool, region: str, copy_threshold: int = MIN_PART,
@@ -164,6 +182,9 @@ class LogStore:
         self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key,
                             secure=secure, region=region, http_client=http)
         self.requests = 0  # S3 requests made (the benchmark reads it)
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.bytes_copied = 0
         self.bucket_ready = False  # seen to exist by this process
 
     @contextmanager
@@ -204,76 +225,116 @@ class LogStore:
                 if exc.code in _MISSING:
                     return None
                 raise
-        headers = stat.metadata or {}
-        hwm = next((str(v) for k, v in headers.items() if k.lower() == _HWM_HEADER), None)
-        return ObjectState(etag=str(stat.etag).strip('"'), size=int(stat.size or 0), hwm=hwm)
+        headers = {str(k).lower(): str(v) for k, v in (stat.metadata or {}).items()}
+        return ObjectState(etag=str(stat.etag).strip('"'), size=int(stat.size or 0),
+                           hwm=headers.get(_HWM_HEADER), ledger=headers.get(_DAY_HEADER))
 
-    def read(self, key: str) -> bytes | None:
+    def read(self, key: str, *, expected: ObjectState | None = None) -> bytes | None:
+        """The object's content (None when missing); with `expected`, only if it is still that
+        version (else LogWriteConflict)."""
+        headers: _Headers | None = {"If-Match": expected.etag} if expected is not None else None
         with self._translated("get"):
             try:
-                response = self.client.get_object(self.bucket, key)
+                response = self.client.get_object(self.bucket, key, request_headers=headers)
             except S3Error as exc:
-                if exc.code in _MISSING:
+                if exc.code in _MISSING and expected is None:
                     return None
+                if exc.code in _MISSING:
+                    raise LogWriteConflict(f"s3: get {key}: gone") from None
                 raise
             try:
-                return bytes(response.read())
+                data = bytes(response.read())
             finally:
                 response.close()
                 response.release_conn()
+        self.bytes_received += len(data)
+        return data
 
-    def append(self, key: str, data: bytes, *, expected: ObjectState | None, hwm: str) -> None:
+    def _put(self, key: str, data: bytes, headers: _Headers) -> None:
+        with self._translated("put"):
+            self.client._put_object(self.bucket, key, data, headers=headers)
+        self.bytes_sent += len(data)
+
+    def put(self, key: str, data: bytes, *, expected: ObjectState | None, hwm: str,
+            ledger: str | None = None) -> None:
+        """Replaces the object last seen as `expected` (None: it must not exist) by `data`."""
+        condition: _Headers = ({"If-None-Match": "*"} if expected is None
+                               else {"If-Match": expected.etag})
+        self._put(key, data, {**_meta_headers(hwm, ledger), **condition})
+
+    def append(self, key: str, data: bytes, *, expected: ObjectState | None, hwm: str,
+               ledger: str | None = None) -> None:
         """Appends `data` to the object last seen as `expected` (None: it must not exist),
-        setting its high-water-mark metadata in the same write. LogWriteConflict when the
-        object is no longer what we saw."""
-        headers = {"Content-Type": _NDJSON, _HWM_HEADER: hwm}
+        setting its metadata in the same write. LogWriteConflict when the object is no longer
+        what we saw."""
+        headers = _meta_headers(hwm, ledger)
         if expected is None:
-            with self._translated("put"):
-                self.client._put_object(self.bucket, key, data,
-                                        headers={**headers, "If-None-Match": "*"})
+            self._put(key, data, {**headers, "If-None-Match": "*"})
         elif expected.size < self.copy_threshold:
-            with self._translated("get"):
-                response = self.client.get_object(self.bucket, key,
-                                                  request_headers={"If-Match": expected.etag})
-                try:
-                    existing = bytes(response.read())
-                finally:
-                    response.close()
-                    response.release_conn()
-            with self._translated("put"):
-                self.client._put_object(self.bucket, key, existing + data,
-                                        headers={**headers, "If-Match": expected.etag})
+            existing = self.read(key, expected=expected) or b""
+            self._put(key, existing + data, {**headers, "If-Match": expected.etag})
         else:
-            self._append_multipart(key, data, expected, headers)
+            self._compose(key, key, expected, data, headers, complete_if_match=expected.etag)
 
-    def _append_multipart(self, key: str, data: bytes, expected: ObjectState,
-                          headers: dict[str, str]) -> None:
+    def archive(self, key: str, to_key: str, *, expected: ObjectState | None,
+                extra: bytes = b"") -> None:
+        """Writes the object last seen as `expected` (None: it does not exist), followed by
+        `extra`, to `to_key` (overwriting it: a leftover of an interrupted rotation). The copy
+        is server-side from `copy_threshold` bytes on; it fails (LogWriteConflict) if `key` is
+        no longer what we saw."""
+        headers: _Headers = {"Content-Type": _NDJSON}
+        if expected is None or expected.size == 0:
+            self._put(to_key, extra, headers)
+        elif not extra and expected.size <= MAX_COPY_PART:
+            with self._translated("copy"):
+                response = self.client._execute(
+                    "PUT", self.bucket, to_key,
+                    headers={"x-amz-copy-source": quote(f"/{self.bucket}/{key}"),
+                             "x-amz-copy-source-if-match": expected.etag})
+                if b"<Error>" in (response.data or b"")[:512]:
+                    raise TemporaryError("s3: copy failed")
+            self.bytes_copied += expected.size
+        elif expected.size < self.copy_threshold:
+            existing = self.read(key, expected=expected) or b""
+            self._put(to_key, existing + extra, headers)
+        else:
+            self._compose(to_key, key, expected, extra, headers, complete_if_match=None)
+
+    def _compose(self, key: str, source_key: str, source: ObjectState, data: bytes,
+                 headers: _Headers, *, complete_if_match: str | None) -> None:
+        """`key` := the object `source_key` (as `source`) + `data`, by a multipart upload whose
+        parts copy the source server-side."""
         with self._translated("create multipart upload"):
             upload_id = self.client._create_multipart_upload(self.bucket, key, dict(headers))
         completed = False
         try:
             parts: list[Part] = []
-            source = quote(f"/{self.bucket}/{key}")
-            for number, (start, end) in enumerate(_copy_ranges(expected.size), start=1):
+            copy_source = quote(f"/{self.bucket}/{source_key}")
+            for number, (start, end) in enumerate(_copy_ranges(source.size), start=1):
                 with self._translated("upload part copy"):
                     etag, _ = self.client._upload_part_copy(self.bucket, key, upload_id, number, {
-                        "x-amz-copy-source": source,
-                        "x-amz-copy-source-if-match": expected.etag,
+                        "x-amz-copy-source": copy_source,
+                        "x-amz-copy-source-if-match": source.etag,
                         "x-amz-copy-source-range": f"bytes={start}-{end}"})
                 parts.append(Part(number, str(etag).strip('"')))
-            with self._translated("upload part"):
-                etag = self.client._upload_part(self.bucket, key, data, None, upload_id,
-                                                len(parts) + 1)
-            parts.append(Part(len(parts) + 1, str(etag).strip('"')))
+            self.bytes_copied += source.size
+            if data:
+                with self._translated("upload part"):
+                    etag = self.client._upload_part(self.bucket, key, data, None, upload_id,
+                                                    len(parts) + 1)
+                self.bytes_sent += len(data)
+                parts.append(Part(len(parts) + 1, str(etag).strip('"')))
             body = b"<CompleteMultipartUpload>" + b"".join(
                 f"<Part><PartNumber>{p.part_number}</PartNumber><ETag>\"{p.etag}\"</ETag>"
                 f"</Part>".encode() for p in parts) + b"</CompleteMultipartUpload>"
+            complete_headers: _Headers = {
+                "Content-Type": "application/xml",
+                "Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode()}
+            if complete_if_match is not None:
+                complete_headers["If-Match"] = complete_if_match
             with self._translated("complete multipart upload"):
                 response = self.client._execute(
-                    "POST", self.bucket, key, body=body,
-                    headers={"Content-Type": "application/xml",
-                             "Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode(),
-                             "If-Match": expected.etag},
+                    "POST", self.bucket, key, body=body, headers=complete_headers,
                     query_params={"uploadId": upload_id})
                 if b"<Error>" in (response.data or b"")[:512]:
                     raise TemporaryError("s3: complete multipart upload failed")

@@ -1,7 +1,9 @@
-"""Log collection, the pure part: cursors over kubelet log streams, NDJSON records, day split.
+"""Log collection, the pure part: cursors over kubelet log streams, read line by line.
 
-No I/O, no clock reads: the shell hands in pod status mappings and the raw bytes the kubelet
-logs API returned (`timestamps=true`), and gets back records to append and cursor positions.
+No I/O, no clock reads: the shell hands in pod status mappings and, line by line, the bytes the
+kubelet logs API streams (`timestamps=true`), and gets back the lines to store and cursor
+positions. Nothing here holds a whole read: one line (at most the line limit) and one count per
+distinct second of the read. Records: worker/core/logrecord.py; day objects: logday.py.
 
 The kubelet API (and kwok, which reuses its code) gives a container instance's log filtered by
 `sinceTime` (second granularity, inclusive), every line prefixed with its RFC 3339 nano
@@ -23,12 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.core import naming
+from worker.core import logrecord, naming
 
 CONTAINER = "bot"
 OBJECT_PREFIX = "logs"
@@ -37,6 +39,10 @@ META_HWM = "the0-hwm"
 _FINGERPRINT_CHARS = 64
 # S3 allows 2 KB of user metadata; stay below it with room for the key name.
 META_BUDGET = 1800
+# Distinct seconds one read may span before it stops (the rest follows next pass): bounds the
+# per-second line counts a read keeps to compute its cursor (~100 bytes each).
+MAX_READ_SECONDS = 20_000
+_PREFIX_MAX = 64  # bytes a line's timestamp prefix may take ("2026-11-28T10:00:00.123456789Z ")
 
 _CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z")
 _RFC3339 = re.compile(
@@ -78,41 +84,8 @@ def day_of(ts: str) -> str:
 
 
 # ---------------------------------------------------------------------------- records
-def to_record(ts: str, content: str) -> str:
-    """One NDJSON line (without newline) for one log line.
-
-    A line that is a JSON object keeps its exact text, with "timestamp" added in front when it
-    has none; any other line becomes {"timestamp", "message"}."""
-    text = content.strip()
-    if text.startswith("{") and text.endswith("}"):
-        obj = _json_object(text)
-        if obj is not None:
-            if "timestamp" in obj:
-                return text
-            inner = text[1:-1].strip()
-            head = '{"timestamp":"' + ts + '"'  # canonical: digits, "-", ":", ".", "T", "Z"
-            return head + ("," + text[1:] if inner else "}")
-    return '{"timestamp":"' + ts + '","message":' + json.dumps(
-        content.rstrip("\r"), ensure_ascii=False) + "}"
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(name)  # NaN / Infinity are not JSON
-
-
-def _json_object(text: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def crash_record(*, exit_code: int, ts: str, bot_id: str, pod: str) -> str:
-    """The line appended when a bot container ends with a non-zero exit code."""
-    return json.dumps({"level": "error", "message": f"Bot crashed with exit code {exit_code}",
-                       "exit_code": exit_code, "timestamp": ts, "bot_id": bot_id, "pod": pod},
-                      ensure_ascii=False, separators=(",", ":"))
+# The NDJSON records themselves are written by worker/core/logrecord.py.
+crash_record = logrecord.crash_record
 
 
 def fingerprint(ts: str, content: str) -> str:
@@ -218,6 +191,7 @@ class LogPod:
     uid: str
     last: Instance | None      # the previous instance (lastState.terminated)
     current: Instance | None   # the running or just-terminated instance
+    started: str = ""          # the pod's status.startTime (a bot's pods are read oldest first)
 
     @property
     def stream(self) -> str:
@@ -226,13 +200,14 @@ class LogPod:
     def to_message(self) -> dict[str, Any]:
         return {"bot_id": self.bot_id, "name": self.name, "uid": self.uid,
                 "last": _instance_to_message(self.last),
-                "current": _instance_to_message(self.current)}
+                "current": _instance_to_message(self.current), "started": self.started}
 
     @classmethod
     def from_message(cls, data: Mapping[str, Any]) -> LogPod:
         return cls(bot_id=str(data["bot_id"]), name=str(data["name"]), uid=str(data["uid"]),
                    last=_instance_from_message(data.get("last")),
-                   current=_instance_from_message(data.get("current")))
+                   current=_instance_from_message(data.get("current")),
+                   started=str(data.get("started") or ""))
 
 
 def _instance_to_message(instance: Instance | None) -> dict[str, Any] | None:
@@ -269,7 +244,7 @@ def log_pod(pod: Mapping[str, Any]) -> LogPod | None:
             if last is None and current is None:
                 return None  # never started: nothing to read yet
             return LogPod(bot_id=bot_id, name=str(name), uid=str(uid), last=last,
-                          current=current)
+                          current=current, started=str(status.get("startTime") or ""))
     return None
 
 
@@ -353,32 +328,12 @@ def _crash_done(instance: Instance, position: Position) -> bool:
 # ---------------------------------------------------------------------------- consuming reads
 @dataclass(frozen=True)
 class Line:
+    """One line of a read: its timestamp and (at most the line limit of) its text."""
+
     ts: str
     content: str
-
-
-@dataclass
-class StreamBatch:
-    """New lines of one stream from one or more steps, and the positions they lead to."""
-
-    stream: str
-    start: Position
-    records: list[tuple[str, str]] = field(default_factory=list)  # (ts, NDJSON text)
-    # Position after each record, filled lazily for the few records that end a write.
-    _positions: list[Position | None] = field(default_factory=list)
-    end: Position | None = None
-
-    def position_after(self, count: int) -> Position:
-        """Where the stream is after its first `count` records have been written."""
-        if count == 0:
-            return self.start
-        found = self._positions[count - 1]
-        assert found is not None
-        return found
-
-    @property
-    def final(self) -> Position:
-        return self.end if self.end is not None else self.start
+    cut: int = 0   # bytes of the line not kept (longer than the line limit)
+    size: int = 0  # bytes the bot printed on it (without the newline), cut ones included
 
 
 @dataclass(frozen=True)
@@ -388,217 +343,194 @@ class Mismatch:
     reason: str
 
 
-def parse_body(body: bytes, *, complete: bool) -> tuple[list[Line], Line | None]:
-    """Lines of a logs API response with timestamps. An unterminated last line is a line only
-    when `complete` (the instance ended and the response was not cut by limitBytes); otherwise
-    it is returned apart as the partial tail."""
-    text = body.decode("utf-8", "replace")
-    parts = text.split("\n")
-    tail = parts.pop()  # "" when the body ends with a newline
-    if tail and complete:
-        parts.append(tail)
-        tail = ""
-    lines: list[Line] = []
-    previous_ts = "1970-01-01T00:00:00.000000000Z"
-    for raw in (*parts, tail) if tail else parts:
-        stamp, sep, content = raw.partition(" ")
-        ts = canonical_ts(stamp) if sep else None
-        if ts is None:  # the kubelet always prefixes; keep the line, dated like its neighbour
-            ts, content = previous_ts, raw
-        lines.append(Line(ts, content))
-        previous_ts = ts
-    partial = lines.pop() if tail else None
-    return lines, partial
+@dataclass(frozen=True)
+class Finish:
+    """Where a read leaves its stream, and the crash line to store when the instance ended
+    non-zero (timestamp, record)."""
+
+    position: Position
+    crash: tuple[str, str] | None = None
 
 
-def consume(batch: StreamBatch, step: Step, body: bytes, *, truncated: bool,
-            bot_id: str, pod: str, observed_at: str) -> Position | Mismatch:
-    """Adds the new lines of one read to `batch`; returns the position after them (with the
-    crash line when the instance ended non-zero). `observed_at` dates a crash line whose
-    status has no finishedAt."""
-    start = step.start
-    finished = step.instance.terminated is not None
-    lines, partial = parse_body(body, complete=finished and not truncated)
-    if truncated and partial is not None and start.skip == len(lines) \
-            and len(partial.content) >= _FINGERPRINT_CHARS:
-        # A line longer than what the read limit leaves: ship what fits, skip the rest of it.
-        lines.append(partial)
-        partial = None
-    if truncated and partial is not None and start.skip == len(lines) + 1 and start.since \
-            and fingerprint(partial.ts, partial.content) == start.fp:
-        # We are just past a line cut by the read limit and nothing after it fits in one read
-        # from this second: continue at the next second (the rest of this second is lost).
-        position = replace(start, since=_next_second(start.since), skip=0)
-        batch.end = position
-        return position
-    if start.skip > len(lines):
-        return Mismatch(f"expected at least {start.skip} lines since {start.since}, "
-                        f"got {len(lines)}")
-    if start.skip and start.fp:
-        last = lines[start.skip - 1]
-        if fingerprint(last.ts, last.content) != start.fp:
-            return Mismatch("the last shipped line is not where the cursor says")
-    new = lines[start.skip:]
-    position = start
-    if new:
-        position = _advance(start, lines, len(new))
-        for index, line in enumerate(new):
-            batch.records.append((line.ts, to_record(line.ts, line.content)))
-            is_last = index == len(new) - 1
-            batch._positions.append(position if is_last else None)
-        # Intermediate positions are computed only if a write boundary needs one.
-        _fill_positions(batch, start, lines, len(new))
-    complete = finished and not truncated and partial is None
+def split_lines(chunks: Iterable[bytes], *, keep: int) -> Iterator[tuple[bytes, int, bool]]:
+    """The lines of a byte stream, in order: (the line's first `keep` bytes, how many more it
+    had, whether it ended with a newline). Holds at most one chunk and `keep` bytes of one line,
+    however the stream is shaped (one 8 MiB line, or millions of empty ones)."""
+    pending = bytearray()
+    over = 0
+    for chunk in chunks:
+        parts = chunk.split(b"\n")
+        last = parts.pop()
+        for index, part in enumerate(parts):
+            if index == 0 and (pending or over):
+                room = keep - len(pending)
+                pending += part[:room]
+                yield bytes(pending), over + max(0, len(part) - room), True
+                pending.clear()
+                over = 0
+            elif len(part) <= keep:
+                yield part, 0, True
+            else:
+                yield part[:keep], len(part) - keep, True
+        room = keep - len(pending)  # pending is empty here unless the line goes on
+        pending += last[:room]
+        over += max(0, len(last) - room)
+    if pending or over:
+        yield bytes(pending), over, False
+
+
+def _utf8_prefix(data: bytes) -> bytes:
+    """`data` without a multi-byte character cut in two at its end."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # the start of the last character
+            width = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else \
+                3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 1
+            return data if width <= back else data[:-back]
+    return data
+
+
+class StreamRead:
+    """One read of one container instance (one `Step`), consumed line by line.
+
+    The shell hands in the lines as they arrive (`parse`, then `feed`); lines already shipped
+    (the cursor's `skip`) are checked, not shipped; `position()` is where the stream stands after
+    the last line fed, as a cursor a later read can resume from. Memory: one line and a count per
+    distinct second of the read (a read spanning more than `max_seconds` seconds stops there; the
+    rest follows next pass)."""
+
+    def __init__(self, step: Step, *, line_max: int, max_seconds: int = MAX_READ_SECONDS) -> None:
+        self.step = step
+        self.start = step.start
+        self.line_max = line_max
+        self.max_seconds = max_seconds
+        self.count = 0       # lines fed (the `since` sequence so far)
+        self.shipped = 0     # of which new (past the cursor's skip)
+        self.seconds: dict[str, int] = {}
+        self.last: Line | None = None
+        self.previous_ts = "1970-01-01T00:00:00.000000000Z"
+        self.jump: Position | None = None
+
+    @property
+    def keep(self) -> int:
+        """Bytes of a raw line worth holding: the line limit plus a timestamp prefix."""
+        return self.line_max + _PREFIX_MAX
+
+    @property
+    def shipping(self) -> bool:
+        """Whether the next line fed is a new one (to store) rather than one already shipped."""
+        return self.count >= self.start.skip
+
+    @property
+    def full(self) -> bool:
+        """The read has spanned as many distinct seconds as one read may: stop it here."""
+        return self.shipping and len(self.seconds) >= self.max_seconds
+
+    def parse(self, raw: bytes, cut: int = 0) -> Line:
+        """A raw line of the logs API (`timestamps=true`): "<RFC 3339 nano> <text>". A line
+        without a valid prefix (the kubelet always writes one) is kept whole, dated like the line
+        before it."""
+        space = raw.find(b" ", 0, _PREFIX_MAX)
+        ts = canonical_ts(raw[:space].decode("ascii", "replace")) if space > 0 else None
+        body = raw
+        if ts is None:
+            ts = self.previous_ts
+        else:
+            body = raw[space + 1:]
+        if len(body) > self.line_max:
+            kept = _utf8_prefix(body[:self.line_max])
+            cut += len(body) - len(kept)
+            body = kept
+        self.previous_ts = ts
+        return Line(ts, body.decode("utf-8", "replace"), cut, len(body) + cut)
+
+    def feed(self, line: Line) -> Mismatch | None:
+        """Takes the next line of the read (complete, or a tail `take_tail` accepted)."""
+        index = self.count
+        self.count += 1
+        second = line.ts[:19]
+        self.seconds[second] = self.seconds.get(second, 0) + 1
+        if index < self.start.skip:
+            if index == self.start.skip - 1 and self.start.fp \
+                    and fingerprint(line.ts, line.content) != self.start.fp:
+                return Mismatch("the last shipped line is not where the cursor says")
+            return None
+        self.last = line
+        self.shipped += 1
+        return None
+
+    def take_tail(self, line: Line, *, truncated: bool) -> bool:
+        """Whether the unterminated last line of the read is a line to feed: yes when the
+        instance ended and the read was not cut; yes when it is a line longer than what the read
+        limit leaves (ship what fits, skip the rest of it). When we are just past such a line and
+        nothing after it fits in one read from this second, the stream jumps to the next second
+        (the rest of this second is lost: the only way forward through the API)."""
+        finished = self.step.instance.terminated is not None
+        if finished and not truncated:
+            return True
+        if truncated and self.count == self.start.skip and len(line.content) >= _FINGERPRINT_CHARS:
+            return True
+        if truncated and self.start.since and self.count + 1 == self.start.skip \
+                and fingerprint(line.ts, line.content) == self.start.fp:
+            self.jump = replace(self.start, since=_next_second(self.start.since), skip=0)
+        return False
+
+    def position(self) -> Position:
+        """Where the stream stands after the lines fed so far: sinceTime = the second of the last
+        new line, skip = lines of the read at or after that second."""
+        if self.jump is not None:
+            return self.jump
+        last = self.last
+        if last is None:
+            return self.start
+        since = second_of(last.ts)
+        floor = since[:19]
+        skip = sum(count for second, count in self.seconds.items() if second >= floor)
+        return replace(self.start, since=since, skip=skip, lines=self.start.lines + self.shipped,
+                       fp=fingerprint(last.ts, last.content), done=False)
+
+    def finish(self, *, truncated: bool, partial: bool, bot_id: str, pod: str,
+               observed_at: str) -> Finish | Mismatch:
+        """The end of the read. `truncated`: cut by the read limit (or stopped early);
+        `partial`: an unterminated last line was left unshipped. An instance that ended and was
+        read completely is done; ended non-zero, it gets its crash line (dated by its
+        finishedAt, or when it was observed, never before its last line)."""
+        if self.jump is not None:
+            return Finish(self.jump)
+        if self.count < self.start.skip:
+            return Mismatch(f"expected at least {self.start.skip} lines since "
+                            f"{self.start.since}, got {self.count}")
+        position = self.position()
+        term = self.step.instance.terminated
+        complete = term is not None and not truncated and not partial
+        crash = None
+        if complete and term is not None and term.exit_code != 0 and not position.crash:
+            ts = term.finished_at or observed_at
+            if self.last is not None and position.lines and self.last.ts > ts:
+                ts = self.last.ts  # the crash line ends the instance's log
+            position = replace(position, crash=True)
+            crash = (ts, crash_record(exit_code=term.exit_code, ts=ts, bot_id=bot_id, pod=pod))
+        if complete:
+            position = replace(position, done=True)
+        return Finish(position, crash)
+
+
+def give_up(step: Step, *, bot_id: str, pod: str, observed_at: str) -> Finish:
+    """The instance's log can no longer be read (gone from the node): ship nothing more from it,
+    but still write its crash line, and move past it."""
+    position = step.start
     term = step.instance.terminated
-    if complete and term is not None and term.exit_code != 0 and not position.crash:
-        ts = term.finished_at or observed_at
-        if position.lines and new and new[-1].ts > ts:
-            ts = new[-1].ts  # the crash line ends the instance's log
-        position = replace(position, crash=True)
-        batch.records.append((ts, crash_record(exit_code=term.exit_code, ts=ts, bot_id=bot_id,
-                                               pod=pod)))
-        batch._positions.append(position)
-    if complete:
-        position = replace(position, done=True)
-    batch.end = position
-    return position
-
-
-def give_up(batch: StreamBatch, step: Step, *, bot_id: str, pod: str,
-            observed_at: str) -> Position:
-    """The instance's log can no longer be read (gone from the node): ship nothing more from
-    it, but still write its crash line, and move past it."""
-    position = batch.end if batch.end is not None and batch.end.instance == step.start.instance \
-        else step.start
-    term = step.instance.terminated
+    crash = None
     if term is not None and term.exit_code != 0 and not position.crash:
         ts = term.finished_at or observed_at
         position = replace(position, crash=True)
-        batch.records.append((ts, crash_record(exit_code=term.exit_code, ts=ts, bot_id=bot_id,
-                                               pod=pod)))
-        batch._positions.append(position)
-    position = replace(position, done=True)
-    batch.end = position
-    return position
+        crash = (ts, crash_record(exit_code=term.exit_code, ts=ts, bot_id=bot_id, pod=pod))
+    return Finish(replace(position, done=True), crash)
 
 
 def _next_second(since: str) -> str:
     when = datetime.strptime(since[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
     return datetime.fromtimestamp(when.timestamp() + 1, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _advance(start: Position, lines: Sequence[Line], shipped_new: int) -> Position:
-    """The position after the first `start.skip + shipped_new` lines of a read from
-    `start.since`: sinceTime = second of the last shipped line, skip = shipped lines at or
-    after that second."""
-    upto = start.skip + shipped_new
-    last = lines[upto - 1]
-    since = second_of(last.ts)
-    floor = since[:19]
-    skip = sum(1 for line in lines[:upto] if line.ts[:19] >= floor)
-    return replace(start, since=since, skip=skip, lines=start.lines + shipped_new,
-                   fp=fingerprint(last.ts, last.content), done=False)
-
-
-def _fill_positions(batch: StreamBatch, start: Position, lines: Sequence[Line],
-                    count: int) -> None:
-    # Positions are needed at write boundaries only; computing each is O(lines). Compute the
-    # ones missing lazily here for the (rare) batches that span days; one day costs nothing.
-    if count <= 1:
-        return
-    base = len(batch._positions) - count
-    days = {day_of(line.ts) for line in lines[start.skip:start.skip + count]}
-    if len(days) == 1:
-        return
-    for index in range(count - 1):
-        batch._positions[base + index] = _advance(start, lines, index + 1)
-
-
-# ---------------------------------------------------------------------------- planning writes
-@dataclass(frozen=True)
-class Write:
-    """One append: the records of one day object, and the high-water marks it carries."""
-
-    key: str
-    day: str
-    data: bytes
-    hwm: dict[str, Position]
-    lines: int
-    oldest: str  # earliest timestamp among its records (for the lag figure)
-
-
-def plan_writes(bot_id: str, batches: Iterable[StreamBatch]) -> tuple[list[Write],
-                                                                       dict[str, Position]]:
-    """Appends in ascending day order, and each stream's final position.
-
-    Each write's metadata holds, for every stream it moves, the position up to which that
-    stream is completely written once this write (and the earlier ones) landed, with `seq`
-    bumped by one per write. A crash after any write therefore leaves S3 saying exactly what
-    is already there."""
-    batches = [b for b in batches if b.records or b.end is not None]
-    by_day: dict[str, list[tuple[str, int, str]]] = {}
-    for order, batch in enumerate(batches):
-        for ts, text in batch.records:
-            by_day.setdefault(day_of(ts), []).append((ts, order, text))
-    writes: list[Write] = []
-    seqs = {b.stream: b.start.seq for b in batches}
-    finals: dict[str, Position] = {}
-    for day in sorted(by_day):
-        entries = sorted(by_day[day], key=lambda e: (e[0], e[1]))  # stable by time
-        hwm: dict[str, Position] = {}
-        for batch in batches:
-            done = _written_prefix(batch, day)
-            if done == 0:
-                continue
-            seqs[batch.stream] += 1
-            hwm[batch.stream] = replace(batch.position_after(done), seq=seqs[batch.stream])
-        data = "".join(text + "\n" for _, _, text in entries).encode("utf-8")
-        writes.extend(_split_by_budget(bot_id, day, entries, batches, hwm, data))
-    for batch in batches:
-        if batch.records:
-            seq = seqs[batch.stream]
-        elif replace(batch.final, seq=0, at=0.0) != replace(batch.start, seq=0, at=0.0):
-            seq = batch.start.seq + 1  # moved without lines (e.g. finished): Redis only
-        else:
-            seq = batch.start.seq
-        finals[batch.stream] = replace(batch.final, seq=seq)
-    return writes, finals
-
-
-def _written_prefix(batch: StreamBatch, day: str) -> int:
-    """How many of the batch's records (in stream order) are in days <= `day`, counting only
-    the unbroken prefix: that much of the stream is complete once `day` is written."""
-    count = 0
-    for ts, _ in batch.records:
-        if day_of(ts) > day:
-            break
-        count += 1
-    if count and batch._positions[count - 1] is None:
-        # A boundary whose position was not computed (records out of day order): stop
-        # before it; the last written write carries the full position.
-        while count and batch._positions[count - 1] is None:
-            count -= 1
-    return count
-
-
-def _split_by_budget(bot_id: str, day: str, entries: list[tuple[str, int, str]],
-                     batches: list[StreamBatch], hwm: dict[str, Position],
-                     data: bytes) -> list[Write]:
-    key = object_key(bot_id, day)
-    if len(encode_hwm(hwm)) <= META_BUDGET:
-        return [Write(key=key, day=day, data=data, hwm=hwm, lines=len(entries),
-                      oldest=entries[0][0])]
-    # Too many streams for one metadata header: one write per stream (rare: many job pods).
-    writes = []
-    for order, batch in enumerate(batches):
-        if batch.stream not in hwm:
-            continue
-        mine = [(ts, text) for ts, o, text in entries if o == order]
-        writes.append(Write(key=key, day=day,
-                            data="".join(t + "\n" for _, t in mine).encode("utf-8"),
-                            hwm={batch.stream: hwm[batch.stream]}, lines=len(mine),
-                            oldest=mine[0][0] if mine else ""))
-    return writes
 
 
 # ---------------------------------------------------------------------------- fan-out
@@ -610,7 +542,7 @@ def chunk_pods(pods: Iterable[LogPod], size: int) -> list[list[LogPod]]:
     chunks: list[list[LogPod]] = []
     current: list[LogPod] = []
     for bot_id in sorted(by_bot):
-        group = sorted(by_bot[bot_id], key=lambda p: p.name)
+        group = sorted(by_bot[bot_id], key=lambda p: (p.started, p.name))  # oldest first
         if current and len(current) + len(group) > size:
             chunks.append(current)
             current = []

@@ -57,8 +57,16 @@ EVENTS = Family(
     "the0_events_total", "counter",
     "NATS platform events by outcome: applied:<op>, enqueued, collapsed (a reconcile was "
     "already queued), rejected:<reason>, failed:<what>.", ("outcome",))
+LOG_LINES = Family(
+    "the0_log_lines_total", "counter",
+    "Bot log lines collected, by outcome: stored, dropped (the bot's LOG_BOT_DAILY_BYTES for "
+    "that UTC day was spent), truncated (stored cut to LOG_LINE_MAX_BYTES).", ("outcome",))
+LOG_BYTES = Family(
+    "the0_log_bytes_total", "counter",
+    "Bytes of bot log lines collected, by outcome: stored (NDJSON records written), dropped "
+    "(output of the dropped lines).", ("outcome",))
 SHARED: tuple[Family, ...] = (RECONCILE_DURATION, RECONCILES, PLANNED_ACTIONS, ACTIONS,
-                              TASK_RETRIES, KUBE_REQUESTS, EVENTS)
+                              TASK_RETRIES, KUBE_REQUESTS, EVENTS, LOG_LINES, LOG_BYTES)
 
 _MAX_LABEL = 64
 

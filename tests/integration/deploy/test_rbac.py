@@ -1,6 +1,7 @@
 """Least privilege, proven: the Role in k8s/ grants exactly the API calls the code makes
-(derived from worker/adapters/kube.py and the Kubernetes client's own endpoint table), and the
-controller identity the tests run as holds exactly that Role — nothing else, nowhere else."""
+(derived from worker/adapters/kube.py and kubelog.py and the Kubernetes client's own endpoint
+table), and the controller identity the tests run as holds exactly that Role — nothing else,
+nowhere else."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from tools.stack.paths import REPO_ROOT
 from tools.stack.supervisor import Stack
 
 KUBE_ADAPTER = REPO_ROOT / "worker" / "adapters" / "kube.py"
+# Container logs, streamed (`kube.api_client.call_api(…)` on the KubeClient it is given).
+KUBE_LOG_ADAPTER = REPO_ROOT / "worker" / "adapters" / "kubelog.py"
 Permission = tuple[str, str, str]  # (api group, resource[/subresource], verb)
 
 # Granted ahead of its use (none now). Once kube.py makes such a call, the test below asks
@@ -55,10 +58,28 @@ def permission_of_endpoint(raw_path: str, http: str, where: str) -> Permission:
     return (path["group"] or "", resource, verb)
 
 
+def raw_calls(path: Any) -> set[Permission]:
+    """The permissions of the raw `….call_api("<path>", "<METHOD>", …)` calls in one file."""
+    used: set[Permission] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "call_api" and len(node.args) >= 2
+                and all(isinstance(a, ast.Constant) and isinstance(a.value, str)
+                        for a in node.args[:2])):
+            raw_path, http = (a.value for a in node.args[:2])  # type: ignore[attr-defined]
+            used.add(permission_of_endpoint(raw_path, http, f"{path.name} call_api"))
+    return used
+
+
+def used_by_log_reads() -> set[Permission]:
+    """What the streamed log read (worker/adapters/kubelog.py) calls."""
+    return raw_calls(KUBE_LOG_ADAPTER)
+
+
 def used_by_kube_adapter() -> set[Permission]:
     """Every client method kube.py refers to (`self.core.<method>`, `self.batch.<method>`),
     mapped to its permission; a list method handed to `self._watch(…)` (the one place that
-    passes `watch=True`) also needs `watch`."""
+    passes `watch=True`) also needs `watch`; plus the raw calls of kube.py and kubelog.py."""
     tree = ast.parse(KUBE_ADAPTER.read_text())
     apis: dict[str, type] = {}
     for node in ast.walk(tree):  # self.core = k8s.CoreV1Api(api_client)
@@ -74,13 +95,6 @@ def used_by_kube_adapter() -> set[Permission]:
                 and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"
                 and node.value.attr in apis):
             used.add(permission_of(apis[node.value.attr], node.attr))
-        # A raw `self.api_client.call_api("<path>", "<METHOD>", …)` (e.g. the log read).
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "call_api" and len(node.args) >= 2
-                and all(isinstance(a, ast.Constant) and isinstance(a.value, str)
-                        for a in node.args[:2])):
-            raw_path, http = (a.value for a in node.args[:2])  # type: ignore[attr-defined]
-            used.add(permission_of_endpoint(raw_path, http, "kube.py call_api"))
         # self._watch("pods", self.core.list_namespaced_pod, …): list → watch.
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and node.func.attr == "_watch" and len(node.args) >= 2
@@ -96,7 +110,7 @@ def used_by_kube_adapter() -> set[Permission]:
             for node in ast.walk(function):
                 if isinstance(node, ast.keyword) and node.arg == "watch":
                     raise AssertionError(f"{function.name} passes watch=: route it via _watch")
-    return used
+    return used | raw_calls(KUBE_ADAPTER) | used_by_log_reads()
 
 
 def granted(rules: Iterable[dict[str, Any]]) -> set[Permission]:

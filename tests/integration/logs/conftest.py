@@ -50,3 +50,42 @@ def run_pass(collector: LogCollector) -> list[Any]:
 
     return [collector.collect_chunk([LogPod.from_message(p) for p in pods], pass_id=pass_id)
             for pass_id, pods in chunks]
+
+
+def day_objects(s3: Any, bucket: str, bot_id: str, day: str) -> list[tuple[str, bytes]]:
+    """A day's objects in reading order, as a reader of the layout gets them: parts 1 … N
+    (N from the current part's ledger), then the current part. Missing day: []."""
+    from worker.core import logcursor as lc
+    from worker.core import logday
+
+    current = lc.object_key(bot_id, day)
+    try:
+        stat = s3.stat_object(bucket, current)
+    except Exception as exc:
+        if getattr(exc, "code", "") in ("NoSuchKey", "NoSuchObject", "NotFound"):
+            return []
+        raise
+    meta = {str(k).lower(): str(v) for k, v in (stat.metadata or {}).items()}
+    parts = logday.Ledger.decode(meta.get("x-amz-meta-" + logday.META_DAY)).parts
+    found = []
+    for key in logday.day_keys(bot_id, day, parts):
+        response = s3.get_object(bucket, key)
+        try:
+            found.append((key, bytes(response.read())))
+        finally:
+            response.close()
+            response.release_conn()
+    return found
+
+
+def day_records(s3: Any, bucket: str, bot_id: str, day: str) -> list[dict[str, Any]]:
+    """Every record of a bot's day, across its parts, in order."""
+    import json
+
+    return [json.loads(line) for _, data in day_objects(s3, bucket, bot_id, day)
+            for line in data.decode().splitlines()]
+
+
+def bot_messages(records: list[dict[str, Any]]) -> list[str]:
+    """The messages of the bot's own records (controller records left out)."""
+    return [str(r.get("message")) for r in records if r.get("source") == "bot"]

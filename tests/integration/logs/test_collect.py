@@ -54,11 +54,13 @@ def test_lines_split_by_utc_day_and_json_lines_keep_fields(
     pod.write('{"timestamp":"mine","message":"kept as is"}', ts="2026-11-28T00:00:01.0Z")
     run_pass(make_collector())
     assert shipped(s3, log_bucket, "logs/beta1/20261127.log") == [
-        {"timestamp": "2026-11-27T23:59:59.999999999Z", "message": "late on the first day"}]
+        {"source": "bot", "timestamp": "2026-11-27T23:59:59.999999999Z",
+         "message": "late on the first day"}]
     second = shipped(s3, log_bucket, "logs/beta1/20261128.log")
-    assert second == [{"timestamp": "2026-11-28T00:00:00.000000001Z", "level": "info",
-                       "price": 1.10},
-                      {"timestamp": "mine", "message": "kept as is"}]
+    assert second == [{"source": "bot", "timestamp": "2026-11-28T00:00:00.000000001Z",
+                       "level": "info", "price": 1.10},
+                      {"source": "bot", "timestamp": "2026-11-28T00:00:01.000000000Z",
+                       "message": "kept as is", "bot": {"timestamp": "mine"}}]
     raw = s3.get_object(log_bucket, "logs/beta1/20261128.log").read().decode()
     assert '"price":1.10' in raw  # the bot's own text, not a re-serialisation
 

@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 
 from worker.core import logcursor as lc
+from worker.core import logrecord
 
 T0 = "2026-11-28T10:00:00.000000001Z"
 
 
-def ts(second: int, nanos: int = 0, day: int = 28, hour: int = 10) -> str:
-    minute, sec = divmod(second, 60)
-    return f"2026-11-{day:02d}T{hour:02d}:{minute:02d}:{sec:02d}.{nanos:09d}Z"
+def ts(second: int, nanos: int = 0, day: int = 28, hour: int = 10, minute: int = 0) -> str:
+    extra, sec = divmod(second, 60)
+    return f"2026-11-{day:02d}T{hour:02d}:{minute + extra:02d}:{sec:02d}.{nanos:09d}Z"
 
 
 # ---------------------------------------------------------------------------- a fake kubelet
@@ -45,26 +46,51 @@ def pod(current: lc.Instance | None = None, last: lc.Instance | None = None,
 
 
 def ship(position: lc.Position | None, the_pod: lc.LogPod,
-         files: dict[bool, list[tuple[str, str]]], limit: int = 10**9
+         files: dict[bool, list[tuple[str, str]]], limit: int = 10**9, *, chunk: int = 7,
+         line_max: int = 1 << 20
          ) -> tuple[list[dict[str, Any]], lc.Position | None, list[lc.Mismatch]]:
-    """One collection of one pod: plan, read, consume. Returns records, end position."""
+    """One collection of one pod as the collector runs it: plan, then per step stream the body
+    through `split_lines` in `chunk`-byte pieces, feed the reader, finish. Returns the records
+    and the end position."""
     steps = lc.plan_steps(position, the_pod)
     assert not isinstance(steps, lc.Stale)
     if not steps:
         return [], position, []
-    batch = lc.StreamBatch(the_pod.stream, start=position or steps[0].start)
+    records: list[str] = []
+    end = position
     problems = []
     for step in steps:
         body, truncated = serve(files[step.instance.previous], step.start.since, limit)
-        out = lc.consume(batch, step, body, truncated=truncated, bot_id="bot1", pod="bot-bot1",
-                         observed_at=T0)
+        reader = lc.StreamRead(step, line_max=line_max)
+        pieces = [body[i:i + chunk] for i in range(0, len(body), chunk)]
+        partial = False
+        mismatch = None
+        for raw, cut, ended in lc.split_lines(pieces, keep=reader.keep):
+            line = reader.parse(raw, cut)
+            if not ended and not reader.take_tail(line, truncated=truncated):
+                partial = True
+                break
+            if not reader.shipping:
+                mismatch = reader.feed(line)
+                if mismatch is not None:
+                    break
+                continue
+            assert reader.feed(line) is None
+            records.append(logrecord.bot_record(line.ts, line.content, cut=line.cut))
+        if mismatch is not None:
+            problems.append(mismatch)
+            break
+        out = reader.finish(truncated=truncated, partial=partial, bot_id="bot1", pod="bot-bot1",
+                            observed_at=T0)
         if isinstance(out, lc.Mismatch):
             problems.append(out)
             break
-        if not out.done:
+        if out.crash is not None:
+            records.append(out.crash[1])
+        end = out.position
+        if not out.position.done:
             break
-    records = [json.loads(text) for _, text in batch.records]
-    return records, (batch.end if batch.end is not None else position), problems
+    return [json.loads(text) for text in records], end, problems
 
 
 # ---------------------------------------------------------------------------- timestamps
@@ -92,47 +118,7 @@ def test_second_and_day() -> None:
     assert lc.day_of(T0) == "20261128"
 
 
-# ---------------------------------------------------------------------------- records
-def test_plain_line_becomes_timestamp_and_message() -> None:
-    assert json.loads(lc.to_record(T0, "hello world")) == {"timestamp": T0,
-                                                           "message": "hello world"}
-
-
-@pytest.mark.parametrize("content", ["", "  padded  ", "[1,2]", '"text"', "42", "{not json}",
-                                     '{"a": NaN}', "{", "ünïcødé ✓", 'quote " and \\ back',
-                                     "\x00\x1f control"])
-def test_non_object_lines_are_messages(content: str) -> None:
-    record = json.loads(lc.to_record(T0, content))
-    assert record == {"timestamp": T0, "message": content}
-
-
-def test_trailing_carriage_return_is_dropped() -> None:
-    assert json.loads(lc.to_record(T0, "windows\r"))["message"] == "windows"
-
-
-def test_json_object_keeps_fields_and_gains_timestamp() -> None:
-    text = lc.to_record(T0, '{"level":"info","price":1.10,"big":123456789012345678901234}')
-    assert text.startswith('{"timestamp":"' + T0 + '",')
-    assert '"price":1.10' in text and "123456789012345678901234" in text  # exact text kept
-    assert json.loads(text)["level"] == "info"
-
-
-def test_json_object_with_timestamp_is_kept_verbatim() -> None:
-    line = '{"timestamp": "yesterday", "message": "mine"}'
-    assert lc.to_record(T0, "  " + line + " ") == line
-
-
-def test_empty_json_object() -> None:
-    assert json.loads(lc.to_record(T0, "{}")) == {"timestamp": T0}
-    assert json.loads(lc.to_record(T0, "{ }")) == {"timestamp": T0}
-
-
-def test_crash_record() -> None:
-    record = json.loads(lc.crash_record(exit_code=3, ts=T0, bot_id="b", pod="bot-b"))
-    assert record == {"level": "error", "message": "Bot crashed with exit code 3",
-                      "exit_code": 3, "timestamp": T0, "bot_id": "b", "pod": "bot-b"}
-
-
+# ---------------------------------------------------------------------------- keys
 @pytest.mark.parametrize(("bot_id", "expected"), [
     ("abc123", "logs/abc123/20261128.log"),
     ("Mixed_Case.id-1", "logs/Mixed_Case.id-1/20261128.log"),
@@ -262,30 +248,38 @@ def test_identical_timestamps_are_neither_lost_nor_repeated() -> None:
 
 
 def test_partial_last_line_waits_until_complete() -> None:
-    step = lc.Step(running(), lc.fresh(running(), 0))
-    batch = lc.StreamBatch("u1/bot", start=step.start)
-    body = f"{ts(1)} whole\n{ts(2)} half of a li".encode()
-    position = lc.consume(batch, step, body, truncated=False, bot_id="b", pod="p",
-                          observed_at=T0)
-    assert isinstance(position, lc.Position) and position.lines == 1
-    batch2 = lc.StreamBatch("u1/bot", start=position)
-    body += b"ne\n"
-    position2 = lc.consume(batch2, lc.Step(running(), position), body, truncated=False,
-                           bot_id="b", pod="p", observed_at=T0)
-    assert isinstance(position2, lc.Position)
-    assert [json.loads(t)["message"] for _, t in batch2.records] == ["half of a line"]
+    log = [(ts(1), "whole")]
+    body_tail = f"{ts(2)} half of a li".encode()
+    records, position, _ = ship(None, pod(), {False: log})
+    assert position is not None and position.lines == 1
+    # The unterminated tail of a running instance is not a line yet.
+    step = lc.Step(running(), position)
+    reader = lc.StreamRead(step, line_max=1024)
+    body = f"{ts(1)} whole\n".encode() + body_tail
+    lines = list(lc.split_lines([body], keep=reader.keep))
+    assert [ended for _, _, ended in lines] == [True, False]
+    assert not reader.take_tail(reader.parse(lines[1][0]), truncated=False)
+    records, position, _ = ship(position, pod(), {False: [*log, (ts(2), "half of a line")]})
+    assert [r["message"] for r in records] == ["half of a line"]
 
 
 def test_finished_instance_ships_its_unterminated_last_line_and_crash_line() -> None:
     instance = ended("#0", 0, 9, previous=False, at=ts(30))
     step = lc.Step(instance, lc.fresh(instance, 0))
-    batch = lc.StreamBatch("u1/bot", start=step.start)
-    position = lc.consume(batch, step, f"{ts(1)} a\n{ts(2)} last words".encode(),
-                          truncated=False, bot_id="b", pod="p", observed_at=T0)
-    assert isinstance(position, lc.Position) and position.done and position.crash
-    records = [json.loads(t) for _, t in batch.records]
-    assert [r["message"] for r in records] == ["a", "last words", "Bot crashed with exit code 9"]
-    assert records[-1]["timestamp"] == ts(30) and records[-1]["exit_code"] == 9
+    reader = lc.StreamRead(step, line_max=1024)
+    shipped = []
+    for raw, cut, _ended in lc.split_lines([f"{ts(1)} a\n{ts(2)} last words".encode()],
+                                           keep=reader.keep):
+        line = reader.parse(raw, cut)
+        assert _ended or reader.take_tail(line, truncated=False)
+        assert reader.feed(line) is None
+        shipped.append(line.content)
+    finish = reader.finish(truncated=False, partial=False, bot_id="b", pod="p", observed_at=T0)
+    assert isinstance(finish, lc.Finish) and finish.position.done and finish.position.crash
+    assert shipped == ["a", "last words"] and finish.crash is not None
+    crash = json.loads(finish.crash[1])
+    assert crash["message"] == "Bot crashed with exit code 9" and crash["timestamp"] == ts(30)
+    assert crash["exit_code"] == 9 and crash["source"] == "controller"
 
 
 def test_crash_line_even_when_the_bot_printed_nothing() -> None:
@@ -395,49 +389,65 @@ def test_in_order_logs_are_never_lost(seed: int) -> None:
     assert shipped == [c for _, c in log]
 
 
-# ---------------------------------------------------------------------------- planning writes
-def batch_of(lines: list[tuple[str, str]], stream: str = "u1/bot", seq: int = 0
-             ) -> lc.StreamBatch:
-    start = replace(lc.fresh(running(), seq))
-    batch = lc.StreamBatch(stream, start=start)
-    body, _ = serve(lines, None)
-    lc.consume(batch, lc.Step(running(), start), body, truncated=False, bot_id="b", pod="p",
-               observed_at=T0)
-    return batch
+# ---------------------------------------------------------------------------- streaming
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 64, 4096])
+def test_split_lines_is_independent_of_chunking(chunk: int) -> None:
+    body = b"a\n\nbc\n" + b"x" * 40 + b"\nlast"
+    pieces = [body[i:i + chunk] for i in range(0, len(body), chunk)]
+    assert list(lc.split_lines(pieces, keep=10)) == [
+        (b"a", 0, True), (b"", 0, True), (b"bc", 0, True), (b"x" * 10, 30, True),
+        (b"last", 0, False)]
 
 
-def test_writes_split_by_utc_day_with_marks() -> None:
-    batch = batch_of([(ts(59, hour=23, day=27), "late"), (ts(1, hour=0, day=28), "early")])
-    writes, finals = lc.plan_writes("b", [batch])
-    assert [(w.key, w.lines) for w in writes] == [("logs/b/20261127.log", 1),
-                                                  ("logs/b/20261128.log", 1)]
-    first, second = (w.hwm["u1/bot"] for w in writes)
-    assert (first.lines, first.seq) == (1, 1) and (second.lines, second.seq) == (2, 2)
-    assert finals["u1/bot"].seq == 2 and finals["u1/bot"].lines == 2
-    assert writes[0].data.endswith(b"\n") and writes[0].oldest == ts(59, hour=23, day=27)
+def test_split_lines_keeps_at_most_keep_bytes_of_a_huge_line() -> None:
+    pieces = (b"y" * 65536 for _ in range(128))  # 8 MiB, one line, no newline
+    lines = list(lc.split_lines(pieces, keep=1000))
+    assert lines == [(b"y" * 1000, 8 * 1024 * 1024 - 1000, False)]
 
 
-def test_writes_merge_streams_of_one_bot_in_time_order() -> None:
-    a = batch_of([(ts(1), "a1"), (ts(3), "a3")], stream="ua/bot")
-    b = batch_of([(ts(2), "b2")], stream="ub/bot")
-    writes, _ = lc.plan_writes("b", [a, b])
-    assert len(writes) == 1
-    assert [json.loads(x)["message"] for x in writes[0].data.splitlines()] == ["a1", "b2", "a3"]
-    assert set(writes[0].hwm) == {"ua/bot", "ub/bot"}
+def test_a_line_longer_than_the_line_limit_is_stored_cut() -> None:
+    log = [(ts(1), "é" * 600), (ts(2), "after")]  # 1200 bytes of two-byte characters
+    records, position, _ = ship(None, pod(), {False: log}, line_max=1001)
+    assert records[0]["message"] == "é" * 500 and records[0]["truncated_bytes"] == 200
+    assert [r["message"] for r in records[1:]] == ["after"]
+    again, _, _ = ship(position, pod(), {False: log}, line_max=1001)
+    assert again == []
 
 
-def test_unmoved_stream_keeps_its_sequence() -> None:
-    batch = lc.StreamBatch("u1/bot", start=lc.Position("#0", 0, "s", 2, seq=4))
-    batch.end = batch.start
-    writes, finals = lc.plan_writes("b", [batch])
-    assert writes == [] and finals["u1/bot"].seq == 4
+def test_parse_keeps_a_line_without_a_timestamp_dated_like_the_one_before() -> None:
+    reader = lc.StreamRead(lc.Step(running(), lc.fresh(running(), 0)), line_max=100)
+    first = reader.parse(f"{ts(3)} dated".encode())
+    bare = reader.parse(b"no stamp here")
+    assert (first.ts, first.content) == (ts(3), "dated")
+    assert (bare.ts, bare.content, bare.size) == (ts(3), "no stamp here", 13)
 
 
-def test_many_streams_split_to_fit_metadata() -> None:
-    batches = [batch_of([(ts(i), f"m{i}")], stream=f"{i:036d}/bot") for i in range(30)]
-    writes, _ = lc.plan_writes("b", batches)
-    assert all(len(lc.encode_hwm(w.hwm)) <= lc.META_BUDGET for w in writes)
-    assert sum(w.lines for w in writes) == 30
+def test_a_read_spanning_too_many_seconds_stops_and_resumes() -> None:
+    log = [(ts(i % 60, minute=i // 60), f"l{i}") for i in range(50)]
+    step = lc.Step(running(), lc.fresh(running(), 0))
+    reader = lc.StreamRead(step, line_max=100, max_seconds=20)
+    body, _ = serve(log, None)
+    fed = 0
+    for raw, cut, _ended in lc.split_lines([body], keep=reader.keep):
+        assert reader.feed(reader.parse(raw, cut)) is None
+        fed += 1
+        if reader.full:
+            break
+    assert fed == 20
+    finish = reader.finish(truncated=True, partial=False, bot_id="b", pod="p", observed_at=T0)
+    assert isinstance(finish, lc.Finish) and not finish.position.done
+    records, _, _ = ship(finish.position, pod(), {False: log})
+    assert [r["message"] for r in records] == [f"l{i}" for i in range(20, 50)]
+
+
+def test_position_counts_every_line_at_or_after_the_last_second() -> None:
+    # The clock steps back: the position after "late" must skip the earlier, later-dated lines.
+    log = [(ts(5), "a"), (ts(7), "b"), (ts(6), "late")]
+    _, position, _ = ship(None, pod(), {False: log})
+    assert position is not None and position.since == "2026-11-28T10:00:06Z"
+    assert position.skip == 2  # "b" (10:00:07) and "late" (10:00:06) are served again from :06
+    again, _, _ = ship(position, pod(), {False: [*log, (ts(8), "next")]})
+    assert [r["message"] for r in again] == ["next"]
 
 
 def test_marks_round_trip_and_garbage_claims_nothing() -> None:
