@@ -1,10 +1,10 @@
 # syntax=docker/dockerfile:1
 # One image for every process of the0-k8s; the command picks the role:
 #   celery -A worker worker -Q reconcile,bots,logs     (the worker; default)
-#   celery -A worker beat                               (the schedule)
+#   celery -A worker.broker_app beat                    (the schedule)
 #   python -m worker events                             (NATS events consumer)
 #   uvicorn --factory api.main:create_app --host 0.0.0.0 --port 8000
-#   celery -A worker flower --port=5555
+#   celery -A worker.flower_app flower --port=5555
 #   python3 -m botpod init|sync                         (inside bot pods: INIT_IMAGE)
 # Slim Debian base pinned to a patch release (override with --build-arg PYTHON_IMAGE=...@sha256:…
 # to pin a digest), non-root (uid 10001), no compilers or build tools in the final stage, runs

@@ -128,7 +128,7 @@ def main() -> int:
     celery = str(Path(sys.executable).with_name("celery"))
     children: list[subprocess.Popen[bytes]] = []
     api_port, flower_port = _port("API_PORT", 8000), _port("FLOWER_PORT", 5555)
-    flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"admin:{secrets.token_urlsafe(9)}"
+    flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"admin:{secrets.token_urlsafe(18)}"
     uvicorn = str(Path(sys.executable).with_name("uvicorn"))
     for name, argv, extra in (
             ("worker", [celery, "-A", "worker", "worker", "--loglevel=INFO"], {}),
@@ -136,7 +136,7 @@ def main() -> int:
             ("events", [sys.executable, "-m", "worker", "events"], {}),
             ("api", [uvicorn, "--factory", "api.main:create_app", "--host", "127.0.0.1",
                      "--port", str(api_port)], {}),
-            ("flower", [celery, "-A", "worker", "flower", "--address=127.0.0.1",
+            ("flower", [celery, "-A", "worker.flower_app", "flower", "--address=127.0.0.1",
                         f"--port={flower_port}"], {"FLOWER_BASIC_AUTH": flower_auth})):
         log = (logs / f"{name}.log").open("ab")
         children.append(subprocess.Popen(argv, env={**env, **extra}, stdout=log,

@@ -450,11 +450,34 @@ _MONGO = ("MONGO_URI",)
 _S3 = ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")
 ROLE_REQUIRES: Mapping[str, tuple[str, ...]] = {
     "worker": _MONGO + _S3,   # passes, per-bot tasks, log collection, `plan`, `reconcile`
+    "logs": _S3,              # the log worker: pods/log → S3, no bot document ever read
     "events": _MONGO,         # the NATS consumer writes Mongo and enqueues tasks
     "broker": (),             # beat and Flower talk to the broker (REDIS_URL) only
 }
 """The credentials each process needs: it starts without the others, and the deployments give
 each only its own (tests/unit/deploy checks both against this)."""
+
+
+MIN_FLOWER_PASSWORD = 12
+_PLACEHOLDERS = ("change-me", "changeme", "password", "admin")
+
+
+def flower_login_problem(basic_auth: str) -> str | None:
+    """None when FLOWER_BASIC_AUTH is a usable login (each `user:password` with a password of
+    at least MIN_FLOWER_PASSWORD characters that is no placeholder), else what is wrong — never
+    quoting the value."""
+    if not basic_auth.strip():
+        return "FLOWER_BASIC_AUTH is not set (user:password)"
+    for number, login in enumerate(basic_auth.split(","), start=1):
+        user, _, password = login.partition(":")
+        if not user.strip() or not password:
+            return f"FLOWER_BASIC_AUTH login {number} is not user:password"
+        if len(password) < MIN_FLOWER_PASSWORD:
+            return (f"FLOWER_BASIC_AUTH login {number}: the password is shorter than "
+                    f"{MIN_FLOWER_PASSWORD} characters")
+        if any(word in password.lower() for word in _PLACEHOLDERS):
+            return f"FLOWER_BASIC_AUTH login {number}: the password is a placeholder"
+    return None
 
 
 def load_settings(env: Mapping[str, str] | None = None, *, role: str = "worker",

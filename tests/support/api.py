@@ -56,7 +56,7 @@ BROKER_ROLE_LACKS = ("MONGO_URI", "MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_S
 def start_flower(procs: Procs, *, basic_auth: str, **env: str) -> Served:
     port = free_port()
     # As k8s/flower.yaml runs it: the broker-only app, without Mongo or storage credentials.
-    proc = procs.start("flower", [str(BIN / "celery"), "-A", "worker.broker_app", "flower",
+    proc = procs.start("flower", [str(BIN / "celery"), "-A", "worker.flower_app", "flower",
                                   "--address=127.0.0.1", f"--port={port}"],
                        without=BROKER_ROLE_LACKS, FLOWER_BASIC_AUTH=basic_auth, **env)
     served = Served(proc, f"http://127.0.0.1:{port}")

@@ -41,11 +41,11 @@ def test_the_base_holds_every_object_the_issue_asks_for(stack: Stack) -> None:
         kinds.setdefault(obj["kind"], set()).add(obj["metadata"]["name"])
         if obj["kind"] != "Namespace":
             assert obj["metadata"]["namespace"] == "the0"
-    assert kinds["Deployment"] == {"the0-worker", "the0-beat", "the0-events", "the0-api",
-                                   "the0-flower"}
+    assert kinds["Deployment"] == {"the0-worker", "the0-log-worker", "the0-beat",
+                                   "the0-events", "the0-api", "the0-flower"}
     assert kinds["Service"] == {"the0-api", "the0-flower"}
     assert kinds["PodDisruptionBudget"] == {"the0-worker", "the0-api"}
-    assert kinds["NetworkPolicy"] == {"the0-bots"}
+    assert kinds["NetworkPolicy"] == {"the0-bots", "the0-api", "the0-flower", "the0-redis"}
     assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap",
             "Secret"} <= set(kinds)
     namespace = next(o for o in stack.kustomize_base() if o["kind"] == "Namespace")
@@ -107,7 +107,8 @@ def test_a_weakened_shipped_pod_is_refused(stack: Stack, restricted_namespace: s
 def test_the_bot_network_policy_selects_the_pods_the_controller_generates(stack: Stack) -> None:
     from worker.core import naming
 
-    policy = next(o for o in stack.kustomize_base() if o["kind"] == "NetworkPolicy")
+    policy = next(o for o in stack.kustomize_base()
+                  if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "the0-bots")
     assert policy["spec"]["podSelector"]["matchLabels"] == {naming.LABEL_APP: naming.APP_BOT}
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     assert policy["spec"]["ingress"] == []

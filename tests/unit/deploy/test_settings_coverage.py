@@ -57,7 +57,7 @@ ROLES = {
     "worker.yaml": ("worker", ["celery", "-A", "worker", "worker"], {"REDIS_URL"}),
     "events.yaml": ("events", ["python", "-m", "worker", "events"], {"REDIS_URL", "NATS_URL"}),
     "beat.yaml": ("broker", ["celery", "-A", "worker.broker_app", "beat"], {"REDIS_URL"}),
-    "flower.yaml": ("broker", ["celery", "-A", "worker.broker_app", "flower"],
+    "flower.yaml": ("broker", ["celery", "-A", "worker.flower_app", "flower"],
                     {"REDIS_URL", "FLOWER_BASIC_AUTH"}),
 }
 
@@ -131,3 +131,30 @@ def test_the_limit_range_max_is_the_controllers_ceiling() -> None:
             limits = c["resources"]["limits"]
             assert parse_quantity(str(limits["memory"])) <= parse_quantity("4Gi"), name
             assert parse_quantity(str(limits["cpu"])) <= parse_quantity("2"), name
+
+
+def test_only_the_controllers_pods_reach_redis_and_the_operator_chooses_who_reaches_the_rest(
+        ) -> None:
+    from worker.core.bot import DEFAULT_IMAGES, BotKind, parse_bot
+    from worker.core.podspec import PodTemplateSettings, build_pod
+
+    policies = {d["metadata"]["name"]: d["spec"] for d in documents("networkpolicy.yaml")}
+    redis_from = policies["the0-redis"]["ingress"][0]["from"]
+    (allowed,) = [rule["podSelector"]["matchLabels"] for rule in redis_from]
+
+    def admitted(labels: dict[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in allowed.items())
+
+    for name in ("worker.yaml", "beat.yaml", "events.yaml", "api.yaml", "flower.yaml"):
+        labels = documents(name)[0]["spec"]["template"]["metadata"]["labels"]
+        assert admitted(labels), name
+    bot = parse_bot({"id": "b1", "config": {}, "custom": {
+        "filePath": "b/1.zip", "config": {"runtime": "python3.11"}}}, kind=BotKind.LIVE)
+    pod = build_pod(bot, PodTemplateSettings(namespace="the0", image_map=DEFAULT_IMAGES,
+                                             init_image="the0/the0-k8s:latest"))
+    assert not admitted(pod["metadata"]["labels"])  # a bot never reaches Redis
+    for name, label in (("the0-api", "the0.dev/api-access"),
+                        ("the0-flower", "the0.dev/flower-access")):
+        sources = policies[name]["ingress"][0]["from"]
+        assert all(list((rule.get("podSelector") or rule.get("namespaceSelector"))
+                        ["matchLabels"]) == [label] for rule in sources), name
