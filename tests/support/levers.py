@@ -41,10 +41,26 @@ def revoke_controller(admin_api: Any, namespace: str) -> None:
              "the controller's rights to be gone", timeout=10, interval=0.05)
 
 
+def controller_role_without(stack: Stack, admin_api: Any, namespace: str, *, group: str,
+                            resource: str, verb: str) -> None:
+    """Applies the shipped Role in `namespace` with `verb` on `group/resource` taken out;
+    returns once the authorizer refuses it. `regrant_controller` puts the shipped Role back."""
+    role, binding = stack.controller_rbac(namespace)
+    for rule in role["rules"]:
+        if group in rule["apiGroups"] and resource in rule["resources"]:
+            rule["verbs"] = [v for v in rule["verbs"] if v != verb]
+    role["rules"] = [rule for rule in role["rules"] if rule["verbs"]]
+    stack.kubectl("apply", "-f", "-", input_text=json.dumps(
+        {"apiVersion": "v1", "kind": "List", "items": [role, binding]}))
+    wait_for(lambda: not controller_may(admin_api, namespace, verb, resource, group),
+             f"{verb} {resource} to be refused", timeout=10, interval=0.05)
+
+
 def regrant_controller(stack: Stack, admin_api: Any, namespace: str) -> None:
     stack.grant_controller(namespace)
-    wait_for(lambda: controller_may(admin_api, namespace, "list", "pods"),
-             "the controller's rights to be back", timeout=10, interval=0.05)
+    wait_for(lambda: all(controller_may(admin_api, namespace, *check) for check in (
+        ("list", "pods"), ("list", "jobs", "batch"), ("watch", "pods"))),
+        "the controller's rights to be back", timeout=10, interval=0.05)
 
 
 def etcd_url(stack: Stack) -> str:
