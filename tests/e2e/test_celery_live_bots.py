@@ -27,6 +27,7 @@ from tests.support.procs_watch import (
     ping,
     pods_by_bot,
 )
+from worker import keys
 from worker.core.naming import ANNOTATION_CONFIG_HASH, pod_name
 
 Start = Callable[..., Proc]
@@ -246,7 +247,7 @@ def test_a_pod_deleted_by_someone_else_is_replaced_before_the_next_pass(
 
 def test_a_task_refused_with_429_waits_retry_after_before_each_retry(
         start_worker: Start, celery_client: Celery, task_events: TaskEvents, code: str,
-        bots: Any, core: Any, admin_api: Any, controller_api: Any,
+        bots: Any, core: Any, admin_api: Any, controller_api: Any, redis_client: Any,
         restricted_namespace: str) -> None:
     # Its own backoff is 10 ms at most: any longer wait between attempts is the server's
     # Retry-After (at least 1 s) honoured.
@@ -254,16 +255,21 @@ def test_a_task_refused_with_429_waits_retry_after_before_each_retry(
                           TASK_MAX_RETRIES="30")
     wait_for_worker(celery_client, worker, "w1")
     bots.insert_one(bot_doc("patient"))
+    mark = keys.inflight("live", "patient")
+    redis_client.set(mark, "1", px=900_000)  # sent by a pass: its in-flight mark taken
     with apiserver_rejects_controller(admin_api, controller_api, restricted_namespace):
         task_id = celery_client.send_task("bots.create", args=("patient",),
                                           kwargs={"reason": "missing"}).id
         wait_for(lambda: worker.assert_alive() or len(
             task_events.of("task-retried", task_ids={task_id})) >= 3,
             "three retries of the refused task", timeout=30, interval=0.1)
+        assert redis_client.exists(mark), "the mark must stay while a retry is queued"
     wait_for(lambda: live_pods(core, restricted_namespace, "patient"), "the pod, once accepted",
              timeout=30)
     wait_for(lambda: task_events.of("task-succeeded", task_ids={task_id}), "the task to succeed",
              timeout=15)
+    wait_for(lambda: not redis_client.exists(mark), "the mark released once the task ended",
+             timeout=5)
     starts = sorted(e["timestamp"] for e in task_events.of("task-started", task_ids={task_id}))
     gaps = [round(later - earlier, 3) for earlier, later in pairwise(starts)]
     delays = [float(d) for d in re.findall(r"bots\.create: retry \d+ in ([0-9.]+) s: "
