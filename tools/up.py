@@ -1,10 +1,10 @@
 """`make up`: the whole system on the embedded real stack, in the foreground.
 
-Starts the stack (like `make stack-up`), then a Celery worker, beat and the NATS events
-consumer running as the controller's restricted identity, the health/metrics api (uvicorn)
-and Flower (basic auth from FLOWER_BASIC_AUTH, generated when unset), seeds a few demo bots
-(code zips in S3), prints how to watch them and the api and Flower URLs, and stops everything
-on Ctrl-C.
+Starts the stack (like `make stack-up`), then a Celery worker, a log worker (the `logs`
+queue) and beat and the NATS events consumer running as the controller's restricted identity,
+the health/metrics api (uvicorn) and Flower (basic auth from FLOWER_BASIC_AUTH, generated when
+unset), seeds a few demo bots (code zips in S3), prints how to watch them and the api and
+Flower URLs, and stops everything on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -131,7 +131,11 @@ def main() -> int:
     flower_auth = os.environ.get("FLOWER_BASIC_AUTH") or f"admin:{secrets.token_urlsafe(18)}"
     uvicorn = str(Path(sys.executable).with_name("uvicorn"))
     for name, argv, extra in (
-            ("worker", [celery, "-A", "worker", "worker", "--loglevel=INFO"], {}),
+            # As in k8s/: log collection in a worker of its own (the only one on `logs`).
+            ("worker", [celery, "-A", "worker", "worker", "-Q", "reconcile,bots",
+                        "--loglevel=INFO", "-n", "worker@%h"], {}),
+            ("log-worker", [celery, "-A", "worker.log_app", "worker", "-Q", "logs",
+                            "--loglevel=INFO", "-n", "logs@%h"], {}),
             ("beat", [celery, "-A", "worker", "beat", "--loglevel=INFO"], {}),
             ("events", [sys.executable, "-m", "worker", "events"], {}),
             ("api", [uvicorn, "--factory", "api.main:create_app", "--host", "127.0.0.1",

@@ -185,3 +185,59 @@ def test_the_controller_identity_is_allowed_what_the_role_grants(
     answer = stack.kubectl("auth", "can-i", verb, *resource.split(), "-n", namespace,
                            kubeconfig=stack.env.controller_kubeconfig, check=False).strip()
     assert answer == "yes", f"{verb} {resource}: {answer}"
+
+
+# --------------------------------------------------------------------------- the log worker
+LOG_COLLECTOR = REPO_ROOT / "worker" / "log_collector.py"
+# Runs in the main worker (under the controller's Role), just before it deletes a pod.
+MAIN_WORKER_ONLY = {"collect_before_delete"}
+
+
+def kube_method_permissions() -> dict[str, set[Permission]]:
+    """KubeClient method → the permissions its body's `self.core.…` / `self.batch.…` calls
+    need."""
+    tree = ast.parse(KUBE_ADAPTER.read_text())
+    found: dict[str, set[Permission]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name == "KubeClient":
+            for method in node.body:
+                if not isinstance(method, ast.FunctionDef):
+                    continue
+                found[method.name] = {
+                    permission_of({"core": client.CoreV1Api, "batch": client.BatchV1Api}[
+                        sub.value.attr], sub.attr)
+                    for sub in ast.walk(method) if isinstance(sub, ast.Attribute)
+                    and isinstance(sub.value, ast.Attribute)
+                    and isinstance(sub.value.value, ast.Name) and sub.value.value.id == "self"
+                    and sub.value.attr in ("core", "batch")}
+    return found
+
+
+def used_by_log_worker() -> set[Permission]:
+    """What the log worker's tasks call: the KubeClient methods LogCollector uses
+    (`self.rt.kube.<method>`, outside MAIN_WORKER_ONLY) and the streamed log read."""
+    per_method = kube_method_permissions()
+    used = used_by_log_reads()
+    for node in ast.walk(ast.parse(LOG_COLLECTOR.read_text())):
+        if isinstance(node, ast.FunctionDef) and node.name not in MAIN_WORKER_ONLY:
+            for sub in ast.walk(node):
+                if (isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Attribute)
+                        and sub.value.attr == "kube" and sub.attr in per_method):
+                    used |= per_method[sub.attr]
+    return used
+
+
+def test_the_log_workers_role_grants_exactly_what_log_collection_calls(stack: Stack) -> None:
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in stack.kustomize_base()}
+    role = objects["Role", "the0-log-collector"]
+    binding = objects["RoleBinding", "the0-log-collector"]
+    rules = granted(role["rules"])
+    used = used_by_log_worker()
+    assert used == {("", "pods", "list"), ("", "pods/log", "get")}  # the derivation works
+    assert rules == used
+    assert rules <= granted(objects["Role", "the0-controller"]["rules"])
+    assert binding["roleRef"]["name"] == "the0-log-collector"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "the0-log-collector",
+                                    "namespace": "the0"}]
+    deployment = objects["Deployment", "the0-log-worker"]["spec"]["template"]["spec"]
+    assert deployment["serviceAccountName"] == "the0-log-collector"

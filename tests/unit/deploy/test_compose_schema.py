@@ -18,7 +18,8 @@ from jsonschema import Draft202012Validator
 REPO = Path(__file__).resolve().parents[3]
 SCHEMA = json.loads((REPO / "tests" / "support" / "schemas" / "compose-spec.json").read_text())
 SERVERS = {"redis", "mongo", "minio", "nats", "k3s"}
-CONTROLLER = {"worker", "beat", "api", "flower", "events"}
+CONTROLLER = {"worker", "log-worker", "beat", "api", "flower", "events"}
+KUBE_CLIENTS = {"worker", "log-worker"}  # the processes that call Kubernetes
 ONE_SHOTS = {"minio-buckets", "kubeconfig"}
 # The events consumer has no health signal of its own yet (its NATS subscription is the work).
 WITHOUT_HEALTHCHECK = {"events"}
@@ -86,10 +87,12 @@ def test_the_controller_reads_the_kubeconfig_k3s_wrote() -> None:
     env = dict(line.split("=", 1) for line in (REPO / ".env.example").read_text().splitlines()
                if line and not line.startswith("#"))
     mount = next(v for v in services["worker"]["volumes"] if v.startswith("kubeconfig:"))
-    # Only the worker calls Kubernetes; the k3s admin kubeconfig stays out of the others.
-    assert all("volumes" not in services[name] for name in CONTROLLER - {"worker"})
-    assert services["worker"]["depends_on"]["kubeconfig"]["condition"] == (
-        "service_completed_successfully")
+    # Only the workers call Kubernetes; the k3s admin kubeconfig stays out of the others.
+    assert all("volumes" not in services[name] for name in CONTROLLER - KUBE_CLIENTS)
+    for name in KUBE_CLIENTS:
+        assert mount in services[name]["volumes"], name
+        assert services[name]["depends_on"]["kubeconfig"]["condition"] == (
+            "service_completed_successfully"), name
     assert env["KUBECONFIG"].startswith(mount.split(":")[1] + "/")
     assert "kubeconfig:/kube" in services["kubeconfig"]["volumes"]
     assert any(v.startswith("k3s-output:/output") for v in services["kubeconfig"]["volumes"])

@@ -55,6 +55,7 @@ def test_env_example_sets_known_settings_and_every_required_one() -> None:
 # the api only whether it is set; Flower's own login).
 ROLES = {
     "worker.yaml": ("worker", ["celery", "-A", "worker", "worker"], {"REDIS_URL"}),
+    "log-worker.yaml": ("logs", ["celery", "-A", "worker.log_app", "worker"], {"REDIS_URL"}),
     "events.yaml": ("events", ["python", "-m", "worker", "events"], {"REDIS_URL", "NATS_URL"}),
     "beat.yaml": ("broker", ["celery", "-A", "worker.broker_app", "beat"], {"REDIS_URL"}),
     "flower.yaml": ("broker", ["celery", "-A", "worker.flower_app", "flower"],
@@ -64,7 +65,8 @@ ROLES = {
 
 def test_deployments_get_every_secret_key_they_reference_and_no_more() -> None:
     secret_keys = set(documents("secret.yaml")[0]["stringData"])
-    for name in ("worker.yaml", "beat.yaml", "events.yaml", "api.yaml", "flower.yaml"):
+    for name in ("worker.yaml", "log-worker.yaml", "beat.yaml", "events.yaml", "api.yaml",
+                 "flower.yaml"):
         deployment = documents(name)[0]
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         referenced = {e["valueFrom"]["secretKeyRef"]["key"] for e in container.get("env", [])
@@ -90,19 +92,25 @@ def test_each_deployment_holds_exactly_the_credentials_its_role_reads() -> None:
     assert {e["name"] for e in api["env"]} == {"REDIS_URL", "NATS_URL"}
 
 
-def test_worker_consumes_every_queue_the_app_routes_to() -> None:
-    worker = documents("worker.yaml")[0]["spec"]["template"]["spec"]["containers"][0]
-    queues = worker["command"][worker["command"].index("-Q") + 1].split(",")
-    assert sorted(queues) == sorted([QUEUE_RECONCILE, QUEUE_BOTS, QUEUE_LOGS])
+def queues_of(name: str) -> list[str]:
+    container = documents(name)[0]["spec"]["template"]["spec"]["containers"][0]
+    return str(container["command"][container["command"].index("-Q") + 1]).split(",")
 
 
-def test_only_the_worker_holds_a_kubernetes_token_and_beat_never_runs_twice() -> None:
-    for name in ("worker.yaml", "beat.yaml", "events.yaml", "api.yaml", "flower.yaml"):
+def test_the_workers_consume_every_queue_the_app_routes_to_and_only_one_the_logs() -> None:
+    # A log flood must not take the reconcile down: the `logs` queue has a worker of its own.
+    assert sorted(queues_of("worker.yaml")) == sorted([QUEUE_RECONCILE, QUEUE_BOTS])
+    assert queues_of("log-worker.yaml") == [QUEUE_LOGS]
+
+
+def test_only_the_workers_hold_a_kubernetes_token_and_beat_never_runs_twice() -> None:
+    identities = {"worker.yaml": "the0-controller", "log-worker.yaml": "the0-log-collector"}
+    for name in ("worker.yaml", "log-worker.yaml", "beat.yaml", "events.yaml", "api.yaml",
+                 "flower.yaml"):
         spec = documents(name)[0]["spec"]
         pod = spec["template"]["spec"]
-        assert pod["automountServiceAccountToken"] is (name == "worker.yaml"), name
-        assert pod["serviceAccountName"] == (
-            "the0-controller" if name == "worker.yaml" else "the0-k8s"), name
+        assert pod["automountServiceAccountToken"] is (name in identities), name
+        assert pod["serviceAccountName"] == identities.get(name, "the0-k8s"), name
     beat = documents("beat.yaml")[0]["spec"]
     assert beat["replicas"] == 1 and beat["strategy"] == {"type": "Recreate"}
 
@@ -126,7 +134,8 @@ def test_the_limit_range_max_is_the_controllers_ceiling() -> None:
         str(fields["MAX_CPU_LIMIT"].default))
     assert quota["kind"] == "ResourceQuota" and int(quota["spec"]["hard"]["pods"]) >= 10_000
     # Every container we ship fits under the LimitRange's max.
-    for name in ("worker.yaml", "beat.yaml", "events.yaml", "api.yaml", "flower.yaml"):
+    for name in ("worker.yaml", "log-worker.yaml", "beat.yaml", "events.yaml", "api.yaml",
+                 "flower.yaml"):
         for c in documents(name)[0]["spec"]["template"]["spec"]["containers"]:
             limits = c["resources"]["limits"]
             assert parse_quantity(str(limits["memory"])) <= parse_quantity("4Gi"), name
