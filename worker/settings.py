@@ -7,6 +7,8 @@ A missing or invalid setting stops start-up with ONE message listing every probl
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -98,6 +100,11 @@ class Settings(BaseSettings):
     MINIO_SECRET_KEY: SecretStr | None = Field(
         None, description="S3 secret key (required by workers).")
     MINIO_BUCKET: str = Field("the0-custom-bots", description="Bucket of the bots' code zips.")
+    CONFIG_HASH_KEY: SecretStr | None = Field(
+        None, description="Key of the config hash on every pod and CronJob (an HMAC: the "
+                          "annotation cannot confirm a guess of a secret config). Unset: derived "
+                          "from MINIO_SECRET_KEY, so rotating that key replaces every bot once; "
+                          "set it to keep them.")
     MINIO_SECURE: bool = Field(False, description="Use HTTPS to reach MINIO_ENDPOINT.")
     MINIO_REGION: str = Field("us-east-1",
                               description="Region used to sign URLs (no lookup call needed).")
@@ -400,7 +407,19 @@ class Settings(BaseSettings):
             state_sync_interval_s=max(1, int(self.STATE_SYNC_INTERVAL)),
             state_max_bytes=self.STATE_MAX_BYTES,
             termination_grace_s=max(1, int(self.BOT_TERMINATION_GRACE)),
-            tolerations=tuple(self.BOT_TOLERATIONS), node_selector=self.BOT_NODE_SELECTOR)
+            tolerations=tuple(self.BOT_TOLERATIONS), node_selector=self.BOT_NODE_SELECTOR,
+            hash_key=self.config_hash_key)
+
+    @cached_property
+    def config_hash_key(self) -> bytes:
+        """CONFIG_HASH_KEY, or a key derived from MINIO_SECRET_KEY (only the controller holds
+        either); empty only for a process that builds no pods (no storage key either)."""
+        if self.CONFIG_HASH_KEY is not None and self.CONFIG_HASH_KEY.get_secret_value():
+            return self.CONFIG_HASH_KEY.get_secret_value().encode()
+        if self.MINIO_SECRET_KEY is None or not self.MINIO_SECRET_KEY.get_secret_value():
+            return b""
+        return hmac.new(self.MINIO_SECRET_KEY.get_secret_value().encode(),
+                        b"the0-k8s config hash key", hashlib.sha256).digest()
 
 
 class ApiSettings(BaseSettings):

@@ -5,6 +5,7 @@ it is salted per process.
 """
 
 import hashlib
+import hmac
 import json
 
 
@@ -19,3 +20,9 @@ def canonical_json(value: object) -> str:
 def sha256_hex(text: str) -> str:
     """Hex SHA-256 of the UTF-8 encoding of `text`."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def keyed_hash_hex(key: bytes, text: str) -> str:
+    """Hex HMAC-SHA-256 of the UTF-8 encoding of `text` under `key`: a digest of secret input
+    (a bot's config) that nobody without the key can confirm a guess against."""
+    return hmac.new(key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()

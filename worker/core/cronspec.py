@@ -19,7 +19,7 @@ from typing import Any
 
 from worker.core import naming, podspec
 from worker.core.bot import Bot
-from worker.core.canonical import canonical_json, sha256_hex
+from worker.core.canonical import canonical_json, keyed_hash_hex
 from worker.core.errors import InvalidBot
 from worker.core.podspec import PodTemplateSettings
 from worker.core.text import excerpt
@@ -164,7 +164,7 @@ def build_cronjob(bot: Bot, template: PodTemplateSettings, cron: CronJobSettings
     Raises `InvalidBot` for a bad schedule or anything the pod generator refuses.
     """
     cronjob = _cronjob_without_hash(bot, template, cron)
-    digest = _hash_of(bot, cronjob)
+    digest = _hash_of(bot, cronjob, key=template.hash_key)
     job_template = cronjob["spec"]["jobTemplate"]
     for metadata in (
         cronjob["metadata"],
@@ -181,7 +181,7 @@ def cronjob_hash(bot: Bot, template: PodTemplateSettings, cron: CronJobSettings)
     Equal hashes mean the CronJob is what we would build now; the presigned URL is excluded
     because it changes on every build without changing what runs.
     """
-    return _hash_of(bot, _cronjob_without_hash(bot, template, cron))
+    return _hash_of(bot, _cronjob_without_hash(bot, template, cron), key=template.hash_key)
 
 
 def build_cronjob_secret(
@@ -213,7 +213,7 @@ def build_cronjob_secret(
 # --- the CronJob -----------------------------------------------------------------------------
 
 
-def _hash_of(bot: Bot, cronjob_without_hash: Mapping[str, Any]) -> str:
+def _hash_of(bot: Bot, cronjob_without_hash: Mapping[str, Any], *, key: bytes) -> str:
     # The code path and version are not in the CronJob (the URL is in the Secret), so add them.
     inputs = {
         "generator": podspec.GENERATOR_VERSION,
@@ -222,7 +222,7 @@ def _hash_of(bot: Bot, cronjob_without_hash: Mapping[str, Any]) -> str:
         "config": bot.config,
         "code": {"path": bot.code_path, "version": bot.code_version},
     }
-    return sha256_hex(canonical_json(inputs))[: podspec.HASH_LENGTH]
+    return keyed_hash_hex(key, canonical_json(inputs))[: podspec.HASH_LENGTH]
 
 
 def _cronjob_without_hash(

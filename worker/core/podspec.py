@@ -25,7 +25,7 @@ from typing import Any
 
 from worker.core import naming
 from worker.core.bot import Bot
-from worker.core.canonical import canonical_json, sha256_hex
+from worker.core.canonical import canonical_json, keyed_hash_hex
 from worker.core.errors import InvalidBot
 from worker.core.gojson import go_json
 
@@ -75,6 +75,8 @@ class PodTemplateSettings:
     termination_grace_s: int = 30
     tolerations: Sequence[Mapping[str, Any]] = ()
     node_selector: Mapping[str, str] = field(default_factory=dict)
+    # SECRET: the key of the config hash (an HMAC), the controller's alone (CONFIG_HASH_KEY).
+    hash_key: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +94,8 @@ def build_pod(
 ) -> dict[str, Any]:
     """The bot's Pod, annotated with the hash of every input it was built from."""
     pod = _pod_without_hash(bot, settings, restart_policy)
-    pod["metadata"]["annotations"][naming.ANNOTATION_CONFIG_HASH] = _hash_of(bot, pod)
+    pod["metadata"]["annotations"][naming.ANNOTATION_CONFIG_HASH] = _hash_of(
+        bot, pod, key=settings.hash_key)
     return pod
 
 
@@ -102,7 +105,7 @@ def config_hash(bot: Bot, settings: PodTemplateSettings, *, restart_policy: str 
     Equal hashes mean the running pod is what we would build now; the presigned URLs are
     excluded because they change on every signing without changing what runs.
     """
-    return _hash_of(bot, _pod_without_hash(bot, settings, restart_policy))
+    return _hash_of(bot, _pod_without_hash(bot, settings, restart_policy), key=settings.hash_key)
 
 
 def build_config_secret(
@@ -158,15 +161,16 @@ def image_reference(repository: str, tag: str) -> str:
     return f"{repository}:{tag}"
 
 
-def _hash_of(bot: Bot, pod_without_hash: Mapping[str, Any]) -> str:
+def _hash_of(bot: Bot, pod_without_hash: Mapping[str, Any], *, key: bytes) -> str:
     # The code path and version are not in the pod (the URL is in the Secret), so add them here.
+    # Keyed: the annotation is readable by anyone who can read pods, and the config is secret.
     inputs = {
         "generator": GENERATOR_VERSION,
         "pod": pod_without_hash,
         "config": bot.config,
         "code": {"path": bot.code_path, "version": bot.code_version},
     }
-    return sha256_hex(canonical_json(inputs))[:HASH_LENGTH]
+    return keyed_hash_hex(key, canonical_json(inputs))[:HASH_LENGTH]
 
 
 def _pod_without_hash(

@@ -28,14 +28,14 @@ FIXED_ENV = {"MONGO_URI": "mongodb://mongo:27017/", "MINIO_ENDPOINT": "minio:900
 FILE = "tests/unit/core/test_pinned_hash.py"
 # runtime → (live pod hash, CronJob hash). See BUMP below before changing a value.
 PINNED = {
-    "python3.11": ("36b1527edd14a9e5", "c719eaf92cd0bb76"),
-    "nodejs20": ("cbeec2c2629e8487", "ab35cbea19025fa1"),
-    "rust-stable": ("c08148e6f50a8f64", "ab38219538a790ba"),
-    "dotnet8": ("25e26000016b578d", "2f1fabd950f8e9a2"),
-    "gcc13": ("bbf5857efc93cc6a", "0d1172a8e1ceed4b"),
-    "cpp-gcc13": ("e277d03bd2cfe661", "5e623e065f78dc17"),
-    "scala3": ("f89e361409b9bb4a", "7ece58d896bd545e"),
-    "ghc96": ("ff5cca4cf4a0280c", "6eafd57835e4fc96"),
+    "python3.11": ("70a4656a401ec17c", "2060753bda41cdac"),
+    "nodejs20": ("eede7a21d9133aa0", "0f987355f567efc2"),
+    "rust-stable": ("a5c6ad44fe3cdacb", "ef55c2e4031eeaad"),
+    "dotnet8": ("9f9fe47c7dc27470", "f0ab9a5ee916d29c"),
+    "gcc13": ("579936c0f3798011", "1ee9ec438e00a952"),
+    "cpp-gcc13": ("71ec3d3e09f659f2", "278c55ae3fd8a74b"),
+    "scala3": ("5ec75d81b974e3d7", "64cb6f02e30f8f1e"),
+    "ghc96": ("d3de046201f8f652", "bd8926ae39644561"),
 }
 
 BUMP = """\

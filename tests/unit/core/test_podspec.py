@@ -499,3 +499,16 @@ def test_the_urls_do_not_change_the_hash() -> None:
     before = config_hash(bot, SETTINGS)
     build_config_secret(bot, pod_name="p", pod_uid="u", namespace="the0", urls=URLS)
     assert config_hash(bot, SETTINGS) == before
+
+
+def test_the_config_hash_is_keyed() -> None:
+    # Anyone who can read pods reads the annotation; the config is secret. Without the key, a
+    # guess of the config (a PIN, an API key) cannot be confirmed against it.
+    bot = make_bot()
+    keyed = dataclasses.replace(SETTINGS, hash_key=b"controller-key-1")
+    other = dataclasses.replace(SETTINGS, hash_key=b"controller-key-2")
+    assert config_hash(bot, keyed) != config_hash(bot, other)
+    assert config_hash(bot, keyed) == config_hash(bot, keyed)
+    assert build_pod(bot, keyed)["metadata"]["annotations"]["the0.dev/config-hash"] == (
+        config_hash(bot, keyed))
+    assert "controller-key" not in repr(keyed)
