@@ -413,6 +413,13 @@ class KubeClient:
         except (NotFound, Conflict):
             return False
 
+    def secret_exists(self, name: str) -> bool:
+        try:
+            self._call("get", "secrets", self.core.read_namespaced_secret, name, self.namespace)
+            return True
+        except NotFound:
+            return False
+
     def put_secret(self, body: Json) -> None:
         """Creates or overwrites a (mutable) Secret."""
         try:

@@ -41,6 +41,9 @@ from worker.runtime import Runtime
 
 log = logging.getLogger("the0.reconcile.pods")
 POD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY_BOT}"
+# A pod not running this long after its creation has its Secret checked: longer than its own
+# create task takes between the pod and the Secret.
+SECRET_REPAIR_AFTER = 30.0
 
 
 class PodKind:
@@ -209,6 +212,7 @@ class PodKind:
                       and p.assessment.health is not PodHealth.TERMINATING
                       and (want := observation.state.desired.get(p.bot_id)) is not None
                       and want.config_hash == p.config_hash}
+        done = self._repair_missing_secrets(candidates, observation, now=now)
         recorded = self.rt.redis.load_urls_signed([p.uid for p in observation.objects if p.uid])
         # No record yet: the pod's create task is still running (it records right after the
         # Secret), or an older controller made it. Its URLs were signed just before the pod
@@ -216,8 +220,7 @@ class PodKind:
         signed = {uid: recorded.get(uid) or pod.created_at for uid, pod in candidates.items()}
         stale = sorted((signed[uid], uid) for uid in candidates
                        if now - signed[uid] > s.CODE_URL_TTL / 2)
-        done = 0
-        for _signed_at, uid in stale[:s.URL_RESIGN_PER_PASS]:
+        for _signed_at, uid in stale[:max(0, s.URL_RESIGN_PER_PASS - done)]:
             pod = candidates[uid]
             bot = observation.state.bots[pod.bot_id]
             try:
@@ -230,6 +233,40 @@ class PodKind:
             self.rt.redis.mark_urls_signed(uid, urls.signed_at)
             done += 1
         return done
+
+
+    def _repair_missing_secrets(self, candidates: dict[str, ObservedPod],
+                                observation: Observation, *, now: float) -> int:
+        """A pod whose Secret is missing — its create task was killed between the pod and the
+        Secret, or someone deleted it — cannot start (the kubelet waits for the volume) or
+        restart its bot (BOT_CONFIG is a secretKeyRef). The pods not running after
+        SECRET_REPAIR_AFTER are checked (one GET each, at most URL_RESIGN_PER_PASS a pass) and a
+        missing Secret is made again, owned by the pod; a running pod's comes back with its next
+        re-signing at the latest."""
+        s = self.settings
+        stuck = sorted((p for p in candidates.values()
+                        if p.assessment.health is not PodHealth.RUNNING
+                        and p.created_at and now - p.created_at > SECRET_REPAIR_AFTER),
+                       key=lambda p: p.created_at)[:s.URL_RESIGN_PER_PASS]
+        repaired = 0
+        for pod in stuck:
+            name = secret_name(pod.name)
+            try:
+                if self.rt.kube.secret_exists(name):
+                    continue
+                bot = observation.state.bots[pod.bot_id]
+                urls = self._sign_urls(bot)
+                self.rt.kube.create_owned_secret(build_config_secret(
+                    bot, pod_name=pod.name, pod_uid=pod.uid, namespace=s.NAMESPACE, urls=urls))
+            except (InvalidBot, TemporaryError, PermanentError) as error:
+                log.warning("bot %r: making its pod's missing Secret failed: %s", pod.bot_id,
+                            error)
+                continue
+            self.rt.redis.mark_urls_signed(pod.uid, urls.signed_at)
+            log.warning("bot %r: pod %s had no Secret %s; made it again", pod.bot_id, pod.name,
+                        name)
+            repaired += 1
+        return repaired
 
 
 def _representative(pods: Sequence[ObservedPod]) -> ObservedPod | None:

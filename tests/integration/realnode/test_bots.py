@@ -250,3 +250,35 @@ def test_a_scheduled_run_completes_on_the_real_node_with_its_state_and_result(
     broken = statuses.find_one({"id": "broken"}, {"_id": False})
     assert nightly["last_run"]["result"] == "succeeded", nightly
     assert broken["last_run"]["result"] == "failed", broken
+
+
+def test_a_pod_left_without_its_secret_is_repaired_by_the_next_pass(
+        real: RealNode, bots: Any, monkeypatch: Any) -> None:
+    # What a worker killed between creating the pod and its Secret leaves behind: the kubelet
+    # cannot mount the Secret, so the pod never starts. The next pass makes the Secret again.
+    from worker.core.bot import BotKind, parse_bot
+    from worker.core.podspec import build_pod
+    from worker.reconcile import pods
+
+    monkeypatch.setattr(pods, "SECRET_REPAIR_AFTER", 1.0)
+    doc = live_doc("orphan", code_key=real.upload_python_bot())
+    bots.insert_one(doc)
+    controller = real.controller()
+    settings = controller.rt.settings
+    controller.rt.kube.create_pod(build_pod(
+        parse_bot(doc, kind=BotKind.LIVE, resources=settings.resource_policy),
+        settings.pod_template))
+    time.sleep(3)  # long enough for the kubelet to try the volume, and for SECRET_REPAIR_AFTER
+    pod = real.pod("bot-orphan")
+    assert pod is not None and pod.status.phase == "Pending", pod.status
+    assert not real.core.list_namespaced_secret(real.namespace,
+                                                field_selector="metadata.name=bot-orphan-config"
+                                                ).items
+
+    report, outcomes = run_pass(controller)
+    assert outcomes == [], outcomes  # the pod is the right one: nothing to create or replace
+    assert report.urls_resigned == 1
+    secret = real.core.read_namespaced_secret("bot-orphan-config", real.namespace)
+    assert secret.metadata.owner_references[0].uid == pod.metadata.uid
+    assert "python bot orphan run 1" in real.wait_log("bot-orphan", "python bot orphan run 1",
+                                                      timeout=180)
