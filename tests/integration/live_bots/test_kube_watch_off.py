@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from tests.support.bots import bot_doc, run_pass, schedule_doc, wait_for
 from tests.support.levers import controller_role_without, regrant_controller
@@ -54,9 +55,11 @@ def test_without_watching_every_pass_lists_and_sees_others_changes_at_once(
 
 
 def test_without_watching_schedules_converge_too(
-        no_watch_right: None, unwatched: Runtime, schedules: Any,
-        batch: Any, restricted_namespace: str) -> None:
+        no_watch_right: None, unwatched: Runtime, mongo: Any, db_names: dict[str, str],
+        admin_api: Any, restricted_namespace: str) -> None:
     controller = ScheduleController(unwatched)
+    schedules = mongo[db_names["bot_scheduler"]]["bot_schedules"]
+    batch = client.BatchV1Api(admin_api)
     schedules.insert_many([schedule_doc("n1"), schedule_doc("n2", "15 4 * * *")])
     _, outcomes = run_pass(controller)
     assert outcomes == ["created", "created"]
@@ -68,16 +71,4 @@ def test_without_watching_schedules_converge_too(
     _, outcomes = run_pass(controller)
     assert outcomes == ["created"]
     assert unwatched.kube.watch_requests == 0 and unwatched.informers() == []
-
-
-@pytest.fixture
-def schedules(mongo: Any, db_names: dict[str, str]) -> Any:
-    return mongo[db_names["bot_scheduler"]]["bot_schedules"]
-
-
-@pytest.fixture
-def batch(admin_api: Any) -> Any:
-    from kubernetes import client
-
-    return client.BatchV1Api(admin_api)
 

@@ -1,5 +1,5 @@
 """The schedule pass never acts on a failed or partial read: Mongo down, its Jobs list refused
-(the CronJob list still answering), its CronJob list refused. Each time the world holds changes
+(the CronJob list still answering), all its lists refused. Each time the world holds changes
 a pass would act on (a schedule removed, one added, one reconfigured), and the pass ends with
 ReadFailed, nothing enqueued and nothing written: CronJobs, Secrets, status documents and
 in-flight marks exactly as before."""
@@ -69,35 +69,31 @@ def test_mongo_down_fails_the_schedule_pass_with_nothing_written(
     assert sorted(outcomes) == ["created", "deleted", "updated"]
 
 
+def refuse_jobs(stack: Stack, admin_api: Any, namespace: str) -> None:
+    controller_role_without(stack, admin_api, namespace, group="batch", resource="jobs",
+                            verb="list")
+
+
+def refuse_all(stack: Stack, admin_api: Any, namespace: str) -> None:
+    revoke_controller(admin_api, namespace)
+
+
 @pytest.mark.parametrize("kube_watch", ["true", "false"])
-def test_a_refused_jobs_list_fails_the_schedule_pass_though_cronjobs_answer(
-        kube_watch: str, stack: Stack, admin_api: Any,
+@pytest.mark.parametrize(("refuse", "failed"), [
+    (refuse_jobs, "jobs"),  # the Jobs list refused while the CronJob list answers
+    (refuse_all, "(cronjobs|jobs)"),  # both refused: whichever fails first
+], ids=["jobs-refused", "all-refused"])
+def test_a_refused_list_fails_the_schedule_pass(
+        kube_watch: str, refuse: Callable[[Stack, Any, str], None], failed: str,
+        stack: Stack, admin_api: Any,
         make_schedule_controller: Callable[..., ScheduleController], schedules: Any,
         restricted_namespace: str, snapshot: Callable[[], dict[str, Any]]) -> None:
     scheduled(make_schedule_controller, schedules)
     controller = make_schedule_controller(KUBE_WATCH=kube_watch)  # its first read lists
-    controller_role_without(stack, admin_api, restricted_namespace, group="batch",
-                            resource="jobs", verb="list")
+    refuse(stack, admin_api, restricted_namespace)
     try:
-        fails_with_nothing_written(controller, "listing jobs failed after 0 items: "
-                                               "kubernetes: 403", snapshot)
-    finally:
-        regrant_controller(stack, admin_api, restricted_namespace)
-    _, outcomes = run_pass(controller)
-    assert sorted(outcomes) == ["created", "deleted", "updated"]
-
-
-@pytest.mark.parametrize("kube_watch", ["true", "false"])
-def test_a_refused_cronjob_list_fails_the_schedule_pass(
-        kube_watch: str, stack: Stack, admin_api: Any,
-        make_schedule_controller: Callable[..., ScheduleController], schedules: Any,
-        restricted_namespace: str, snapshot: Callable[[], dict[str, Any]]) -> None:
-    scheduled(make_schedule_controller, schedules)
-    controller = make_schedule_controller(KUBE_WATCH=kube_watch)
-    revoke_controller(admin_api, restricted_namespace)
-    try:
-        fails_with_nothing_written(controller, "listing (cronjobs|jobs) failed after 0 items: "
-                                               "kubernetes: 403", snapshot)
+        fails_with_nothing_written(
+            controller, f"listing {failed} failed after 0 items: kubernetes: 403", snapshot)
     finally:
         regrant_controller(stack, admin_api, restricted_namespace)
     _, outcomes = run_pass(controller)
