@@ -326,6 +326,27 @@ class KubeClient:
             self.delete_secret(name)
         raise TemporaryError(f"kubernetes: secret {name} keeps being re-created by someone else")
 
+    def delete_owned_secret(self, name: str, *, owner_uid: str) -> bool:
+        """Deletes the Secret `name` only while it belongs to the pod `owner_uid`: a stale
+        delete (its pod already replaced) must never take its successor's Secret, without which
+        the new pod cannot start. The delete is conditional on the Secret read, so a Secret
+        made again in between is left too."""
+        try:
+            existing = self._call("get", "secrets", self.core.read_namespaced_secret, name,
+                                  self.namespace)
+        except NotFound:
+            return False
+        metadata = existing.get("metadata") or {}
+        if not any(owner.get("uid") == owner_uid
+                   for owner in metadata.get("ownerReferences") or []):
+            return False
+        try:
+            self._call("delete", "secrets", self.core.delete_namespaced_secret, name,
+                       self.namespace, body={"preconditions": {"uid": metadata.get("uid")}})
+            return True
+        except (NotFound, Conflict):
+            return False
+
     def delete_secret(self, name: str) -> bool:
         try:
             self._call("delete", "secrets", self.core.delete_namespaced_secret, name,

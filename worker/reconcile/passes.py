@@ -197,11 +197,13 @@ def enqueue_actions(rt: Runtime, kind: Kind, actions: tuple[Action, ...],
     by_id = {action.bot_id: action for action in actions}
     claimed = rt.redis.claim_inflight(kind.bot_kind.value, list(by_id),
                                       ttl=rt.settings.INFLIGHT_TTL)
-    for bot_id in claimed:
+    for index, bot_id in enumerate(claimed):
         try:
             send(on_the_wire(by_id[BotId(bot_id)]))
         except Exception:
-            rt.redis.release_inflight(kind.bot_kind.value, bot_id)
+            # This bot's mark and those of every bot not sent yet: none of them is queued.
+            for unsent in claimed[index:]:
+                rt.redis.release_inflight(kind.bot_kind.value, unsent)
             raise
     return len(claimed), len(by_id) - len(claimed)
 

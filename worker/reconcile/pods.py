@@ -173,8 +173,10 @@ class PodKind:
             LogCollector(self.rt).collect_before_delete(pod.name)
             renew()
         self.rt.kube.delete_pod(pod.name, uid=pod.uid or None)
-        # The pod owns its secret, so GC would remove it; deleting now frees the name at once.
-        self.rt.kube.delete_secret(secret_name(pod.name))
+        # The pod owns its secret, so GC would remove it; deleting now frees the name at once —
+        # only while it is still this pod's (a stale delete must not take the successor's).
+        if pod.uid:
+            self.rt.kube.delete_owned_secret(secret_name(pod.name), owner_uid=pod.uid)
 
     def get_object(self, name: str) -> dict[str, Any] | None:
         return self.rt.kube.get_pod(name)
