@@ -1,5 +1,6 @@
-"""Flower (`celery -A worker.flower_app flower`) with basic auth from FLOWER_BASIC_AUTH, as a REAL process:
-its API lists the running worker only with the right credentials; /metrics is Prometheus text."""
+"""Flower (`celery -A worker.flower_app flower`) with basic auth from FLOWER_BASIC_AUTH, as a
+REAL process: its API lists the running worker only with the right credentials; /metrics is
+Prometheus text."""
 
 from __future__ import annotations
 
