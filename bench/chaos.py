@@ -1,0 +1,224 @@
+"""Chaos at scale on the real stack: churn and servers failing, invariants watched throughout.
+
+    .venv/bin/python bench/chaos.py --bots 200 --minutes 4 --seed 1
+
+Starts its own stack (kwok nodes only), seeds N bots (80 % live, 20 % scheduled), runs the
+controller as in production - two `celery -A worker worker -Q reconcile,bots` processes, two
+`celery -A worker.broker_app beat` (one leads), one `python -m worker events`, the api — waits
+until every bot is converged, then for M minutes:
+
+* churn (bench/chaos_churn.py), from `random.Random(seed)` so a run can be replayed: creates,
+  config updates, enable/disable and deletes, half as NATS events (the platform's subjects and
+  payloads), half as direct Mongo writes, at `--churn-per-minute` (default 2 % of the bots);
+* faults (bench/chaos_faults.py), one at a time at random moments, each held a random 5-90 s
+  times `--hold-scale`: kill -9 of a worker, of the active beat, of the events consumer (the
+  process is started again when the hold ends); restart of Redis, NATS, FerretDB; SIGSTOP /
+  SIGCONT ("network cut") of kube-apiserver, etcd (once), FerretDB, Redis, NATS;
+* an independent checker (bench/chaos_checker.py; threads of this process that read as admin
+  with the kubernetes client and pymongo, never the controller's code): a watch on every pod
+  and CronJob recording any instant one bot (annotation `the0.dev/bot-id`) has two
+  non-terminating pods or two CronJobs; every deletion judged against the churn's desired state;
+  every published event matched to its effect in Mongo and Kubernetes; /readyz polled every 2 s;
+  the RSS of every process sampled.
+
+After the storm: the time until every bot matches Mongo (pod / CronJob exists iff enabled, its
+config-hash annotation equal to the `desired_config_hash` its status document asks for, and
+changed if the bot's config changed during the run), events lost, duplicate instants, wrong
+deletions, tasks left in Celery's `unacked` hash, /readyz during and after each fault,
+controller process restarts, peak RSS of each process. Prints a table, a timeline (also
+written to <workdir>/chaos-timeline.txt) and ONE JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from chaos_checker import Checker, Model, ReadyPoller, RssSampler, Timeline, converged_report
+from chaos_churn import Churn, seed_bots
+from chaos_faults import Faults, Fleet
+
+from tools.stack.supervisor import Stack
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMESPACE = "the0"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bots", type=int, default=200)
+    parser.add_argument("--minutes", type=float, default=4.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--churn-per-minute", type=float, default=None,
+                        help="changes per minute (default: 2 %% of the bots)")
+    parser.add_argument("--hold-scale", type=float, default=1.0,
+                        help="fault holds are uniform(5, 90) s times this (min 3 s)")
+    parser.add_argument("--gap", type=float, default=10.0,
+                        help="mean pause between two faults, s (exponential)")
+    parser.add_argument("--reconcile-interval", type=int, default=10)
+    parser.add_argument("--converge-timeout", type=float, default=300.0)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    churn_rate = args.churn_per_minute if args.churn_per_minute is not None else 0.02 * args.bots
+    workdir = Path(tempfile.mkdtemp(prefix="the0-chaos-"))
+    timeline = Timeline(workdir / "chaos-timeline.txt")
+    timeline.add(f"seed {args.seed}, {args.bots} bots, {args.minutes} min, churn "
+                 f"{churn_rate:.1f}/min, hold scale {args.hold_scale}, workdir {workdir}")
+    print(f"starting the stack in {workdir} …", flush=True)
+    with Stack(workdir, real_node=None) as stack:
+        assert stack.env is not None
+        senv = stack.env
+        stack.kubectl("create", "namespace", NAMESPACE)
+        stack.grant_controller(NAMESPACE)
+        interval = args.reconcile_interval
+        env = {**senv.as_env(), "KUBECONFIG": senv.controller_kubeconfig,
+               "KUBE_MODE": "kubeconfig", "NAMESPACE": NAMESPACE,
+               "RECONCILE_INTERVAL": f"{interval}s", "HEARTBEAT_INTERVAL": "2s",
+               "HEARTBEAT_TTL": "6s", "TASK_VISIBILITY_TIMEOUT": "60s",
+               "LOG_INTERVAL": "3600s", "WORKER_CONCURRENCY": "4",
+               "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        mongo: Any = pymongo.MongoClient(senv.mongo_uri, serverSelectionTimeoutMS=3000,
+                                    socketTimeoutMS=10000)
+        model = Model()
+        seed_bots(senv, mongo, model, args.bots, rng)
+        print(f"seeded {args.bots} bots ({len(model.live_ids())} live, "
+              f"{len(model.sched_ids())} scheduled)", flush=True)
+
+        fleet = Fleet(workdir / "logs", env, timeline)
+        fleet.start_all()
+        checker = Checker(senv.admin_kubeconfig, NAMESPACE, model, timeline)
+        checker.start()
+        ready = ReadyPoller(fleet.api_url, timeline)
+        rss = RssSampler(fleet, stack)
+        ready.start()
+        rss.start()
+        try:
+            t0 = time.monotonic()
+            while True:
+                report = converged_report(mongo, checker, model)
+                if report["mismatched"] == 0:
+                    break
+                fleet.check_alive()
+                print(f"  warm-up: {report['matched']}/{report['total']} converged after "
+                      f"{time.monotonic() - t0:.0f} s", flush=True)
+                if time.monotonic() - t0 > 600:
+                    raise SystemExit(f"not converged before the storm: {report}")
+                time.sleep(5)
+            timeline.add(f"converged before the storm after {time.monotonic() - t0:.0f} s")
+
+            storm_end = time.monotonic() + args.minutes * 60
+            churn = Churn(senv, mongo, model, checker, timeline, random.Random(rng.random()),
+                          per_minute=churn_rate, until=storm_end)
+            faults = Faults(stack, fleet, timeline, ready, random.Random(rng.random()),
+                            hold_scale=args.hold_scale, gap=args.gap, until=storm_end,
+                            redis_url=senv.redis_url)
+            churn.fault_now = lambda: faults.active
+            sampler_stop = threading.Event()
+
+            def sample_convergence() -> None:
+                while not sampler_stop.wait(20):
+                    try:
+                        r = converged_report(mongo, checker, model, timeout_ms=3000)
+                        timeline.add(f"converged {r['matched']}/{r['total']}", quiet=True)
+                    except Exception as exc:
+                        timeline.add(f"converged ?: {type(exc).__name__}", quiet=True)
+
+            sampler = threading.Thread(target=sample_convergence, daemon=True)
+            sampler.start()
+            churn.start()
+            faults.start()
+            while time.monotonic() < storm_end or faults.thread.is_alive() \
+                    or churn.thread.is_alive():
+                fleet.check_alive()
+                time.sleep(1)
+            sampler_stop.set()
+            last_fault_end = faults.last_end or time.monotonic()
+            timeline.add("storm over: churn and faults stopped")
+
+            # Convergence after the storm.
+            converge_s: float | None = None
+            while True:
+                fleet.check_alive()
+                try:
+                    report = converged_report(mongo, checker, model)
+                except Exception as exc:
+                    report = {"mismatched": -1, "error": repr(exc)}
+                if report["mismatched"] == 0:
+                    converge_s = time.monotonic() - last_fault_end
+                    break
+                if time.monotonic() - last_fault_end > args.converge_timeout:
+                    break
+                time.sleep(2)
+            timeline.add(f"after the storm: {report}")
+            time.sleep(max(0.0, 2 * interval))  # let readiness settle, unacked drain
+            ready_after = ready.latest()
+            r: Any = redis.Redis.from_url(senv.redis_url)
+            unacked = r.hgetall("unacked")
+            index = r.zrange("unacked_index", 0, -1, withscores=True)
+            now = time.time()
+            ages = sorted(now - score for _tag, score in index)
+            findings = checker.findings(model)
+            events = churn.event_report(mongo, checker)
+        finally:
+            ready.stop()
+            rss.stop()
+            checker.stop()
+            fleet.stop_all()
+
+    result: dict[str, Any] = {
+        "bench": "chaos", "seed": args.seed, "bots": args.bots, "minutes": args.minutes,
+        "churn_per_minute": churn_rate, "hold_scale": args.hold_scale,
+        "reconcile_interval_s": args.reconcile_interval,
+        "changes": churn.count, "changes_by_path": churn.by_path,
+        "faults": len(faults.done), "faults_by_kind": faults.by_kind(),
+        "converge_after_last_fault_s": None if converge_s is None else round(converge_s, 1),
+        "converged_within_2_intervals": converge_s is not None
+                                        and converge_s <= 2 * args.reconcile_interval,
+        "unconverged_at_end": report.get("mismatched"),
+        "unconverged_sample": report.get("sample", []),
+        **events,
+        "duplicate_pod_instants": len(findings["dup_pods"]),
+        "duplicate_cronjob_instants": len(findings["dup_cronjobs"]),
+        "wrong_deletions": len(findings["wrong"]),
+        "deletions": findings["deletions"],
+        "watch_relists": checker.relists,
+        "unacked_at_end": len(unacked),
+        "unacked_oldest_s": round(ages[-1], 1) if ages else 0,
+        "readyz": ready.summary(faults.done),
+        "readyz_ready_after": ready_after,
+        "controller_restarts": fleet.restarts,
+        "unexpected_exits": fleet.unexpected,
+        "peak_rss_mb": rss.peaks(),
+        "timeline": str(timeline.path),
+    }
+    timeline.add("findings: " + json.dumps({k: findings[k][:20] for k in
+                                            ("dup_pods", "dup_cronjobs", "wrong")}))
+    print("\n" + timeline.text())
+    width = max(map(len, result))
+    for key, value in result.items():
+        shown = json.dumps(value) if isinstance(value, dict | list) else value
+        print(f"{key:<{width}}  {shown}")
+    print(json.dumps(result))
+    ok = (result["duplicate_pod_instants"] == 0 and result["duplicate_cronjob_instants"] == 0
+          and result["wrong_deletions"] == 0 and converge_s is not None)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    os.environ.pop("MONGO_URI", None)
+    sys.exit(main())

@@ -1,0 +1,422 @@
+"""The chaos run's independent checker: what the platform wants (Model), what Kubernetes shows
+(Checker: watches as admin), what /readyz says (ReadyPoller), memory (RssSampler), and the
+timeline. Never imports the controller's code: it judges the controller from outside.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from kubernetes import client, config, watch
+
+POD_SELECTOR = "managed-by=the0-bot-controller"
+CRONJOB_SELECTOR = "managed-by=the0-schedule-controller"
+BOT_ID = "the0.dev/bot-id"
+CONFIG_HASH = "the0.dev/config-hash"
+
+
+def disabled_value(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value is False
+    if isinstance(value, int | float):
+        return value == 0
+    if isinstance(value, str):
+        return value.strip().lower() in ("false", "0")
+    return False
+
+
+def enabled_doc(doc: dict[str, Any]) -> bool:
+    """DESIGN §1: disabled when top-level `enabled` or `config.enabled` is false-ish."""
+    raw = doc.get("config")
+    cfg: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    return not (disabled_value(doc.get("enabled")) or disabled_value(cfg.get("enabled")))
+
+
+class Timeline:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.t0 = time.monotonic()
+        self.lines: list[str] = []
+        self.lock = threading.Lock()
+
+    def rel(self, t: float) -> float:
+        return t - self.t0
+
+    def add(self, text: str, *, quiet: bool = False, at: float | None = None) -> None:
+        stamp = time.strftime("%H:%M:%S", time.gmtime())
+        line = f"{stamp} +{self.rel(at or time.monotonic()):7.1f}s  {text}"
+        with self.lock:
+            self.lines.append(line)
+            with self.path.open("a") as out:
+                out.write(line + "\n")
+        if not quiet:
+            print(line, flush=True)
+
+    def text(self) -> str:
+        with self.lock:
+            return "\n".join(self.lines)
+
+
+class Model:
+    """The desired state as the platform (the churn) made it, with its history."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.bots: dict[str, dict[str, Any]] = {}
+        self.history: dict[str, list[tuple[float, bool]]] = defaultdict(list)
+        self.stale_hashes: dict[str, set[str]] = defaultdict(set)
+        self.touched: dict[str, float] = {}
+
+    def set(self, bot: str, *, kind: str, exists: bool, enabled: bool, rev: int,
+            at: float | None = None) -> None:
+        with self.lock:
+            self.bots[bot] = {"kind": kind, "exists": exists, "enabled": enabled, "rev": rev}
+            self.history[bot].append((at if at is not None else time.monotonic(),
+                                      exists and enabled))
+
+    def live_ids(self) -> list[str]:
+        return sorted(b for b, v in self.bots.items() if v["kind"] == "live" and v["exists"])
+
+    def sched_ids(self) -> list[str]:
+        return sorted(b for b, v in self.bots.items() if v["kind"] == "sched" and v["exists"])
+
+    def wanted_throughout(self, bot: str, start: float, end: float) -> bool:
+        with self.lock:
+            entries = list(self.history.get(bot, []))
+        state = False
+        for t, wanted in entries:
+            if t <= start:
+                state = wanted
+            elif t <= end and not wanted:
+                return False
+        return state
+
+
+class Checker:
+    """Watches pods and CronJobs (as admin) from a known resourceVersion; records duplicates,
+    appearances and deletions with the instant they were seen."""
+
+    def __init__(self, kubeconfig: str, namespace: str, model: Model, timeline: Timeline) -> None:
+        api = config.new_client_from_config(kubeconfig)
+        self.core = client.CoreV1Api(api)
+        self.batch = client.BatchV1Api(api)
+        self.ns = namespace
+        self.model = model
+        self.timeline = timeline
+        self.lock = threading.Lock()
+        self.objs: dict[str, dict[str, Any]] = {}
+        self.live: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.appearances: dict[tuple[str, str], list[tuple[float, str, str]]] = defaultdict(list)
+        self.deletions: list[dict[str, Any]] = []
+        self.dups: list[dict[str, Any]] = []
+        self.relists = 0
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def lister(self, kind: str) -> tuple[Any, str]:
+        if kind == "pod":
+            return self.core.list_namespaced_pod, POD_SELECTOR
+        return self.batch.list_namespaced_cron_job, CRONJOB_SELECTOR
+
+    def list_raw(self, kind: str) -> tuple[list[dict[str, Any]], str]:
+        fn, selector = self.lister(kind)
+        items, token, rv = [], None, ""
+        while True:
+            resp = fn(self.ns, label_selector=selector, limit=2000, _continue=token,
+                      _preload_content=False, _request_timeout=20)
+            page = orjson.loads(resp.data)
+            items += page["items"]
+            rv = page["metadata"].get("resourceVersion", rv)
+            token = page["metadata"].get("continue")
+            if not token:
+                return items, rv
+
+    def start(self) -> None:
+        for kind in ("pod", "cronjob"):
+            items, rv = self.list_raw(kind)
+            for obj in items:
+                self.handle(kind, "ADDED", obj)
+            thread = threading.Thread(target=self.run, args=(kind, rv), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def relist(self, kind: str) -> str:
+        self.relists += 1
+        items, rv = self.list_raw(kind)
+        seen = set()
+        for obj in items:
+            seen.add(obj["metadata"]["uid"])
+            self.handle(kind, "MODIFIED", obj)
+        with self.lock:
+            gone = [uid for (k, _b), uids in self.live.items() if k == kind for uid in uids
+                    if uid not in seen]
+        for uid in gone:
+            rec = self.objs[uid]
+            self.handle(kind, "DELETED", {"metadata": {"uid": uid, "name": rec["name"],
+                                                       "annotations": {BOT_ID: rec["bot"],
+                                                                       CONFIG_HASH: rec["hash"]}},
+                                          "status": {"phase": rec["phase"]}}, relisted=True)
+        self.timeline.add(f"checker: {kind} watch relisted (410): {len(gone)} gone meanwhile")
+        return rv
+
+    def run(self, kind: str, rv: str) -> None:
+        fn, selector = self.lister(kind)
+        while not self.stop_event.is_set():
+            try:
+                stream = watch.Watch()
+                for event in stream.stream(fn, self.ns, label_selector=selector,
+                                           resource_version=rv, timeout_seconds=30,
+                                           allow_watch_bookmarks=True, _request_timeout=45):
+                    obj = event["raw_object"]
+                    if event["type"] == "ERROR":
+                        if obj.get("code") == 410:
+                            rv = self.relist(kind)
+                            break
+                        continue
+                    rv = obj["metadata"].get("resourceVersion", rv)
+                    if event["type"] == "BOOKMARK":
+                        continue
+                    self.handle(kind, event["type"], obj)
+                    if self.stop_event.is_set():
+                        return
+            except client.ApiException as exc:
+                if exc.status == 410:
+                    try:
+                        rv = self.relist(kind)
+                    except Exception:
+                        time.sleep(1)
+                else:
+                    time.sleep(1)
+            except Exception:
+                time.sleep(1)  # the API server is down or paused: resume from rv
+
+    def handle(self, kind: str, etype: str, obj: dict[str, Any], *, relisted: bool = False) -> None:
+        now = time.monotonic()
+        meta = obj["metadata"]
+        uid = meta["uid"]
+        ann = meta.get("annotations") or {}
+        labels = meta.get("labels") or {}
+        bot = ann.get(BOT_ID) or labels.get("bot-id", "")
+        chash = ann.get(CONFIG_HASH, "")
+        phase = (obj.get("status") or {}).get("phase", "")
+        terminating = etype == "DELETED" or bool(meta.get("deletionTimestamp"))
+        key = (kind, bot)
+        with self.lock:
+            if not terminating:
+                rec = self.objs.get(uid)
+                if rec is None:
+                    self.objs[uid] = {"kind": kind, "bot": bot, "hash": chash, "name": meta["name"],
+                                      "created": now, "phase": phase}
+                    self.appearances[key].append((now, chash, uid))
+                    self.live[key].add(uid)
+                    if len(self.live[key]) > 1:
+                        names = sorted(self.objs[u]["name"] for u in self.live[key])
+                        self.dups.append({"t": round(self.timeline.rel(now), 1), "kind": kind,
+                                          "bot": bot, "objects": names})
+                        self.timeline.add(f"CHECKER: two {kind}s for bot {bot}: {names}",
+                                          at=now)
+                else:
+                    rec["phase"] = phase
+                return
+            rec = self.objs.get(uid)
+            if rec is None or uid not in self.live[key]:
+                return
+            self.live[key].discard(uid)
+            self.deletions.append({"t": now, "kind": kind, "bot": bot, "uid": uid,
+                                   "hash": rec["hash"], "phase": phase or rec["phase"],
+                                   "created": rec["created"], "name": rec["name"],
+                                   "relisted": relisted})
+
+    def hashes_seen(self, kind: str, bot: str) -> set[str]:
+        with self.lock:
+            return {h for _t, h, _u in self.appearances.get((kind, bot), [])}
+
+    def first_after(self, kind: str, bot: str, after: float, exclude: set[str]) -> float | None:
+        with self.lock:
+            return min((t for t, h, _u in self.appearances.get((kind, bot), [])
+                        if t >= after and h not in exclude), default=None)
+
+    def deletion_after(self, kind: str, bot: str, after: float) -> float | None:
+        with self.lock:
+            return min((d["t"] for d in self.deletions
+                        if d["kind"] == kind and d["bot"] == bot and d["t"] >= after),
+                       default=None)
+
+    def live_at_now(self, kind: str, bot: str) -> int:
+        with self.lock:
+            return len(self.live.get((kind, bot), ()))
+
+    def findings(self, model: Model) -> dict[str, Any]:
+        wrong: list[dict[str, Any]] = []
+        counts: dict[str, int] = defaultdict(int)
+        with self.lock:
+            deletions = list(self.deletions)
+            appearances = {k: list(v) for k, v in self.appearances.items()}
+        for d in deletions:
+            key = (d["kind"], d["bot"])
+            if not model.wanted_throughout(d["bot"], d["created"], d["t"]):
+                counts["not_wanted"] += 1
+            elif d["phase"] in ("Failed", "Succeeded", "Unknown"):
+                counts["broken_recreated"] += 1
+            elif any(t >= d["t"] - 0.5 and h != d["hash"] for t, h, u in appearances.get(key, [])
+                     if u != d["uid"]):
+                counts["replace"] += 1
+            else:
+                counts["wrong"] += 1
+                wrong.append({"t": round(self.timeline.rel(d["t"]), 1), "kind": d["kind"],
+                              "bot": d["bot"], "name": d["name"], "hash": d["hash"][:12],
+                              "phase": d["phase"], "relisted": d["relisted"],
+                              "successors": [(round(self.timeline.rel(t), 1), h[:12])
+                                             for t, h, u in appearances.get(key, [])
+                                             if t >= d["t"] - 0.5 and u != d["uid"]]})
+        return {"dup_pods": [x for x in self.dups if x["kind"] == "pod"],
+                "dup_cronjobs": [x for x in self.dups if x["kind"] == "cronjob"],
+                "wrong": wrong, "deletions": dict(counts)}
+
+
+def converged_report(mongo: Any, checker: Checker, model: Model,
+                     timeout_ms: int = 10000) -> dict[str, Any]:
+    """Every bot in Mongo vs Kubernetes now (a fresh list as admin)."""
+    out: dict[str, Any] = {"total": 0, "matched": 0, "mismatched": 0, "sample": []}
+    for kind, db, coll, status_coll in (("pod", "bot_runner", "bots", "bot_status"),
+                                        ("cronjob", "bot_scheduler", "bot_schedules",
+                                         "schedule_status")):
+        docs = list(mongo[db][coll].find({}, {"_id": 0, "id": 1, "enabled": 1, "config": 1},
+                                         max_time_ms=timeout_ms))
+        status = {s["id"]: s for s in mongo[db][status_coll].find(
+            {}, {"_id": 0, "id": 1, "desired_config_hash": 1}, max_time_ms=timeout_ms)
+            if "id" in s}
+        items, _rv = checker.list_raw(kind)
+        objects: dict[str, list[str]] = defaultdict(list)
+        for obj in items:
+            meta = obj["metadata"]
+            if meta.get("deletionTimestamp"):
+                continue
+            ann = meta.get("annotations") or {}
+            objects[ann.get(BOT_ID) or (meta.get("labels") or {}).get("bot-id", "")].append(
+                ann.get(CONFIG_HASH, ""))
+        ids = set()
+        for doc in docs:
+            bot = doc["id"]
+            ids.add(bot)
+            out["total"] += 1
+            have = objects.get(bot, [])
+            if enabled_doc(doc):
+                want = (status.get(bot) or {}).get("desired_config_hash")
+                stale = model.stale_hashes.get(bot, set())
+                ok = len(have) == 1 and bool(want) and have[0] == want and have[0] not in stale
+                why = f"{kind} {bot}: have {[h[:8] for h in have]} want {str(want)[:8]}" + (
+                    " (stale)" if have and have[0] in stale else "")
+            else:
+                ok, why = not have, f"{kind} {bot}: disabled but {len(have)} objects"
+            if ok:
+                out["matched"] += 1
+            else:
+                out["mismatched"] += 1
+                if len(out["sample"]) < 6:
+                    out["sample"].append(why)
+        for bot in set(objects) - ids:
+            out["total"] += 1
+            out["mismatched"] += 1
+            if len(out["sample"]) < 6:
+                out["sample"].append(f"{kind} {bot}: not in Mongo but {len(objects[bot])} objects")
+    return out
+
+
+class ReadyPoller:
+    def __init__(self, url: str, timeline: Timeline) -> None:
+        self.url = url
+        self.timeline = timeline
+        self.samples: list[tuple[float, int, list[str]]] = []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def run(self) -> None:
+        last: tuple[int, list[str]] | None = None
+        while not self.stop_event.wait(2):
+            now = time.monotonic()
+            try:
+                resp = httpx.get(self.url + "/readyz", timeout=3)
+                code = resp.status_code
+                failing = list(resp.json().get("failing", [])) if code in (200, 503) else []
+            except Exception as exc:
+                code, failing = 0, [type(exc).__name__]
+            self.samples.append((now, code, failing))
+            if last != (code, failing):
+                self.timeline.add(f"readyz {code} {','.join(failing)}", at=now)
+                last = (code, failing)
+
+    def latest(self) -> dict[str, Any]:
+        if not self.samples:
+            return {}
+        _t, code, failing = self.samples[-1]
+        return {"code": code, "failing": failing}
+
+    def summary(self, faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for f in faults:
+            during = [s for s in self.samples if f["start"] <= s[0] <= f["end"]]
+            after = [s for s in self.samples if s[0] >= f["end"] and s[1] == 200]
+            not_ready = [s for s in during if s[1] != 200]
+            out.append({"fault": f["kind"], "hold_s": round(f["end"] - f["start"], 1),
+                        "not_ready_during": bool(not_ready),
+                        "not_ready_first_s": round(not_ready[0][0] - f["start"], 1)
+                        if not_ready else None,
+                        "failing": sorted({x for s in not_ready for x in s[2]}),
+                        "ready_again_s": round(after[0][0] - f["end"], 1) if after else None})
+        return out
+
+
+class RssSampler:
+    """Peak resident memory of each controller process and stack server (the process and its
+    descendants summed), sampled every 5 s."""
+
+    def __init__(self, fleet: Any, stack: Any) -> None:
+        self.fleet = fleet
+        self.stack = stack
+        self.peak: dict[str, float] = defaultdict(float)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    @staticmethod
+    def rss_mb(pid: int) -> float:
+        from tools.stack.process import descendants
+        total = 0
+        for p in [pid, *descendants(pid)]:
+            try:
+                for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total / 1024
+
+    def run(self) -> None:
+        while not self.stop_event.wait(5):
+            pids = {**self.fleet.pids(), **{s.name: s.pid for s in self.stack.servers}}
+            for name, pid in pids.items():
+                self.peak[name] = max(self.peak[name], self.rss_mb(pid))
+
+    def peaks(self) -> dict[str, float]:
+        return {k: round(v, 1) for k, v in sorted(self.peak.items())}
