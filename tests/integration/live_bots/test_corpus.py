@@ -206,6 +206,10 @@ def build_corpus() -> Corpus:
     c.odd("UPPERCASE")
     c.odd("Case")
     c.odd("case")                               # must not collide with "Case"
+    # The collision pair: an author who chooses as id the victim's hashed name (without its
+    # prefix) gets other names, never the victim's Pod or Secret.
+    c.odd("Victim Bot")
+    c.odd(pod_name("Victim Bot").removeprefix("bot-"))
     c.odd("a.b")
     c.odd("a_b")                                # must not collide with "a.b"
     c.odd("with spaces in it")
@@ -292,6 +296,9 @@ def test_a_corpus_of_awkward_documents_affects_only_itself(
     assert by_bot["n" * 59][0].metadata.name == "bot-" + "n" * 59  # readable when it fits
     assert by_bot["case"][0].metadata.name == "bot-case"
     assert by_bot["Case"][0].metadata.name != "bot-case"
+    attacker = pod_name("Victim Bot").removeprefix("bot-")
+    assert by_bot[attacker][0].metadata.name != by_bot["Victim Bot"][0].metadata.name
+    assert by_bot["Victim Bot"][0].metadata.annotations[ANNOTATION_BOT_ID] == "Victim Bot"
 
     # Status: one document per identifiable bot, each saying what it is.
     docs = {s["id"]: s for s in statuses.find({}, {"_id": False})}
