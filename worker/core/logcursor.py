@@ -98,8 +98,10 @@ def fingerprint(ts: str, content: str) -> str:
 
 def object_key(bot_id: str, day: str) -> str:
     """logs/<bot id>/<YYYYMMDD>.log. An id that would not be one plain path segment (a "/",
-    "." or "..", spaces, control characters, very long) uses its stable label form instead."""
-    segment = bot_id if _SAFE_ID.fullmatch(bot_id) else naming.label_value(bot_id)
+    "." or "..", spaces, control characters, very long) uses its stable label form instead,
+    and so does one that ends like a hashed label (else it could name another id's logs)."""
+    readable = _SAFE_ID.fullmatch(bot_id) and not naming.ends_like_a_hash(bot_id)
+    segment = bot_id if readable else naming.label_value(bot_id)
     return f"{OBJECT_PREFIX}/{segment}/{day}.log"
 
 

@@ -62,6 +62,12 @@ def label_value(bot_id: str) -> str:
     return f"{prefix}-{digest}" if prefix else digest
 
 
+def ends_like_a_hash(text: str) -> bool:
+    """True when `text` ends as every hashed name does ("-" or start, then 16 base32
+    characters): such a text used as a readable name could equal another id's hashed one."""
+    return _HASHED_END.search(text) is not None
+
+
 def secret_name(pod: str) -> str:
     """Name of the Secret holding one pod's config and code URL (≤ 70 chars for pod names ≤ 63)."""
     return pod + _SECRET_SUFFIX

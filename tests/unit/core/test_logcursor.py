@@ -11,6 +11,7 @@ import pytest
 
 from worker.core import logcursor as lc
 from worker.core import logrecord
+from worker.core.naming import label_value
 
 T0 = "2026-11-28T10:00:00.000000001Z"
 
@@ -489,3 +490,11 @@ def test_forgotten_streams() -> None:
                "live/bot": lc.Position("#0", 0, None, 0, at=0.0)}
     assert lc.forgotten_streams(cursors, ["live/bot"], now=1000.0, keep_for=300) == [
         "gone-old/bot"]
+
+
+def test_log_keys_are_injective_an_id_chosen_as_anothers_hashed_form_gets_its_own() -> None:
+    victim = "victim bot/1"  # not a plain segment: its logs live under its label form
+    attacker = label_value(victim)
+    assert lc.object_key(attacker, "20261130") != lc.object_key(victim, "20261130")
+    assert lc.object_key("clx0abc123def456ghi789jk", "20261130") == (
+        "logs/clx0abc123def456ghi789jk/20261130.log")

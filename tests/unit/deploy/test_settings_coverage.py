@@ -154,7 +154,8 @@ def test_only_the_controllers_pods_reach_redis_and_the_operator_chooses_who_reac
     def admitted(labels: dict[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in allowed.items())
 
-    for name in ("worker.yaml", "beat.yaml", "events.yaml", "api.yaml", "flower.yaml"):
+    for name in ("worker.yaml", "log-worker.yaml", "beat.yaml", "events.yaml", "api.yaml",
+                 "flower.yaml"):
         labels = documents(name)[0]["spec"]["template"]["metadata"]["labels"]
         assert admitted(labels), name
     bot = parse_bot({"id": "b1", "config": {}, "custom": {
