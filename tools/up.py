@@ -136,7 +136,7 @@ def main() -> int:
                         "--loglevel=INFO", "-n", "worker@%h"], {}),
             ("log-worker", [celery, "-A", "worker.log_app", "worker", "-Q", "logs",
                             "--loglevel=INFO", "-n", "logs@%h"], {}),
-            ("beat", [celery, "-A", "worker", "beat", "--loglevel=INFO"], {}),
+            ("beat", [celery, "-A", "worker.broker_app", "beat", "--loglevel=INFO"], {}),
             ("events", [sys.executable, "-m", "worker", "events"], {}),
             ("api", [uvicorn, "--factory", "api.main:create_app", "--host", "127.0.0.1",
                      "--port", str(api_port)], {}),
