@@ -165,8 +165,14 @@ def main() -> int:
                     break
                 time.sleep(2)
             timeline.add(f"after the storm: {report}")
-            time.sleep(max(0.0, 2 * interval))  # let readiness settle, unacked drain
-            ready_after = ready.latest()
+            # /readyz must say 200 again: wait for it (the events consumer's NATS reconnect
+            # backoff reaches NATS_RECONNECT_WAIT_CAP, 30 s), then let unacked drain.
+            settle_from = time.monotonic()
+            while ready.latest().get("code") != 200 and time.monotonic() - settle_from < 120:
+                time.sleep(1)
+            ready_after = {**ready.latest(),
+                           "after_storm_s": round(time.monotonic() - last_fault_end, 1)}
+            time.sleep(max(0.0, 2 * interval))
             r: Any = redis.Redis.from_url(senv.redis_url)
             unacked = r.hgetall("unacked")
             index = r.zrange("unacked_index", 0, -1, withscores=True)

@@ -226,6 +226,9 @@ class Checker:
                                           at=now)
                 else:
                     rec["phase"] = phase
+                    if chash != rec["hash"]:  # changed in place (a CronJob is patched)
+                        rec["hash"] = chash
+                        self.appearances[key].append((now, chash, uid))
                 return
             rec = self.objs.get(uid)
             if rec is None or uid not in self.live[key]:
@@ -312,7 +315,11 @@ def converged_report(mongo: Any, checker: Checker, model: Model,
             have = objects.get(bot, [])
             if enabled_doc(doc):
                 want = (status.get(bot) or {}).get("desired_config_hash")
-                stale = model.stale_hashes.get(bot, set())
+                # Hashes seen before the bot's last config change are stale only when that
+                # change reached Mongo (a lost event is counted as lost, not as unconverged).
+                rev = (doc.get("config") or {}).get("chaos_rev")
+                landed = rev == (model.bots.get(bot) or {}).get("rev")
+                stale = model.stale_hashes.get(bot, set()) if landed else set()
                 ok = len(have) == 1 and bool(want) and have[0] == want and have[0] not in stale
                 why = f"{kind} {bot}: have {[h[:8] for h in have]} want {str(want)[:8]}" + (
                     " (stale)" if have and have[0] in stale else "")
