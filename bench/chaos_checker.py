@@ -339,11 +339,10 @@ def converged_report(mongo: Any, checker: Checker, model: Model,
     return out
 
 
-class ReadyPoller:
-    def __init__(self, url: str, timeline: Timeline) -> None:
-        self.url = url
-        self.timeline = timeline
-        self.samples: list[tuple[float, int, list[str]]] = []
+class Sampler:
+    """A daemon thread running `run` until `stop`."""
+
+    def __init__(self) -> None:
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
@@ -352,6 +351,17 @@ class ReadyPoller:
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+
+class ReadyPoller(Sampler):
+    def __init__(self, url: str, timeline: Timeline) -> None:
+        super().__init__()
+        self.url = url
+        self.timeline = timeline
+        self.samples: list[tuple[float, int, list[str]]] = []
 
     def run(self) -> None:
         last: tuple[int, list[str]] | None = None
@@ -389,22 +399,15 @@ class ReadyPoller:
         return out
 
 
-class RssSampler:
+class RssSampler(Sampler):
     """Peak resident memory of each controller process and stack server (the process and its
     descendants summed), sampled every 5 s."""
 
     def __init__(self, fleet: Any, stack: Any) -> None:
+        super().__init__()
         self.fleet = fleet
         self.stack = stack
         self.peak: dict[str, float] = defaultdict(float)
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stop_event.set()
 
     @staticmethod
     def rss_mb(pid: int) -> float:
