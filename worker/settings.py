@@ -198,6 +198,10 @@ class Settings(BaseSettings):
     TASK_RETRY_CAP: Duration = Field(_d("60s"), description="Longest retry delay of a failed task.")
     TASK_MAX_RETRIES: int = Field(8, ge=0, description="Retries before a task gives up "
                                                         "(the next reconcile re-plans anyway).")
+    SECRET_REPAIR_AFTER: Duration = Field(
+        _d("30s"), description="A pod not running this long after its creation has its Secret "
+                               "checked, and made again if missing (longer than its create task "
+                               "takes between the pod and the Secret).")
     POD_GONE_TIMEOUT: Duration = Field(
         _d("90s"), description="How long a replace waits for the old pod to disappear.")
     BOT_LOCK_TTL: Duration = Field(

@@ -9,11 +9,13 @@ its own state object (read and write).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import urllib3
@@ -167,10 +169,31 @@ def _meta_headers(hwm: str, ledger: str | None) -> _Headers:
     return headers
 
 
+T = TypeVar("T")
+MoveObserver = Callable[[str, int], None]
+"""Called as observer(operation, bytes moved) after each read, put, append and archive."""
+
+
+def _observed(operation: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Reports what one LogStore operation moved (nested reads included) to its observer."""
+    def wrap(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def run(self: LogStore, *args: Any, **kwargs: Any) -> T:
+            before = self.bytes_moved
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                if self.observer is not None:
+                    self.observer(operation, self.bytes_moved - before)
+        return run
+    return wrap
+
+
 class LogStore:
     """The `bot-logs` bucket: conditional appends, replaces and rotations of log objects, their
     metadata, cleanup. Counts what it moves (`requests`, `bytes_sent`, `bytes_received`,
-    `bytes_copied` server-side) for tests and benchmarks."""
+    `bytes_copied` server-side) for tests and benchmarks, and reports each operation's share
+    to `observer` when one is set."""
 
     def __init__(self, *, endpoint: str, access_key: str, secret_key: str, bucket: str,
                  secure: bool, region: str, copy_threshold: int = MIN_PART,
@@ -185,7 +208,12 @@ class LogStore:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.bytes_copied = 0
+        self.observer: MoveObserver | None = None
         self.bucket_ready = False  # seen to exist by this process
+
+    @property
+    def bytes_moved(self) -> int:
+        return self.bytes_sent + self.bytes_received + self.bytes_copied
 
     @contextmanager
     def _translated(self, what: str) -> Iterator[None]:
@@ -229,6 +257,7 @@ class LogStore:
         return ObjectState(etag=str(stat.etag).strip('"'), size=int(stat.size or 0),
                            hwm=headers.get(_HWM_HEADER), ledger=headers.get(_DAY_HEADER))
 
+    @_observed("read")
     def read(self, key: str, *, expected: ObjectState | None = None) -> bytes | None:
         """The object's content (None when missing); with `expected`, only if it is still that
         version (else LogWriteConflict)."""
@@ -255,6 +284,7 @@ class LogStore:
             self.client._put_object(self.bucket, key, data, headers=headers)
         self.bytes_sent += len(data)
 
+    @_observed("put")
     def put(self, key: str, data: bytes, *, expected: ObjectState | None, hwm: str,
             ledger: str | None = None) -> None:
         """Replaces the object last seen as `expected` (None: it must not exist) by `data`."""
@@ -262,6 +292,7 @@ class LogStore:
                                else {"If-Match": expected.etag})
         self._put(key, data, {**_meta_headers(hwm, ledger), **condition})
 
+    @_observed("append")
     def append(self, key: str, data: bytes, *, expected: ObjectState | None, hwm: str,
                ledger: str | None = None) -> None:
         """Appends `data` to the object last seen as `expected` (None: it must not exist),
@@ -276,6 +307,7 @@ class LogStore:
         else:
             self._compose(key, key, expected, data, headers, complete_if_match=expected.etag)
 
+    @_observed("archive")
     def archive(self, key: str, to_key: str, *, expected: ObjectState | None,
                 extra: bytes = b"") -> None:
         """Writes the object last seen as `expected` (None: it does not exist), followed by

@@ -41,9 +41,6 @@ from worker.runtime import Runtime
 
 log = logging.getLogger("the0.reconcile.pods")
 POD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY_BOT}"
-# A pod not running this long after its creation has its Secret checked: longer than its own
-# create task takes between the pod and the Secret.
-SECRET_REPAIR_AFTER = 30.0
 
 
 class PodKind:
@@ -248,7 +245,7 @@ class PodKind:
         s = self.settings
         stuck = sorted((p for p in candidates.values()
                         if p.assessment.health is not PodHealth.RUNNING
-                        and p.created_at and now - p.created_at > SECRET_REPAIR_AFTER),
+                        and p.created_at and now - p.created_at > s.SECRET_REPAIR_AFTER),
                        key=lambda p: p.created_at)[:s.URL_RESIGN_PER_PASS]
         repaired = 0
         for pod in stuck:

@@ -253,17 +253,14 @@ def test_a_scheduled_run_completes_on_the_real_node_with_its_state_and_result(
 
 
 def test_a_pod_left_without_its_secret_is_repaired_by_the_next_pass(
-        real: RealNode, bots: Any, monkeypatch: Any) -> None:
+        real: RealNode, bots: Any) -> None:
     # What a worker killed between creating the pod and its Secret leaves behind: the kubelet
     # cannot mount the Secret, so the pod never starts. The next pass makes the Secret again.
     from worker.core.bot import BotKind, parse_bot
     from worker.core.podspec import build_pod
-    from worker.reconcile import pods
-
-    monkeypatch.setattr(pods, "SECRET_REPAIR_AFTER", 1.0)
     doc = live_doc("orphan", code_key=real.upload_python_bot())
     bots.insert_one(doc)
-    controller = real.controller()
+    controller = real.controller(SECRET_REPAIR_AFTER="1s")
     settings = controller.rt.settings
     controller.rt.kube.create_pod(build_pod(
         parse_bot(doc, kind=BotKind.LIVE, resources=settings.resource_policy),
