@@ -1,17 +1,24 @@
 """The NATS consumer: platform events → Mongo (the platform's documents) → a reconcile of that
 one bot, at once. Run ONE: `python -m worker events`. A bot's events must be applied in the
-order they were sent, and the queue group `runtime` spreads messages over its members without
-regard to the bot (k8s/events.yaml deploys one replica with Recreate).
+order they were sent, and several consumers share messages without regard to the bot
+(k8s/events.yaml deploys one replica with Recreate).
+
+Delivery (worker.adapters.nats): from the platform's JetStream stream (`EVENTS_STREAM`, the0's
+`THE0_EVENTS`) through a durable consumer, so no event is lost while this consumer is down or
+restarting; a message is acknowledged once its effect is in Mongo and its reconcile queued (or
+it was refused). Core NATS when the server has no JetStream or `EVENTS_STREAM` is empty.
 
 Steps per message (DESIGN §1 "NATS"):
 1. parse (pure, worker.core.events), size and depth limits included; a bad message is logged
    by reason — never its content — counted, and dropped; the consumer goes on. When its bot
    is known, the refusal is also written to that bot's status (in its turn, like its events);
-2. apply its effect to Mongo (created / updated / deleted), retried with backoff for up to
-   EVENT_APPLY_DEADLINE while Mongo is down: core NATS does not redeliver, and the periodic
-   reconcile cannot recover a lost desired-state change. A document Mongo refuses is NOT
-   retried: that event fails at once (logged, counted `failed:refused`, in the bot's status),
-   so it holds its slot for milliseconds, not for the deadline;
+2. apply its effect to Mongo (created / updated / deleted), retried with backoff while Mongo is
+   down — until it works from the stream (the message is kept alive meanwhile; a stopping
+   consumer leaves it unacknowledged, for the next one), for up to EVENT_APPLY_DEADLINE on core
+   NATS, which does not redeliver. A copy older than what was already applied for that bot
+   (a redelivery after a lost ack) is acknowledged and skipped, so it cannot undo a later
+   event. A document Mongo refuses is NOT retried: that event fails at once (logged, counted
+   `failed:refused`, in the bot's status), so it holds its slot for milliseconds;
 3. queue `reconcile.bot` / `reconcile.schedule` for that id — unless one is already queued
    and not yet started: it will read the latest document, so a burst for one bot collapses
    into one action on its latest state.
@@ -23,6 +30,7 @@ The periodic reconcile stays the safety net: with NATS down, the system still co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -35,15 +43,18 @@ from typing import Any, TypeVar
 
 from celery import Celery
 
-from worker.adapters.nats import EventSource, redact_url
+from worker.adapters.nats import Delivery, EventSource, StreamSpec, redact_url
 from worker.core.bot import BotKind
 from worker.core.errors import TemporaryError
 from worker.core.events import (
+    PLATFORM_STREAM_MAX_AGE_S,
     QUEUE_GROUP,
+    AppliedSequences,
     BotEvent,
     DocumentRefused,
     Rejected,
     parse_event,
+    subjects,
     subscriptions,
 )
 from worker.core.metrics import EVENTS
@@ -94,6 +105,12 @@ class EventConsumer:
                                       thread_name_prefix="events-io")
         self.failed = False  # the NATS connection closed for good: exit non-zero
         self.counts: Counter[str] = Counter()   # since start (reported in the heartbeat)
+        self.delivery = "none"  # "stream" (JetStream, durable) or "core", once subscribed
+        self.stream = (StreamSpec(stream=s.EVENTS_STREAM, subjects=subjects(),
+                                  max_age_s=PLATFORM_STREAM_MAX_AGE_S,
+                                  durable=s.EVENTS_DURABLE, ack_wait_s=s.EVENTS_ACK_WAIT)
+                       if s.EVENTS_STREAM else None)
+        self._applied = AppliedSequences()
         self._slots = asyncio.Semaphore(s.EVENT_CONCURRENCY)
         self._bot_locks: dict[tuple[BotKind, str], tuple[asyncio.Lock, int]] = {}
         self._running: set[asyncio.Task[None]] = set()
@@ -104,16 +121,19 @@ class EventConsumer:
         heartbeat = asyncio.create_task(self._heartbeat_forever())
         try:
             if await self.source.connect(self.stop):
-                s = self.settings
-                await self.source.subscribe(subscriptions(), queue=QUEUE_GROUP,
-                                            handler=self.on_message,
-                                            pending_msgs_limit=s.EVENT_PENDING_LIMIT,
-                                            pending_bytes_limit=s.EVENT_PENDING_BYTES)
-                log.info("events: %s subscribed to %s (queue group %r) on %s", self.name,
-                         ", ".join(subscriptions()), QUEUE_GROUP,
-                         redact_url(self.nats_url))
-                await self.stop.wait()
+                durable = await self._stream_available()
+                if durable is None:
+                    pass  # stopped before NATS answered
+                elif durable and self.stream is not None:
+                    await self._consume_stream(self.stream)
+                else:
+                    await self._subscribe_core()
+                    await self.stop.wait()
         finally:
+            if self.delivery == "stream" and self._running:
+                # Fetching has stopped; let delivered messages finish while their acks can
+                # still reach the server (what does not finish is delivered again later).
+                await asyncio.wait(self._running, timeout=self.settings.EVENT_APPLY_DEADLINE)
             await self.source.close()
             if self._running:
                 await asyncio.wait(self._running, timeout=self.settings.EVENT_APPLY_DEADLINE)
@@ -121,6 +141,45 @@ class EventConsumer:
             heartbeat.cancel()
             await self._beat()  # last counts; state "stopped"
             log.info("events: %s stopped (%s)", self.name, dict(self.counts))
+
+    async def _stream_available(self) -> bool | None:
+        """Whether to read from the stream (it and the durable consumer exist now); None if
+        stopped meanwhile. A JetStream that answers with an error (e.g. NATS restarting) is
+        asked again with backoff: falling back to core NATS then would lose events."""
+        if self.stream is None:
+            return False
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                return await self.source.durable_available(self.stream)
+            except Exception as exc:  # nats-py raises several unrelated types here
+                delay = self.source.backoff(failures)
+                failures += 1
+                log.warning("events: stream %s not usable yet (%s: %s); asking again in %.1f s",
+                            self.stream.stream, type(exc).__name__, excerpt(str(exc), limit=200),
+                            delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), timeout=delay)
+        return None
+
+    async def _consume_stream(self, spec: StreamSpec) -> None:
+        self.delivery = "stream"
+        log.info("events: %s subscribed to %s through the durable consumer %s (JetStream) on %s",
+                 self.name, spec.stream, spec.durable, redact_url(self.nats_url))
+        await self.source.consume_durable(spec, handler=self.on_message, slots=self._slots,
+                                          batch=self.settings.EVENT_CONCURRENCY, stop=self.stop)
+
+    async def _subscribe_core(self) -> None:
+        s = self.settings
+        await self.source.subscribe(subscriptions(), queue=QUEUE_GROUP, handler=self.on_message,
+                                    slots=self._slots, pending_msgs_limit=s.EVENT_PENDING_LIMIT,
+                                    pending_bytes_limit=s.EVENT_PENDING_BYTES)
+        self.delivery = "core"
+        why = ("EVENTS_STREAM is empty" if self.stream is None
+               else "the server has no JetStream")
+        log.warning("events: %s subscribed to %s (queue group %r, core NATS: %s) on %s; events "
+                    "published while no consumer is subscribed are LOST", self.name,
+                    ", ".join(subscriptions()), QUEUE_GROUP, why, redact_url(self.nats_url))
 
     def _connection_closed(self) -> None:
         if not self.stop.is_set():
@@ -131,11 +190,12 @@ class EventConsumer:
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
-    async def on_message(self, subject: str, payload: bytes) -> None:
-        """Called by NATS for each message, in order. Waiting for a slot here is the
-        back-pressure: undelivered messages stay in the client's bounded pending queue."""
-        await self._slots.acquire()
-        task = asyncio.create_task(self.handle(subject, payload))
+    async def on_message(self, delivery: Delivery) -> None:
+        """Called for each message, in order, with a slot already taken for it (the source
+        takes it: that is the back-pressure). Starts its handler; the slot is freed when it
+        ends. Handlers start in arrival order and take their bot's lock before any await, so
+        one bot's events are applied in that order."""
+        task = asyncio.create_task(self.handle(delivery))
         self._running.add(task)
         task.add_done_callback(self._finished)
 
@@ -143,11 +203,19 @@ class EventConsumer:
         self._running.discard(task)
         self._slots.release()
         if not task.cancelled() and task.exception() is not None:
+            # Left unacknowledged: redelivered after EVENTS_ACK_WAIT, and dropped then if a
+            # later event of that bot was applied meanwhile.
             log.error("events: handler crashed: %s", type(task.exception()).__name__)
             self._count("crashed")
 
     # ------------------------------------------------------------------ one message
-    async def handle(self, subject: str, payload: bytes) -> None:
+    async def handle(self, delivery: Delivery) -> None:
+        """One message, to its end: settled (acknowledged) unless the consumer is stopping
+        with its Mongo write still failing — then it stays in the stream for the next one."""
+        if await self._handle(delivery.subject, delivery.data, delivery.sequence):
+            await delivery.settle()
+
+    async def _handle(self, subject: str, payload: bytes, sequence: int | None) -> bool:
         s = self.settings
         event = parse_event(subject, payload, max_bytes=s.EVENT_MAX_BYTES,
                             max_depth=s.EVENT_MAX_DEPTH)
@@ -162,13 +230,29 @@ class EventConsumer:
                         event.kind, event.bot_id, event.reason,
                         f"event {excerpt(subject, limit=80)} refused: {event.detail} "
                         f"({event.reason})")
-            return
+            return True
         async with self._bot_lock(event.kind, event.bot_id):
-            if not await self._apply(event, subject):
-                return
-            await self._in_thread(self.trigger, event)
+            if sequence is not None and not self._applied.is_new(event.kind.value, event.bot_id,
+                                                                 sequence):
+                log.info("events: %s %s %r: skipped, a copy of stream message %d delivered "
+                         "again after a later event of this bot was applied", event.kind.value,
+                         event.op.value, excerpt(event.bot_id, limit=64), sequence)
+                self._count("skipped:redelivered")
+                return True
+            applied = await self._apply(event, subject)
+            if applied is None:
+                return False  # stopping with Mongo down: left in the stream
+            if applied:
+                if sequence is not None:
+                    self._applied.record(event.kind.value, event.bot_id, sequence)
+                await self._in_thread(self.trigger, event)
+            return True
 
-    async def _apply(self, event: BotEvent, subject: str) -> bool:
+    async def _apply(self, event: BotEvent, subject: str) -> bool | None:
+        """True: applied. False: this event failed for good (refused, or Mongo down past the
+        deadline on core NATS). None: not applied, the consumer is stopping — from the stream,
+        where a message is never given up while Mongo is down."""
+        durable = self.delivery == "stream"
         deadline = time.monotonic() + self.settings.EVENT_APPLY_DEADLINE
         delay = 0.2
         while True:
@@ -189,7 +273,13 @@ class EventConsumer:
                     f"event {excerpt(subject, limit=80)} refused: {refused}")
                 return False
             except TemporaryError as exc:
-                if time.monotonic() + delay > deadline:
+                if durable and self.stop.is_set():
+                    log.warning("events: stopping with %s %s for bot %r not applied (Mongo: "
+                                "%s); it stays in the stream for the next consumer",
+                                event.kind.value, event.op.value,
+                                excerpt(event.bot_id, limit=64), exc)
+                    return None
+                if not durable and time.monotonic() + delay > deadline:
                     log.error("events: LOST %s %s for bot %r: Mongo unavailable for %.0f s (%s)",
                               event.kind.value, event.op.value, excerpt(event.bot_id, limit=64),
                               self.settings.EVENT_APPLY_DEADLINE, exc)
@@ -263,12 +353,14 @@ class EventConsumer:
 
     async def _beat(self) -> None:
         state = {"at": time.time(), "name": self.name, "connected": self.source.connected,
+                 "delivery": self.delivery,
                  "stopping": self.stop.is_set(), "disconnects": self.source.disconnects,
                  "in_progress": len(self._running), "counts": dict(self.counts)}
         increments = self.rt.metrics.drain()
         try:
-            await asyncio.to_thread(self.rt.telemetry.events_consumer_beat, self.name, state,
-                                    ttl=self.settings.HEARTBEAT_TTL, increments=increments)
+            # `self.rt.telemetry` is read in the thread too: the first read builds it.
+            await asyncio.to_thread(lambda: self.rt.telemetry.events_consumer_beat(
+                self.name, state, ttl=self.settings.HEARTBEAT_TTL, increments=increments))
         except TemporaryError as exc:
             self.rt.metrics.restore(increments)  # counted again at the next beat
             log.warning("events: heartbeat not written: %s", exc)

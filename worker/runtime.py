@@ -41,16 +41,29 @@ class Runtime:
         # Metric increments of this process, flushed to Redis by the heartbeat / each pass.
         self.metrics = MetricBuffer()
         self.kube_observer = kube_observer or self.metrics.observe_kube_request
-        self._lock = threading.RLock()  # store() builds the client inside its own build
+        # One lock per component: a slow build (a Mongo client whose first index check waits
+        # out MONGO_TIMEOUT with Mongo down) must not block a caller of another component —
+        # the events consumer reads `telemetry` on its event loop, where a 30 s wait stalls
+        # its NATS keep-alives and heartbeats. store() builds the client inside its own build
+        # (two different locks, always taken in that order).
+        self._locks_guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
         self._built: dict[str, Any] = {}
         # Called with a bot id when a pod of ours is deleted by someone else (seen by the
         # watched pod cache); the worker sets it to queue that bot's reconcile at once.
         self.on_foreign_pod_delete: Callable[[str], None] | None = None
 
     def _once(self, name: str, build: Callable[[], T]) -> T:
-        with self._lock:
+        if name in self._built:  # built: no lock needed (a dict read is atomic)
+            built: T = self._built[name]
+            return built
+        with self._locks_guard:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
             if name not in self._built:
-                self._built[name] = build()
+                component = build()
+                with self._locks_guard:
+                    self._built[name] = component
             value: T = self._built[name]
             return value
 
@@ -165,9 +178,9 @@ class Runtime:
 
     def informers(self) -> list[Informer[Any]]:
         """The watched caches this process has built so far (metrics, tests)."""
-        with self._lock:
-            return [value for name, value in self._built.items()
-                    if name.startswith("informer:")]
+        with self._locks_guard:  # a copy: another thread may be adding a component
+            built = list(self._built.items())
+        return [value for name, value in built if name.startswith("informer:")]
 
     def close(self) -> None:
         """Stops the watches of this runtime's caches (tests build many runtimes per process)."""

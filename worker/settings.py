@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.core.bot import DEFAULT_IMAGES, MAX_CONFIG_BYTES
 from worker.core.cronspec import CronJobSettings
+from worker.core.events import PLATFORM_STREAM
 from worker.core.podspec import PodTemplateSettings
 from worker.core.quantity import parse_quantity
 from worker.core.resources import DEFAULT_CEILINGS, ResourcePolicy, Resources
@@ -239,6 +240,21 @@ class Settings(BaseSettings):
         _d("30s"), description="Longest wait between NATS connection attempts.")
     NATS_PING_INTERVAL: Duration = Field(
         _d("10s"), description="Keep-alive ping; a silent NATS is found dead after 3 of them.")
+    EVENTS_STREAM: str = Field(
+        PLATFORM_STREAM, pattern=r"^[A-Za-z0-9_-]{0,64}$",
+        description="JetStream stream the events are read from, through a durable consumer, so "
+                    "none is lost while the consumer is down: the0's API keeps them in "
+                    "THE0_EVENTS (created here with the API's settings if absent). Empty, or a "
+                    "server without JetStream: core NATS, where events sent while no consumer "
+                    "runs are lost.")
+    EVENTS_DURABLE: str = Field(
+        "the0-k8s", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Name of the durable consumer on EVENTS_STREAM (created if absent, from the "
+                    "present on). Its position in the stream survives restarts.")
+    EVENTS_ACK_WAIT: Duration = Field(
+        _d("30s"), description="A stream message not acknowledged (nor kept alive) this long "
+                           "is delivered again: how soon an event a dead consumer held is "
+                           "redelivered.")
     EVENT_CONCURRENCY: int = Field(
         16, ge=1, le=256, description="Events applied at once by one consumer (different bots; "
                                       "one bot's events stay in order).")
@@ -259,8 +275,9 @@ class Settings(BaseSettings):
                     "NATS drops messages (counted as failed:dropped). Keep twice this under the "
                     "consumer's memory limit.")
     EVENT_APPLY_DEADLINE: Duration = Field(
-        _d("60s"), description="How long an event's Mongo write is retried while Mongo is "
-                           "down before it is logged as lost (core NATS does not redeliver).")
+        _d("60s"), description="Core NATS only: how long an event's Mongo write is retried "
+                           "while Mongo is down before it is logged as lost (core NATS does not "
+                           "redeliver; from the stream it is retried until it works).")
     # --- Health and metrics (heartbeats in Redis, read by the api) ---------------------------
     HEARTBEAT_INTERVAL: Duration = Field(
         _d("10s"), description="How often each worker process and the active beat refresh "

@@ -49,7 +49,7 @@ def restricted_namespace(stack: Stack, namespace: str) -> str:
 
 @pytest.fixture
 def settings_env(stack_env: StackEnv, restricted_namespace: str, db_names: dict[str, str],
-                 bucket: str, redis_client: Any) -> dict[str, str]:
+                 bucket: str, redis_client: Any, test_id: str) -> dict[str, str]:
     """The controller's environment, as in tests/integration/live_bots/conftest.py."""
     redis_client.flushdb()  # queues, locks, dedup keys, leader lease: all start empty
     return {
@@ -60,6 +60,9 @@ def settings_env(stack_env: StackEnv, restricted_namespace: str, db_names: dict[
         "BOT_RUNNER_DB": db_names["bot_runner"],
         "BOT_SCHEDULER_DB": db_names["bot_scheduler"],
         "MINIO_BUCKET": bucket,
+        # One durable consumer per test: a message a killed consumer left unacknowledged in the
+        # stack's stream is never delivered to the next test's consumer (and database).
+        "EVENTS_DURABLE": f"t-{test_id}",
         "RECONCILE_INTERVAL": "2s",
         # Tests change Mongo directly (not through events) and expect the next pass to see it.
         "MAX_CREATES_PER_SECOND": "200",

@@ -352,8 +352,11 @@ class Stack:
                                "--dir", str(w), "--protected-mode", "no"],
                      probe=lambda: _redis_ping(redis_port), timeout=20)
         nats_port, nats_monitor = free_port(), free_port()
+        # JetStream on, its store in the work dir (a restart keeps streams and consumers), as
+        # the platform's NATS has it: the0's API keeps its events in a stream.
         self._server("nats", [str(self.bins.nats_server), "-a", "127.0.0.1", "-p",
-                              str(nats_port), "-m", str(nats_monitor)],
+                              str(nats_port), "-m", str(nats_monitor), "-js", "-sd",
+                              str(w / "nats")],
                      probe=lambda: _http_ok(f"http://127.0.0.1:{nats_monitor}/healthz"),
                      timeout=20)
         postgres_url = self._start_postgres()

@@ -43,6 +43,12 @@ ID_SCAN_BYTES = 4096
 PHASE_REFUSED = "Refused"
 
 
+# The stream the0's API keeps the platform's events in (api/src/nats/nats.service.ts: name
+# THE0_EVENTS, the six subjects, limits retention, file storage, 7 days).
+PLATFORM_STREAM = "THE0_EVENTS"
+PLATFORM_STREAM_MAX_AGE_S = 7 * 24 * 3600.0
+
+
 class EventOp(StrEnum):
     CREATED = "created"
     UPDATED = "updated"
@@ -265,3 +271,25 @@ def _unwrap_legacy(body: dict[str, Any], rejected: _RejectedOf) -> dict[str, Any
 
 def _type(value: Any) -> str:
     return "null" if value is None else type(value).__name__
+
+
+class AppliedSequences:
+    """The stream sequence of the latest event applied per bot, so a redelivered copy of an
+    older message (its ack was lost, or the consumer stalled past ack_wait) is recognised and
+    not applied over a newer event: a `created` delivered again after the `deleted` that
+    followed it would bring the bot back. Bounded: the oldest bots are forgotten first (a copy
+    arrives within seconds of its original, not after `limit` other bots' events)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._latest: dict[tuple[str, str], int] = {}
+
+    def is_new(self, kind: str, bot_id: str, sequence: int) -> bool:
+        return sequence > self._latest.get((kind, bot_id), 0)
+
+    def record(self, kind: str, bot_id: str, sequence: int) -> None:
+        key = (kind, bot_id)
+        self._latest.pop(key, None)  # re-inserted last: dicts keep insertion order
+        self._latest[key] = sequence
+        while len(self._latest) > self.limit:
+            del self._latest[next(iter(self._latest))]

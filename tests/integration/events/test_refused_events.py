@@ -16,6 +16,7 @@ import pytest
 from celery import Celery
 
 from tests.support.bots import bot_doc, cache_sees, run_pass
+from worker.adapters.nats import Delivery
 from worker.core.events import PHASE_REFUSED
 from worker.core.podstatus import PodHealth
 from worker.events import EventConsumer
@@ -41,8 +42,14 @@ def consumer(controller: LiveBotController) -> Iterator[tuple[EventConsumer, lis
 
 def handle(consumer: EventConsumer, subject: str, body: Any) -> float:
     payload = body if isinstance(body, bytes) else orjson.dumps(body)
+    settled: list[bool] = []
+
+    async def settle() -> None:
+        settled.append(True)
+
     started = time.monotonic()
-    asyncio.run(consumer.handle(subject, payload))
+    asyncio.run(consumer.handle(Delivery(subject, payload, None, settle)))
+    assert settled == [True], "a refused event is settled (acknowledged), never left for redelivery"
     return time.monotonic() - started
 
 

@@ -10,6 +10,7 @@ import pytest
 from worker.core.bot import BotKind
 from worker.core.events import (
     MAX_DEPTH,
+    AppliedSequences,
     BotEvent,
     DocumentRefused,
     EventOp,
@@ -254,3 +255,28 @@ def test_one_wildcard_subscription_per_kind_keeps_a_bots_events_in_one_queue() -
         matches = [s for s in subscriptions() if subject.startswith(s[:-1])
                    and "." not in subject[len(s) - 1:]]
         assert len(matches) == 1, subject
+
+
+# --------------------------------------------------------------------------- redelivered copies
+def test_a_copy_of_an_older_message_is_not_new_once_a_later_one_was_applied() -> None:
+    applied = AppliedSequences()
+    assert applied.is_new("live", "a", 5)
+    applied.record("live", "a", 5)
+    applied.record("live", "a", 9)  # the bot's `deleted`, after its `created` (5)
+    assert not applied.is_new("live", "a", 5), "a redelivered `created` would bring it back"
+    assert not applied.is_new("live", "a", 9), "the same message delivered twice"
+    assert applied.is_new("live", "a", 10)
+    # Per bot and per kind: another bot's later sequence says nothing about this one.
+    assert applied.is_new("live", "b", 3)
+    assert applied.is_new("scheduled", "a", 6)
+
+
+def test_the_record_is_bounded_and_forgets_the_least_recently_applied_bot() -> None:
+    applied = AppliedSequences(limit=2)
+    applied.record("live", "a", 1)
+    applied.record("live", "b", 2)
+    applied.record("live", "a", 3)  # a is now the most recent
+    applied.record("live", "c", 4)  # b goes
+    assert not applied.is_new("live", "a", 3)
+    assert not applied.is_new("live", "c", 4)
+    assert applied.is_new("live", "b", 2), "forgotten: a copy would be applied again"
