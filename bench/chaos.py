@@ -166,7 +166,7 @@ def main() -> int:
                 time.sleep(2)
             timeline.add(f"after the storm: {report}")
             # /readyz must say 200 again: wait for it (the events consumer's NATS reconnect
-            # backoff reaches NATS_RECONNECT_WAIT_CAP, 30 s), then let unacked drain.
+            # backoff reaches NATS_RECONNECT_WAIT_CAP), then let unacked drain.
             settle_from = time.monotonic()
             while ready.latest().get("code") != 200 and time.monotonic() - settle_from < 120:
                 time.sleep(1)

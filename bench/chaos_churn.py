@@ -162,8 +162,9 @@ class Churn:
                                     allow_reconnect=False, max_reconnect_attempts=0,
                                     error_cb=quiet)
             try:
-                await nc.publish(subject, orjson.dumps(body))
-                await nc.flush(timeout=2)
+                # As the0's API publishes: into its JetStream stream, waiting for the server's
+                # ack (an event is "published" once the stream holds it).
+                await nc.jetstream().publish(subject, orjson.dumps(body), timeout=5)
             finally:
                 await nc.close()
 
