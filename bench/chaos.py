@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from chaos_checker import Checker, Model, ReadyPoller, RssSampler, Timeline, converged_report
 from chaos_churn import Churn, seed_bots
-from chaos_faults import Faults, Fleet
+from chaos_faults import KINDS, Faults, Fleet
 
 from tools.stack.supervisor import Stack
 
@@ -72,7 +72,14 @@ def main() -> int:
                         help="mean pause between two faults, s (exponential)")
     parser.add_argument("--reconcile-interval", type=int, default=10)
     parser.add_argument("--converge-timeout", type=float, default=300.0)
+    parser.add_argument("--faults", default=",".join(KINDS),
+                        help="the kinds of fault drawn, comma-separated (default: all)")
+    parser.add_argument("--max-faults", type=int, default=None,
+                        help="stop injecting after this many faults (default: until the end)")
     args = parser.parse_args()
+    unknown = set(args.faults.split(",")) - set(KINDS)
+    if unknown:
+        parser.error(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
     rng = random.Random(args.seed)
     churn_rate = args.churn_per_minute if args.churn_per_minute is not None else 0.02 * args.bots
     workdir = Path(tempfile.mkdtemp(prefix="the0-chaos-"))
@@ -126,7 +133,8 @@ def main() -> int:
                           per_minute=churn_rate, until=storm_end)
             faults = Faults(stack, fleet, timeline, ready, random.Random(rng.random()),
                             hold_scale=args.hold_scale, gap=args.gap, until=storm_end,
-                            redis_url=senv.redis_url)
+                            redis_url=senv.redis_url, kinds=args.faults.split(","),
+                            max_faults=args.max_faults)
             churn.fault_now = lambda: faults.active
             sampler_stop = threading.Event()
 
@@ -147,7 +155,10 @@ def main() -> int:
                 fleet.check_alive()
                 time.sleep(1)
             sampler_stop.set()
-            last_fault_end = faults.last_end or time.monotonic()
+            # Convergence is timed from the end of the last fault or of the churn, whichever is
+            # later: while the churn goes on, "every bot matches Mongo" is a moving target.
+            last_fault_end = max(faults.last_end or 0.0, churn.last_change or 0.0) \
+                or time.monotonic()
             timeline.add("storm over: churn and faults stopped")
 
             # Convergence after the storm.
@@ -221,7 +232,9 @@ def main() -> int:
         print(f"{key:<{width}}  {shown}")
     print(json.dumps(result))
     ok = (result["duplicate_pod_instants"] == 0 and result["duplicate_cronjob_instants"] == 0
-          and result["wrong_deletions"] == 0 and converge_s is not None)
+          and result["wrong_deletions"] == 0 and converge_s is not None
+          and result["events_lost_mongo"] == 0 and result["events_lost_k8s"] == 0
+          and result["unacked_at_end"] == 0 and result["unexpected_exits"] == 0)
     return 0 if ok else 1
 
 

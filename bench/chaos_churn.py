@@ -76,6 +76,7 @@ class Churn:
         self.events: list[dict[str, Any]] = []
         self.ops: list[dict[str, Any]] = []  # every change, both paths (for supersession)
         self.count = 0
+        self.last_change: float | None = None  # monotonic time of the last change made
         self.by_path: dict[str, int] = defaultdict(int)
         self.publish_failed = 0
         self.next_new = 0
@@ -145,6 +146,7 @@ class Churn:
         if path == "nats":
             self.events.append(record)
         self.count += 1
+        self.last_change = at
         self.by_path[path] += 1
         self.timeline.add(f"churn {path} {op} {kind} {bot} rev {rev} enabled {enabled}",
                           quiet=True, at=at)

@@ -110,7 +110,8 @@ KINDS = ["kill-worker", "kill-beat", "kill-events", "restart-redis", "restart-na
 class Faults:
     def __init__(self, stack: Any, fleet: Fleet, timeline: Timeline, ready: ReadyPoller,
                  rng: Random, *, hold_scale: float, gap: float, until: float,
-                 redis_url: str) -> None:
+                 redis_url: str, kinds: list[str] | None = None,
+                 max_faults: int | None = None) -> None:
         self.stack = stack
         self.fleet = fleet
         self.timeline = timeline
@@ -120,6 +121,8 @@ class Faults:
         self.gap = gap
         self.until = until
         self.redis_url = redis_url
+        self.kinds = kinds or KINDS
+        self.max_faults = max_faults
         self.done: list[dict[str, Any]] = []
         self.active: str | None = None
         self.last_end: float | None = None
@@ -137,11 +140,11 @@ class Faults:
     def run(self) -> None:
         deck: list[str] = []
         etcd_done = False
-        while True:
+        while self.max_faults is None or len(self.done) < self.max_faults:
             wait = self.rng.expovariate(1 / self.gap) if self.gap > 0 else 0
             hold = max(3.0, self.rng.uniform(5, 90) * self.hold_scale)
             if not deck:
-                deck = [k for k in KINDS if k != "pause-etcd" or not etcd_done]
+                deck = [k for k in self.kinds if k != "pause-etcd" or not etcd_done]
                 self.rng.shuffle(deck)
             kind = deck.pop()
             if time.monotonic() + wait + 3 >= self.until:
