@@ -12,6 +12,20 @@ QUEUE_BOTS = "bots"
 QUEUE_LOGS = "logs"
 
 
+def transport_options(settings: Settings) -> dict[str, float]:
+    """Unacked messages come back TASK_VISIBILITY_TIMEOUT after their worker vanished (kill -9)
+    — and promptly then: kombu's default sweep for them runs only every 10th tick of 10 s, so a
+    message could wait 100 s more (measured: a killed worker's replace came back 89 s late).
+    One cheap ZRANGE per tick, a tenth of the timeout, 1–10 s. The sweep's mutex expires after
+    60 s, not kombu's 300 s: a worker killed while holding it would stop every sweep that
+    long."""
+    visibility = settings.TASK_VISIBILITY_TIMEOUT
+    return {"visibility_timeout": visibility,
+            "unacked_restore_interval": max(1, min(10, int(visibility // 10))),
+            "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": 60}
+
+
 def create_app(settings: Settings) -> Celery:
     from beat.schedule import beat_schedule
 
@@ -20,8 +34,7 @@ def create_app(settings: Settings) -> Celery:
     app.conf.update(
         broker_url=settings.REDIS_URL,
         broker_connection_retry_on_startup=True,
-        # Unacked messages come back after this long if their worker vanished (kill -9).
-        broker_transport_options={"visibility_timeout": settings.TASK_VISIBILITY_TIMEOUT},
+        broker_transport_options=transport_options(settings),
         task_ignore_result=True,
         result_backend=None,
         task_serializer="json",

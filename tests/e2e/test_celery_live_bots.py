@@ -200,7 +200,9 @@ def test_kill_9_of_a_worker_mid_task_converges_without_a_duplicate(
         return (len(now) == 1 and now[0].metadata.uid != first.metadata.uid
                 and now[0].metadata.annotations[ANNOTATION_CONFIG_HASH]
                 != first.metadata.annotations[ANNOTATION_CONFIG_HASH]) and now[0]
-    new = wait_for(converged, "the redelivered replace to create the new pod", timeout=180,
+    # The message is restored within a sweep (≤ 1 s here) of its visibility timeout (10 s),
+    # then waits for the dead worker's lock to expire (15 s after its last renewal).
+    new = wait_for(converged, "the redelivered replace to create the new pod", timeout=60,
                    interval=0.5)
     print(f"converged {time.monotonic() - killed:.1f} s after the kill -9")
     # Let every redelivered copy and retry run out; still exactly one pod.
