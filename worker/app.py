@@ -16,7 +16,7 @@ def transport_options(settings: Settings) -> dict[str, float]:
     """Unacked messages come back TASK_VISIBILITY_TIMEOUT after their worker vanished (kill -9)
     — and promptly then: kombu's default sweep for them runs only every 10th tick of 10 s, so a
     message could wait 100 s more (measured: a killed worker's replace came back 89 s late).
-    One cheap ZRANGE per tick, a tenth of the timeout, 1–10 s. The sweep's mutex expires after
+    One cheap ZRANGE per tick, a tenth of the timeout, 1 to 10 s. The sweep's mutex expires after
     60 s, not kombu's 300 s: a worker killed while holding it would stop every sweep that
     long."""
     visibility = settings.TASK_VISIBILITY_TIMEOUT
