@@ -80,6 +80,14 @@ class Model:
             self.history[bot].append((at if at is not None else time.monotonic(),
                                       exists and enabled))
 
+    def note_attempt(self, bot: str, *, wanted: bool, at: float) -> None:
+        """A change whose outcome is unknown (its publish failed, perhaps after the server
+        stored it): if it asked for the bot's removal, a removal after it is justified. The
+        bot's current state stays as it was."""
+        if not wanted:
+            with self.lock:
+                self.history[bot].append((at, False))
+
     def live_ids(self) -> list[str]:
         return sorted(b for b, v in self.bots.items() if v["kind"] == "live" and v["exists"])
 

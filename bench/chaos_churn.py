@@ -132,9 +132,14 @@ class Churn:
         self.model.touched[bot] = time.monotonic()
         pre = self.checker.hashes_seen(KIND[kind], bot)
         cfg = bot_config(bot, kind, rev, enabled)
-        ok = self.publish(kind, op, bot, cfg) if path == "nats" else self.write(kind, op, bot, cfg)
+        # The change counts from the moment it is SENT: a JetStream publish returns after the
+        # stream's ack, and the consumer may act (delete the pod) before that.
         at = time.monotonic()
+        ok = self.publish(kind, op, bot, cfg) if path == "nats" else self.write(kind, op, bot, cfg)
         if not ok:
+            # A publish that timed out may still be in the stream (the server stored it, its ack
+            # was lost): a removal it asked for is then not a wrong deletion.
+            self.model.note_attempt(bot, wanted=exists and enabled, at=at)
             return
         if op == "update":
             self.model.stale_hashes[bot] |= pre

@@ -146,3 +146,28 @@ def test_without_jetstream_the_consumer_uses_core_nats_and_says_events_can_be_lo
     publish(url, [created("c")])
     wait_for(lambda: live_pods(core, restricted_namespace, "c"), "the event acted on",
              timeout=30)
+
+
+def test_a_durable_consumer_deleted_under_a_running_consumer_is_created_again(
+        start_worker: Start, start_events: Start, stack_env: StackEnv, code: str, core: Any,
+        restricted_namespace: str, redis_client: Any, settings_env: dict[str, str]) -> None:
+    durable = settings_env["EVENTS_DURABLE"]
+    start_worker("w1")
+    consumer = start_events()
+    wait_subscribed(redis_client, [consumer])
+
+    async def delete() -> None:
+        client = await nats.connect(servers=[stack_env.nats_url], connect_timeout=5)
+        try:
+            await client.jsm().delete_consumer(PLATFORM_STREAM, durable)
+        finally:
+            await client.close()
+
+    asyncio.run(delete())
+    # Fetches see only silence (nats-py drops the server's status); the idle check finds it.
+    wait_for(lambda: consumer.output().count(f"created the durable consumer {durable}") == 2,
+             "the consumer to create its durable again", timeout=30, interval=0.2)
+    publish(stack_env.nats_url, [created("again")])
+    wait_for(lambda: live_pods(core, restricted_namespace, "again"),
+             "an event after the re-creation acted on", timeout=30)
+    consumer.assert_alive()

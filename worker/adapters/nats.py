@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ from nats.js import api as js_api
 log = logging.getLogger("the0.adapters.nats")
 
 STREAM_EXISTS = 10058  # JetStream's error code for "stream name already in use"
+CONSUMER_CHECK_S = 10.0  # how often an idle durable reader checks its consumer still exists
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,13 @@ class EventSource:
         self.ping_interval = ping_interval
         self.client: Client | None = None
         self.disconnects = 0
+        self.fetch_failing = False  # the stream answers fetches with errors (not a timeout)
 
     @property
     def connected(self) -> bool:
-        return self.client is not None and self.client.is_connected
+        """Connected, and — reading from the stream — its fetches work: readiness must not say
+        yes while events cannot be read (a deleted consumer, a refused permission)."""
+        return self.client is not None and self.client.is_connected and not self.fetch_failing
 
     async def connect(self, stop: asyncio.Event) -> bool:
         """Connects, retrying with backoff until it works or `stop` is set (→ False)."""
@@ -194,6 +199,7 @@ class EventSource:
         # The inbox subscription is the client's: nats-py re-creates it after a reconnect.
         sub = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
         keep_alive = max(spec.ack_wait_s / 3, 0.5)
+        checked = time.monotonic()
         try:
             while not stop.is_set():
                 taken = await _take_slots(slots, batch, stop)
@@ -201,11 +207,25 @@ class EventSource:
                     break
                 try:
                     msgs = await sub.fetch(taken, timeout=1.0)
+                    self.fetch_failing = False
                 except TimeoutError:  # nats-py's and asyncio's: nothing came in time
                     msgs = []
+                    self.fetch_failing = False
+                    # A deleted durable consumer looks like silence to a fetch (nats-py drops
+                    # the server's status): while idle, check it still exists (it is created
+                    # again if not) every CONSUMER_CHECK_S.
+                    if time.monotonic() - checked > CONSUMER_CHECK_S and self.connected:
+                        checked = time.monotonic()
+                        try:
+                            await self.durable_available(spec)
+                        except Exception as exc:
+                            log.warning("nats: checking %s/%s failed (%s)", spec.stream,
+                                        spec.durable, type(exc).__name__)
                 except Exception as exc:  # disconnected, consumer gone with a wiped server...
-                    log.warning("nats: fetch from %s/%s failed (%s); trying again", spec.stream,
-                                spec.durable, type(exc).__name__)
+                    if not self.fetch_failing:
+                        log.warning("nats: fetch from %s/%s failed (%s); trying again every "
+                                    "second", spec.stream, spec.durable, type(exc).__name__)
+                    self.fetch_failing = True
                     msgs = []
                     await _pause(stop, 1.0)
                     if self.connected:
