@@ -54,9 +54,13 @@ def test_an_unchanged_state_is_not_uploaded(pod, store) -> None:
     sync = pod.start_sync()
     store.wait_for_puts(pod.STATE_PATH, 1)
     time.sleep(0.3)
-    # Rewriting the same bytes (as SDKs do) changes mtimes, not the content: no upload.
-    for _ in range(3):
-        (pod.state_dir / "same.json").write_text("{}")
+    # Rewriting the same bytes (as SDKs do: a new file renamed over the old) changes mtimes,
+    # not the content: no upload. (An in-place rewrite truncates first: a sync that reads the
+    # empty file in between sees a real change — it did once, on a loaded machine.)
+    for i in range(3):
+        fresh = pod.state_dir / f".same.json.{i}"
+        fresh.write_text("{}")
+        fresh.replace(pod.state_dir / "same.json")
         time.sleep(0.3)
     assert len(store.puts(pod.STATE_PATH)) == 1
     sync.signal(signal.SIGTERM)
