@@ -214,13 +214,9 @@ class EventSource:
                     # A deleted durable consumer looks like silence to a fetch (nats-py drops
                     # the server's status): while idle, check it still exists (it is created
                     # again if not) every CONSUMER_CHECK_S.
-                    if time.monotonic() - checked > CONSUMER_CHECK_S and self.connected:
+                    if time.monotonic() - checked > CONSUMER_CHECK_S:
                         checked = time.monotonic()
-                        try:
-                            await self.durable_available(spec)
-                        except Exception as exc:
-                            log.warning("nats: checking %s/%s failed (%s)", spec.stream,
-                                        spec.durable, type(exc).__name__)
+                        await self._recheck(spec)
                 except Exception as exc:  # disconnected, consumer gone with a wiped server...
                     if not self.fetch_failing:
                         log.warning("nats: fetch from %s/%s failed (%s); trying again every "
@@ -228,9 +224,7 @@ class EventSource:
                     self.fetch_failing = True
                     msgs = []
                     await _pause(stop, 1.0)
-                    if self.connected:
-                        with contextlib.suppress(Exception):
-                            await self.durable_available(spec)
+                    await self._recheck(spec)
                 for _ in range(taken - len(msgs)):
                     slots.release()
                 for msg in msgs:
@@ -238,6 +232,19 @@ class EventSource:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def _recheck(self, spec: StreamSpec) -> None:
+        """The stream and the durable consumer once more (created again if gone); while
+        disconnected there is nothing to ask, and a failure only waits for the next check.
+        (The connection itself, not `connected`: that one is false while fetches fail, which
+        is when this is needed most.)"""
+        if self.client is None or not self.client.is_connected:
+            return
+        try:
+            await self.durable_available(spec)
+        except Exception as exc:  # nats-py raises several unrelated types here
+            log.warning("nats: checking %s/%s failed (%s)", spec.stream, spec.durable,
+                        type(exc).__name__)
 
     def _held(self, msg: Msg, keep_alive: float) -> Delivery:
         async def refresh() -> None:
