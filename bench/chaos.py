@@ -14,9 +14,9 @@ until every bot is converged, then for M minutes:
   times `--hold-scale`: kill -9 of a worker, of the active beat, of the events consumer (the
   process is started again when the hold ends); restart of Redis, NATS, FerretDB; SIGSTOP /
   SIGCONT ("network cut") of kube-apiserver, etcd (once), FerretDB, Redis, NATS;
-* an independent checker (bench/chaos_checker.py; threads of this process that read as admin
-  with the kubernetes client and pymongo, never the controller's code): a watch on every pod
-  and CronJob recording any instant one bot (annotation `the0.dev/bot-id`) has two
+* an independent checker (bench/chaos_checker.py; reads as admin with the kubernetes client and
+  pymongo, never the controller's code; its watches run in a process of their own): a watch
+  on every pod and CronJob recording any instant one bot (annotation `the0.dev/bot-id`) has two
   non-terminating pods or two CronJobs; every deletion judged against the churn's desired state;
   every published event matched to its effect in Mongo and Kubernetes; /readyz polled every 2 s;
   the RSS of every process sampled.
@@ -56,6 +56,7 @@ from tools.stack.supervisor import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "the0"
+HEARTBEAT_TTL_S = 6  # the api says a process is dead after this; heartbeats every 2 s
 
 
 def main() -> int:
@@ -96,7 +97,7 @@ def main() -> int:
         env = {**senv.as_env(), "KUBECONFIG": senv.controller_kubeconfig,
                "KUBE_MODE": "kubeconfig", "NAMESPACE": NAMESPACE,
                "RECONCILE_INTERVAL": f"{interval}s", "HEARTBEAT_INTERVAL": "2s",
-               "HEARTBEAT_TTL": "6s", "TASK_VISIBILITY_TIMEOUT": "60s",
+               "HEARTBEAT_TTL": f"{HEARTBEAT_TTL_S}s", "TASK_VISIBILITY_TIMEOUT": "60s",
                "LOG_INTERVAL": "3600s", "WORKER_CONCURRENCY": "4",
                "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         mongo: Any = pymongo.MongoClient(senv.mongo_uri, serverSelectionTimeoutMS=3000,
@@ -110,7 +111,8 @@ def main() -> int:
         fleet.start_all()
         checker = Checker(senv.admin_kubeconfig, NAMESPACE, model, timeline)
         checker.start()
-        ready = ReadyPoller(fleet.api_url, timeline)
+        ready = ReadyPoller(fleet.api_url, timeline, interval=interval,
+                            heartbeat_ttl=HEARTBEAT_TTL_S)
         rss = RssSampler(fleet, stack)
         ready.start()
         rss.start()
@@ -128,7 +130,8 @@ def main() -> int:
                 time.sleep(2)
             timeline.add(f"converged before the storm after {time.monotonic() - t0:.0f} s")
 
-            storm_end = time.monotonic() + args.minutes * 60
+            storm_start = time.monotonic()
+            storm_end = storm_start + args.minutes * 60
             churn = Churn(senv, mongo, model, checker, timeline, random.Random(rng.random()),
                           per_minute=churn_rate, until=storm_end)
             faults = Faults(stack, fleet, timeline, ready, random.Random(rng.random()),
@@ -201,6 +204,9 @@ def main() -> int:
             checker.stop()
             fleet.stop_all()
 
+    readyz = ready.summary(faults.done)
+    not_ready_without_fault_s = ready.not_ready_without_fault_s(
+        faults.done, since=storm_start, until=last_fault_end, grace=3 * interval)
     result: dict[str, Any] = {
         "bench": "chaos", "seed": args.seed, "bots": args.bots, "minutes": args.minutes,
         "churn_per_minute": churn_rate, "hold_scale": args.hold_scale,
@@ -220,7 +226,9 @@ def main() -> int:
         "watch_relists": checker.relists,
         "unacked_at_end": len(unacked),
         "unacked_oldest_s": round(ages[-1], 1) if ages else 0,
-        "readyz": ready.summary(faults.done),
+        "readyz": readyz,
+        "readyz_blind_faults": sum(1 for f in readyz if f["blind"]),
+        "readyz_not_ready_without_fault_s": not_ready_without_fault_s,
         "readyz_ready_after": ready_after,
         "controller_restarts": fleet.restarts,
         "unexpected_exits": fleet.unexpected,
@@ -238,7 +246,8 @@ def main() -> int:
     ok = (result["duplicate_pod_instants"] == 0 and result["duplicate_cronjob_instants"] == 0
           and result["wrong_deletions"] == 0 and converge_s is not None
           and result["events_lost_mongo"] == 0 and result["events_lost_k8s"] == 0
-          and result["unacked_at_end"] == 0 and result["unexpected_exits"] == 0)
+          and result["unacked_at_end"] == 0 and result["unexpected_exits"] == 0
+          and result["readyz_blind_faults"] == 0)
     return 0 if ok else 1
 
 

@@ -1,10 +1,12 @@
 """The chaos run's independent checker: what the platform wants (Model), what Kubernetes shows
-(Checker: watches as admin), what /readyz says (ReadyPoller), memory (RssSampler), and the
-timeline. Never imports the controller's code: it judges the controller from outside.
+(Checker: watches as admin in a process of their own, `watch_in_process`), what /readyz says
+(ReadyPoller), memory (RssSampler), and the timeline. Never imports the controller's code: it
+judges the controller from outside.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from collections import defaultdict
@@ -106,14 +108,120 @@ class Model:
         return state
 
 
+def _lister(kubeconfig: str, kind: str) -> tuple[Any, str]:
+    api = config.new_client_from_config(kubeconfig)
+    if kind == "pod":
+        return client.CoreV1Api(api).list_namespaced_pod, POD_SELECTOR
+    return client.BatchV1Api(api).list_namespaced_cron_job, CRONJOB_SELECTOR
+
+
+def list_raw(fn: Any, namespace: str, selector: str) -> tuple[list[dict[str, Any]], str]:
+    """Every object of one list, page by page, and the list's resourceVersion."""
+    items, token, rv = [], None, ""
+    while True:
+        resp = fn(namespace, label_selector=selector, limit=2000, _continue=token,
+                  _preload_content=False, _request_timeout=20)
+        page = orjson.loads(resp.data)
+        items += page["items"]
+        rv = page["metadata"].get("resourceVersion", rv)
+        token = page["metadata"].get("continue")
+        if not token:
+            return items, rv
+
+
+# One observation, as the watcher process sends it: (seen at (time.monotonic, the same clock
+# in every process), kind, "ADDED"/"MODIFIED"/"DELETED", uid, name, bot, config hash, phase,
+# terminating, found gone by a relist). Control messages: ("ready",), ("relisted", kind, n).
+Observation = tuple[float, str, str, str, str, str, str, str, bool, bool]
+
+
+def _observe(kind: str, etype: str, obj: dict[str, Any], relisted: bool = False) -> Observation:
+    meta = obj["metadata"]
+    ann = meta.get("annotations") or {}
+    bot = ann.get(BOT_ID) or (meta.get("labels") or {}).get("bot-id", "")
+    phase = (obj.get("status") or {}).get("phase", "")
+    terminating = etype == "DELETED" or bool(meta.get("deletionTimestamp"))
+    return (time.monotonic(), kind, etype, meta["uid"], meta["name"], bot,
+            ann.get(CONFIG_HASH, ""), phase, terminating, relisted)
+
+
+def watch_in_process(kubeconfig: str, namespace: str, out: Any, stop: Any) -> None:
+    """The watcher process: lists, then watches pods and CronJobs from the list's
+    resourceVersion (a 410 relists; what vanished meanwhile is sent as deleted), sending every
+    observation, time-stamped when seen, to `out`. Its own process, so the bench's churn and
+    judging never delay an observation (nor share an interpreter lock with it)."""
+    live: dict[str, dict[str, dict[str, Any]]] = {"pod": {}, "cronjob": {}}
+    lock = threading.Lock()
+
+    def send(kind: str, etype: str, obj: dict[str, Any], relisted: bool = False) -> None:
+        o = _observe(kind, etype, obj, relisted)
+        with lock:
+            if o[8]:
+                live[kind].pop(o[3], None)
+            else:
+                live[kind][o[3]] = obj
+        out.put(o)
+
+    def relist(kind: str, fn: Any, selector: str) -> tuple[str, int]:
+        items, rv = list_raw(fn, namespace, selector)
+        seen = {obj["metadata"]["uid"] for obj in items}
+        for obj in items:
+            send(kind, "MODIFIED", obj)
+        with lock:
+            gone = [obj for uid, obj in live[kind].items() if uid not in seen]
+        for obj in gone:
+            send(kind, "DELETED", obj, relisted=True)
+        return rv, len(gone)
+
+    def run(kind: str, rv: str) -> None:
+        fn, selector = _lister(kubeconfig, kind)
+        while not stop.is_set():
+            try:
+                stream = watch.Watch()
+                for event in stream.stream(fn, namespace, label_selector=selector,
+                                           resource_version=rv, timeout_seconds=30,
+                                           allow_watch_bookmarks=True, _request_timeout=45):
+                    obj = event["raw_object"]
+                    if event["type"] == "ERROR":
+                        if obj.get("code") == 410:
+                            raise client.ApiException(status=410)
+                        continue
+                    rv = obj["metadata"].get("resourceVersion", rv)
+                    if event["type"] != "BOOKMARK":
+                        send(kind, event["type"], obj)
+                    if stop.is_set():
+                        return
+            except client.ApiException as exc:
+                if exc.status != 410:
+                    time.sleep(1)
+                    continue
+                try:
+                    rv, gone = relist(kind, fn, selector)
+                    out.put(("relisted", kind, gone))
+                except Exception:
+                    time.sleep(1)
+            except Exception:
+                time.sleep(1)  # the API server is down or paused: resume from rv
+
+    threads = []
+    for kind in ("pod", "cronjob"):
+        fn, selector = _lister(kubeconfig, kind)
+        items, rv = list_raw(fn, namespace, selector)
+        for obj in items:
+            send(kind, "ADDED", obj)
+        threads.append(threading.Thread(target=run, args=(kind, rv), daemon=True))
+    out.put(("ready",))
+    for thread in threads:
+        thread.start()
+    stop.wait()
+
+
 class Checker:
-    """Watches pods and CronJobs (as admin) from a known resourceVersion; records duplicates,
-    appearances and deletions with the instant they were seen."""
+    """What the watcher process saw (duplicates, appearances, deletions, each with the instant
+    it was seen), judged here against the churn's model."""
 
     def __init__(self, kubeconfig: str, namespace: str, model: Model, timeline: Timeline) -> None:
-        api = config.new_client_from_config(kubeconfig)
-        self.core = client.CoreV1Api(api)
-        self.batch = client.BatchV1Api(api)
+        self.kubeconfig = kubeconfig
         self.ns = namespace
         self.model = model
         self.timeline = timeline
@@ -124,105 +232,52 @@ class Checker:
         self.deletions: list[dict[str, Any]] = []
         self.dups: list[dict[str, Any]] = []
         self.relists = 0
-        self.stop_event = threading.Event()
-        self.threads: list[threading.Thread] = []
-
-    def lister(self, kind: str) -> tuple[Any, str]:
-        if kind == "pod":
-            return self.core.list_namespaced_pod, POD_SELECTOR
-        return self.batch.list_namespaced_cron_job, CRONJOB_SELECTOR
+        ctx = multiprocessing.get_context("spawn")  # not fork: this process has threads
+        self.queue: Any = ctx.Queue()
+        self.stop_event: Any = ctx.Event()
+        self.ready = threading.Event()
+        self.process = ctx.Process(target=watch_in_process, name="chaos-watcher", daemon=True,
+                                   args=(kubeconfig, namespace, self.queue, self.stop_event))
+        self.receiver = threading.Thread(target=self.receive, daemon=True)
 
     def list_raw(self, kind: str) -> tuple[list[dict[str, Any]], str]:
-        fn, selector = self.lister(kind)
-        items, token, rv = [], None, ""
-        while True:
-            resp = fn(self.ns, label_selector=selector, limit=2000, _continue=token,
-                      _preload_content=False, _request_timeout=20)
-            page = orjson.loads(resp.data)
-            items += page["items"]
-            rv = page["metadata"].get("resourceVersion", rv)
-            token = page["metadata"].get("continue")
-            if not token:
-                return items, rv
+        fn, selector = _lister(self.kubeconfig, kind)
+        return list_raw(fn, self.ns, selector)
 
     def start(self) -> None:
-        for kind in ("pod", "cronjob"):
-            items, rv = self.list_raw(kind)
-            for obj in items:
-                self.handle(kind, "ADDED", obj)
-            thread = threading.Thread(target=self.run, args=(kind, rv), daemon=True)
-            thread.start()
-            self.threads.append(thread)
+        """Starts the watcher process; returns once it has listed both kinds."""
+        self.process.start()
+        self.receiver.start()
+        while not self.ready.wait(1):
+            if not self.process.is_alive():
+                raise RuntimeError(f"the checker's watcher exited ({self.process.exitcode})")
 
     def stop(self) -> None:
         self.stop_event.set()
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
 
-    def relist(self, kind: str) -> str:
-        self.relists += 1
-        items, rv = self.list_raw(kind)
-        seen = set()
-        for obj in items:
-            seen.add(obj["metadata"]["uid"])
-            self.handle(kind, "MODIFIED", obj)
-        with self.lock:
-            gone = [uid for (k, _b), uids in self.live.items() if k == kind for uid in uids
-                    if uid not in seen]
-        for uid in gone:
-            rec = self.objs[uid]
-            self.handle(kind, "DELETED", {"metadata": {"uid": uid, "name": rec["name"],
-                                                       "annotations": {BOT_ID: rec["bot"],
-                                                                       CONFIG_HASH: rec["hash"]}},
-                                          "status": {"phase": rec["phase"]}}, relisted=True)
-        self.timeline.add(f"checker: {kind} watch relisted (410): {len(gone)} gone meanwhile")
-        return rv
+    def receive(self) -> None:
+        while True:
+            msg = self.queue.get()
+            if msg[0] == "ready":
+                self.ready.set()
+            elif msg[0] == "relisted":
+                self.relists += 1
+                self.timeline.add(f"checker: {msg[1]} watch relisted (410): {msg[2]} gone "
+                                  "meanwhile")
+            else:
+                self.handle(msg)
 
-    def run(self, kind: str, rv: str) -> None:
-        fn, selector = self.lister(kind)
-        while not self.stop_event.is_set():
-            try:
-                stream = watch.Watch()
-                for event in stream.stream(fn, self.ns, label_selector=selector,
-                                           resource_version=rv, timeout_seconds=30,
-                                           allow_watch_bookmarks=True, _request_timeout=45):
-                    obj = event["raw_object"]
-                    if event["type"] == "ERROR":
-                        if obj.get("code") == 410:
-                            rv = self.relist(kind)
-                            break
-                        continue
-                    rv = obj["metadata"].get("resourceVersion", rv)
-                    if event["type"] == "BOOKMARK":
-                        continue
-                    self.handle(kind, event["type"], obj)
-                    if self.stop_event.is_set():
-                        return
-            except client.ApiException as exc:
-                if exc.status == 410:
-                    try:
-                        rv = self.relist(kind)
-                    except Exception:
-                        time.sleep(1)
-                else:
-                    time.sleep(1)
-            except Exception:
-                time.sleep(1)  # the API server is down or paused: resume from rv
-
-    def handle(self, kind: str, etype: str, obj: dict[str, Any], *, relisted: bool = False) -> None:
-        now = time.monotonic()
-        meta = obj["metadata"]
-        uid = meta["uid"]
-        ann = meta.get("annotations") or {}
-        labels = meta.get("labels") or {}
-        bot = ann.get(BOT_ID) or labels.get("bot-id", "")
-        chash = ann.get(CONFIG_HASH, "")
-        phase = (obj.get("status") or {}).get("phase", "")
-        terminating = etype == "DELETED" or bool(meta.get("deletionTimestamp"))
+    def handle(self, o: Observation) -> None:
+        now, kind, _etype, uid, name, bot, chash, phase, terminating, relisted = o
         key = (kind, bot)
         with self.lock:
             if not terminating:
                 rec = self.objs.get(uid)
                 if rec is None:
-                    self.objs[uid] = {"kind": kind, "bot": bot, "hash": chash, "name": meta["name"],
+                    self.objs[uid] = {"kind": kind, "bot": bot, "hash": chash, "name": name,
                                       "created": now, "phase": phase}
                     self.appearances[key].append((now, chash, uid))
                     self.live[key].add(uid)
@@ -364,11 +419,29 @@ class Sampler:
         raise NotImplementedError
 
 
+def must_fail_readiness_after(kind: str, *, interval: float, heartbeat_ttl: float) -> float | None:
+    """How long a fault of this kind must be held before a truthful /readyz says 503 (its
+    poll every 2 s included), or None when the system stays able to work (one of two workers,
+    the standby beat takes over). Redis is asked on every request; the events consumer's
+    heartbeat lives heartbeat_ttl and probes NATS every beat; a failing reconcile shows once
+    the last success is older than the readiness window (3 intervals), after one more pass."""
+    if kind in ("kill-worker", "kill-beat"):
+        return None
+    if kind.endswith("redis"):
+        return 4.0
+    if kind in ("kill-events", "restart-nats", "pause-nats"):
+        return heartbeat_ttl + 4.0
+    return 4 * interval + 4.0  # FerretDB, kube-apiserver, etcd: reconciles fail
+
+
 class ReadyPoller(Sampler):
-    def __init__(self, url: str, timeline: Timeline) -> None:
+    def __init__(self, url: str, timeline: Timeline, *, interval: float,
+                 heartbeat_ttl: float) -> None:
         super().__init__()
         self.url = url
         self.timeline = timeline
+        self.interval = interval
+        self.heartbeat_ttl = heartbeat_ttl
         self.samples: list[tuple[float, int, list[str]]] = []
 
     def run(self) -> None:
@@ -392,14 +465,29 @@ class ReadyPoller(Sampler):
         _t, code, failing = self.samples[-1]
         return {"code": code, "failing": failing}
 
+    def not_ready_without_fault_s(self, faults: list[dict[str, Any]], *, since: float,
+                                  until: float, grace: float) -> float:
+        """Seconds /readyz said 503 with no fault held and none ended within `grace` (the
+        recovery a truthful probe may take): a false alarm, the other way to lie."""
+        spans = [(f["start"], f["end"] + grace) for f in faults]
+        false = [t for t, code, _ in self.samples
+                 if code != 200 and since <= t <= until and not any(a <= t <= b for a, b in spans)]
+        return 2.0 * len(false)  # one sample every 2 s
+
     def summary(self, faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
         for f in faults:
             during = [s for s in self.samples if f["start"] <= s[0] <= f["end"]]
             after = [s for s in self.samples if s[0] >= f["end"] and s[1] == 200]
             not_ready = [s for s in during if s[1] != 200]
+            must = must_fail_readiness_after(f["kind"], interval=self.interval,
+                                             heartbeat_ttl=self.heartbeat_ttl)
             out.append({"fault": f["kind"], "hold_s": round(f["end"] - f["start"], 1),
                         "not_ready_during": bool(not_ready),
+                        # Held long enough that a truthful /readyz had to say 503, and it
+                        # never did.
+                        "blind": must is not None and f["end"] - f["start"] >= must
+                                 and not not_ready,
                         "not_ready_first_s": round(not_ready[0][0] - f["start"], 1)
                         if not_ready else None,
                         "failing": sorted({x for s in not_ready for x in s[2]}),

@@ -352,6 +352,9 @@ class EventConsumer:
             await asyncio.sleep(self.settings.HEARTBEAT_INTERVAL)
 
     async def _beat(self) -> None:
+        # Asked every beat, so a server that stops answering is in the heartbeat within one
+        # interval (plus this wait) instead of after nats-py's 3 missed keep-alive pings.
+        await self.source.probe(timeout=min(max(round(self.settings.HEARTBEAT_INTERVAL), 1), 3))
         state = {"at": time.time(), "name": self.name, "connected": self.source.connected,
                  "delivery": self.delivery,
                  "stopping": self.stop.is_set(), "disconnects": self.source.disconnects,

@@ -62,4 +62,6 @@ def test_a_ci_sized_storm_keeps_every_invariant(short_tmp: str) -> None:
     for fault in result["readyz"]:
         if fault["fault"] in ("kill-events", "restart-nats") and fault["hold_s"] > 10:
             assert fault["not_ready_during"] and "events" in fault["failing"], fault
+    assert result["readyz_blind_faults"] == 0, result["readyz"]
+    assert result["readyz_not_ready_without_fault_s"] == 0, result["readyz"]
     assert done.returncode == 0, done.stderr[-4000:]

@@ -423,6 +423,29 @@ def events_check(api: Served) -> dict[str, Any]:
     return next(c for c in body["checks"] if c["name"] == "events")
 
 
+def test_a_paused_nats_fails_readiness_within_a_few_seconds(
+        stack: Stack, procs: Procs, start_events: Start, redis_client: Any) -> None:
+    """A paused server (SIGSTOP: the connection stays open, nothing answers — a network cut)
+    is in the heartbeat within one beat's probe, not after nats-py's 3 missed keep-alive pings
+    (30 s with the default NATS_PING_INTERVAL, which this consumer keeps)."""
+    api = start_api(procs, HEARTBEAT_TTL="3s")
+    consumer = start_events()
+    wait_subscribed(redis_client, [consumer])
+    wait_for(lambda: events_check(api)["ok"], "/readyz: events check passing", timeout=10)
+    with stack.paused("nats"):
+        paused_at = time.monotonic()
+        wait_for(lambda: not events_check(api)["ok"], "/readyz to fail the events check",
+                 timeout=8, interval=0.2)
+        seen_after = time.monotonic() - paused_at
+        assert api.get("/readyz").status_code == 503
+        consumer.assert_alive()
+    print(f"paused NATS failed /readyz after {seen_after:.1f} s")
+    wait_for(lambda: events_check(api)["ok"], "/readyz: events check passing after SIGCONT",
+             timeout=10, interval=0.2)
+    assert "left a ping unanswered" in consumer.output()
+    consumer.assert_alive()
+
+
 def test_nats_restarted_mid_run_and_down_at_start(
         stack: Stack, procs: Procs, start_worker: Start, start_beat: Start,
         start_events: Start, stack_env: StackEnv, code: str, bots: Any, core: Any,

@@ -646,6 +646,17 @@ class Stack:
             server.start()
             server.wait_ready(self._probes[name], timeout=60)
 
+    @contextmanager
+    def paused(self, name: str) -> Iterator[None]:
+        """SIGSTOP … SIGCONT of one server: its connections stay open and nothing answers,
+        like a network cut (for failure tests)."""
+        server = next(s for s in self.servers if s.name == name)
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+
     # ------------------------------------------------------------------ RBAC
     def kustomize_base(self) -> list[dict[str, Any]]:
         """Every object of k8s/ as `kubectl apply -k k8s/` would send it (kustomize built into

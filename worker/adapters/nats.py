@@ -100,12 +100,32 @@ class EventSource:
         self.client: Client | None = None
         self.disconnects = 0
         self.fetch_failing = False  # the stream answers fetches with errors (not a timeout)
+        self.silent = False  # the server left the last PING unanswered (see `probe`)
 
     @property
     def connected(self) -> bool:
-        """Connected, and — reading from the stream — its fetches work: readiness must not say
-        yes while events cannot be read (a deleted consumer, a refused permission)."""
-        return self.client is not None and self.client.is_connected and not self.fetch_failing
+        """Connected, answering pings, and — reading from the stream — its fetches work:
+        readiness must not say yes while events cannot be read (a paused server, a deleted
+        consumer, a refused permission)."""
+        return (self.client is not None and self.client.is_connected and not self.silent
+                and not self.fetch_failing)
+
+    async def probe(self, timeout: int) -> None:
+        """One PING → PONG round trip, noted in `silent`. A paused or cut-off server keeps
+        the TCP connection open and answers nothing; nats-py gives up only after 3 missed
+        keep-alive pings (NATS_PING_INTERVAL each), and a durable fetch's timeout looks like
+        an idle stream."""
+        if self.client is None or not self.client.is_connected:
+            return
+        try:
+            await self.client.flush(timeout=timeout)
+        except Exception as exc:  # nats-py's TimeoutError, or the connection going meanwhile
+            if not self.silent:
+                log.warning("nats: %s left a ping unanswered for %d s (%s)",
+                            redact_url(self.url), timeout, type(exc).__name__)
+            self.silent = True
+        else:
+            self.silent = False
 
     async def connect(self, stop: asyncio.Event) -> bool:
         """Connects, retrying with backoff until it works or `stop` is set (→ False)."""
@@ -317,6 +337,7 @@ class EventSource:
         log.warning("nats: disconnected from %s; reconnecting", redact_url(self.url))
 
     async def _on_reconnected(self) -> None:
+        self.silent = False  # a new connection: the old one's silence says nothing of it
         log.info("nats: reconnected to %s", redact_url(self.url))
 
 
