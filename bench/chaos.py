@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
 import threading
@@ -51,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chaos_checker import Checker, Model, ReadyPoller, RssSampler, Timeline, converged_report
 from chaos_churn import Churn, seed_bots
 from chaos_faults import KINDS, Faults, Fleet
+from chaos_plot import plot_svg
 
 from tools.stack.supervisor import Stack
 
@@ -140,11 +142,13 @@ def main() -> int:
                             max_faults=args.max_faults)
             churn.fault_now = lambda: faults.active
             sampler_stop = threading.Event()
+            converged: list[tuple[float, float]] = [(storm_start, 1.0)]
 
             def sample_convergence() -> None:
-                while not sampler_stop.wait(20):
+                while not sampler_stop.wait(15):
                     try:
                         r = converged_report(mongo, checker, model, timeout_ms=3000)
+                        converged.append((time.monotonic(), r["matched"] / max(r["total"], 1)))
                         timeline.add(f"converged {r['matched']}/{r['total']}", quiet=True)
                     except Exception as exc:
                         timeline.add(f"converged ?: {type(exc).__name__}", quiet=True)
@@ -172,6 +176,8 @@ def main() -> int:
                     report = converged_report(mongo, checker, model)
                 except Exception as exc:
                     report = {"mismatched": -1, "error": repr(exc)}
+                if report["total"]:
+                    converged.append((time.monotonic(), report["matched"] / report["total"]))
                 if report["mismatched"] == 0:
                     converge_s = time.monotonic() - last_fault_end
                     break
@@ -197,6 +203,9 @@ def main() -> int:
             now = time.time()
             ages = sorted(now - score for _tag, score in index)
             findings = checker.findings(model)
+            plot_svg(workdir / "chaos-timeline.svg", t0=storm_start, t_end=time.monotonic(),
+                     converged=converged, faults=faults.done, ready=ready.samples,
+                     title=f"chaos: {args.bots} bots, {args.minutes:g} min, seed {args.seed}")
             events = churn.event_report(mongo, checker)
         finally:
             ready.stop()
@@ -234,6 +243,7 @@ def main() -> int:
         "unexpected_exits": fleet.unexpected,
         "peak_rss_mb": rss.peaks(),
         "timeline": str(timeline.path),
+        "plot": str(workdir / "chaos-timeline.svg"),
     }
     timeline.add("findings: " + json.dumps({k: findings[k][:20] for k in
                                             ("dup_pods", "dup_cronjobs", "wrong")}))
@@ -251,6 +261,14 @@ def main() -> int:
     return 0 if ok else 1
 
 
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt  # unwinds through `with Stack`: the stack is stopped
+
+
 if __name__ == "__main__":
+    # Started in the background (`&`) a process inherits SIGINT ignored; SIGTERM would kill
+    # it with its stack left running. Both stop the run and its stack.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     os.environ.pop("MONGO_URI", None)
     sys.exit(main())
