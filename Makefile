@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-dev.lock | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help setup stack-build stack-up stack-down up test unit check clean
+.PHONY: help setup stack-build stack-up stack-down up test unit check clean mutate
 
 help:
 	@echo "make up          run the whole system locally on the embedded real stack (Ctrl-C stops)"
@@ -15,6 +15,7 @@ help:
 	@echo "make stack-up    start the stack in the background, write .stack/env; make stack-down stops it"
 	@echo "                 (kwok nodes + a real node: kubelet + containerd, needs root; tools/stack/README.md)"
 	@echo "make check       ruff + mypy + import contracts"
+	@echo "make mutate      mutation score of worker/core (mutmut, its own virtualenv)"
 
 # Every package pinned and hash-checked (requirements-dev.lock, made by tools/lock/update.sh
 # from pyproject.toml); then this project itself, editable, built with the locked setuptools.
@@ -52,6 +53,17 @@ SERIAL_TESTS := tests/integration/stack/test_real_node.py tests/integration/real
 test: setup stack-build
 	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(SERIAL_TESTS:%=--ignore=%) $(PYTEST_ARGS)
 	@$(BIN)/python -m pytest $(SERIAL_TESTS) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && [ -n "$(PYTEST_ARGS)" ]; }
+
+# Mutation testing of the pure core (mutmut in its own virtualenv, hash-locked; the unit tests
+# of worker/core only). Resumes where it stopped; `rm -rf mutants` to start over. Surviving
+# mutants: .venv-mutate/bin/mutmut show NAME.
+MUTATE_VENV := .venv-mutate
+mutate:
+	@test -x $(MUTATE_VENV)/bin/python || $(PYTHON) -m venv $(MUTATE_VENV)
+	@$(MUTATE_VENV)/bin/pip install -q --disable-pip-version-check --require-hashes -r requirements-mutate.lock
+	@$(MUTATE_VENV)/bin/mutmut run --max-children $(MUTATE_CHILDREN) >/dev/null
+	@$(MUTATE_VENV)/bin/mutmut results --all true | $(MUTATE_VENV)/bin/python -m tools.mutate.report
+MUTATE_CHILDREN ?= 2
 
 unit: setup
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -7,6 +7,7 @@ judges the controller from outside.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import time
 from collections import defaultdict
@@ -145,7 +146,8 @@ def _observe(kind: str, etype: str, obj: dict[str, Any], relisted: bool = False)
             ann.get(CONFIG_HASH, ""), phase, terminating, relisted)
 
 
-def watch_in_process(kubeconfig: str, namespace: str, out: Any, stop: Any) -> None:
+def watch_in_process(kubeconfig: str, namespace: str, out: Any, stop: Any,
+                     parent: int) -> None:
     """The watcher process: lists, then watches pods and CronJobs from the list's
     resourceVersion (a 410 relists; what vanished meanwhile is sent as deleted), sending every
     observation, time-stamped when seen, to `out`. Its own process, so the bench's churn and
@@ -213,7 +215,9 @@ def watch_in_process(kubeconfig: str, namespace: str, out: Any, stop: Any) -> No
     out.put(("ready",))
     for thread in threads:
         thread.start()
-    stop.wait()
+    while not stop.wait(2):
+        if os.getppid() != parent:  # the bench was killed: do not outlive it
+            return
 
 
 class Checker:
@@ -237,7 +241,8 @@ class Checker:
         self.stop_event: Any = ctx.Event()
         self.ready = threading.Event()
         self.process = ctx.Process(target=watch_in_process, name="chaos-watcher", daemon=True,
-                                   args=(kubeconfig, namespace, self.queue, self.stop_event))
+                                   args=(kubeconfig, namespace, self.queue, self.stop_event,
+                                         os.getpid()))
         self.receiver = threading.Thread(target=self.receive, daemon=True)
 
     def list_raw(self, kind: str) -> tuple[list[dict[str, Any]], str]:

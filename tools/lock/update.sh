@@ -3,6 +3,7 @@
 # version ranges live):
 #   requirements.lock      what the image installs (runtime dependencies + the build backend)
 #   requirements-dev.lock  what `make setup` installs (the same + the `test` extra)
+#   requirements-mutate.lock  what `make mutate` installs in its own virtualenv (+ `mutate`)
 # Run it after changing pyproject.toml's dependencies, or to take newer versions within their
 # ranges; review the diff and commit both files. Needs only PyPI.
 set -euo pipefail
@@ -21,4 +22,6 @@ compile() {
 }
 compile requirements.lock
 compile requirements-dev.lock --extra test
-echo "updated requirements.lock and requirements-dev.lock"
+# Resolved from the dev lock's pins, so mutants run against the versions the suite uses.
+compile requirements-mutate.lock --extra test --extra mutate -c requirements-dev.lock
+echo "updated requirements.lock, requirements-dev.lock and requirements-mutate.lock"

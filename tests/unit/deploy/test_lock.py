@@ -49,3 +49,13 @@ def test_make_and_the_image_install_only_from_the_locks() -> None:
     for text in (makefile, dockerfile):
         installs = [line for line in text.splitlines() if "pip install" in line]
         assert all("--require-hashes" in line or "--no-deps" in line for line in installs), installs
+
+
+def test_the_mutation_tool_runs_the_suites_own_versions() -> None:
+    """`make mutate` installs requirements-mutate.lock in its own virtualenv: mutmut and its
+    dependencies added, everything the suite uses at the dev lock's version."""
+    dev, mutate = _pins("requirements-dev.lock"), _pins("requirements-mutate.lock")
+    assert "mutmut" in mutate
+    assert not dev.keys() - mutate.keys(), dev.keys() - mutate.keys()
+    assert {name: mutate[name] for name in dev} == dev
+    assert "--require-hashes -r requirements-mutate.lock" in (ROOT / "Makefile").read_text()

@@ -1,0 +1,41 @@
+"""`make mutate`'s score: parsed from mutmut's own listing, survivors named, every status but
+"skipped" counted in the denominator (a mutant no test reaches is not a kill)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+LISTING = """\
+    worker.core.naming.x_pod_name__mutmut_1: killed
+    worker.core.naming.x_pod_name__mutmut_2: killed
+    worker.core.naming.x_pod_name__mutmut_3: survived
+    worker.core.planner.xǁPlannerǁplan__mutmut_1: timeout
+    worker.core.planner.xǁPlannerǁplan__mutmut_2: no tests
+    worker.core.planner.xǁPlannerǁplan__mutmut_3: skipped
+    worker.core.planner.x_order__mutmut_1: killed
+"""
+
+
+def test_the_score_counts_no_tests_as_survivors_and_leaves_skipped_out() -> None:
+    done = subprocess.run([sys.executable, "-m", "tools.mutate.report"], input=LISTING,
+                          capture_output=True, text=True, cwd=ROOT, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # 6 counted (the skipped one is not), 4 killed (a timeout is a kill).
+    assert (result["killed"], result["mutants"]) == (4, 6)
+    assert result["score"] == round(4 / 6, 4)
+    assert result["by_module"] == {"worker.core.naming": round(2 / 3, 4),
+                                   "worker.core.planner": round(2 / 3, 4)}
+    assert "x_pod_name__mutmut_3: survived" in done.stdout
+    assert "plan__mutmut_2: no tests" in done.stdout
+    assert "plan__mutmut_3" not in done.stdout  # skipped: neither counted nor listed
+
+
+def test_an_empty_listing_is_a_failure_not_a_perfect_score() -> None:
+    done = subprocess.run([sys.executable, "-m", "tools.mutate.report"], input="",
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 1
