@@ -239,6 +239,14 @@ class BotStore:
                                  f"{type(exc).__name__}") from None
         return len(ids)
 
+    def read_statuses(self) -> list[Doc]:
+        """Every status document (without `_id`): TemporaryError if the read is incomplete."""
+        try:
+            return list(self.status.find({}, {"_id": False}, batch_size=2000))
+        except pymongo.errors.PyMongoError as exc:
+            raise TemporaryError(f"mongo: reading {self.status.full_name} failed: "
+                                 f"{type(exc).__name__}") from None
+
     def read_status(self, bot_id: str) -> Doc | None:
         try:
             return self.status.find_one({"_id": bot_id}, {"_id": False})
