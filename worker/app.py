@@ -58,6 +58,7 @@ def create_app(settings: Settings) -> Celery:
         beat_scheduler="beat.scheduler:LeaderScheduler",
         beat_schedule=beat_schedule(settings),
         beat_max_loop_interval=5,
+        worker_consumer="worker.consumer:Consumer",
         timezone="UTC",
     )
     # An attribute, not `app.conf`: Celery sends its conf to anyone who asks (`inspect conf`,

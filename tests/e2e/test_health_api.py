@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -80,14 +81,14 @@ def test_readyz_follows_the_only_worker(procs: Procs, start_worker: Start,
     assert status["workers"][0]["pid"] == worker.pid
 
 
-def test_dead_redis_gives_503_within_one_second(procs: Procs, start_worker: Start,
-                                                start_beat: Start, start_events: Start,
-                                                tmp_path: Any) -> None:
+def test_dead_redis_gives_503_within_one_second_and_a_restarted_one_is_found_at_once(
+        procs: Procs, start_worker: Start, start_beat: Start, start_events: Start,
+        tmp_path: Any) -> None:
     """A private redis-server (stopping the shared one would disturb other tests)."""
     port = free_port()
-    redis = procs.start("redis-private", [str(binaries().redis_server), "--bind", "127.0.0.1",
-                                          "--port", str(port), "--save", "", "--appendonly",
-                                          "no", "--dir", str(tmp_path)])
+    redis_argv = [str(binaries().redis_server), "--bind", "127.0.0.1", "--port", str(port),
+                  "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    redis = procs.start("redis-private", redis_argv)
     env = {**HEARTBEAT, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
     api = start_api(procs, **env)
     worker = start_worker("w1", **env)
@@ -127,6 +128,21 @@ def test_dead_redis_gives_503_within_one_second(procs: Procs, start_worker: Star
         assert response.status_code == 503 and elapsed <= 1.0
         assert response.json()["failing"][0] == "redis"
     assert api.get("/healthz").status_code == 200
+
+    # Back after 12 s: the worker takes tasks again within seconds. (kombu's own waits between
+    # attempts grow 2, 4, 6 s… up to 30 s: a worker found a restarted Redis up to 30 s late.)
+    time.sleep(12)
+    procs.start("redis-private-again", redis_argv)
+    back = time.monotonic()
+    wait_for(lambda: worker.output().count("Connected to redis") >= 2,
+             "the worker connected to the restarted Redis", timeout=15, interval=0.1)
+    reconnected_s = time.monotonic() - back
+    waits = [float(w) for w in re.findall(r"Trying again in ([\d.]+) seconds?", worker.output())]
+    print(f"worker back {reconnected_s:.1f} s after Redis; waits between attempts: {waits}")
+    assert len(waits) >= 4 and max(waits) <= 2.0, waits
+    assert reconnected_s <= 4.0
+    wait_for(lambda: ready(api), "/readyz 200 on the restarted Redis", timeout=60,
+             interval=0.2)
 
 
 def test_metrics_parse_and_counters_move_with_reconciles(
