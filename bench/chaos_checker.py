@@ -452,13 +452,15 @@ class ReadyPoller(Sampler):
     def run(self) -> None:
         last: tuple[int, list[str]] | None = None
         while not self.stop_event.wait(2):
-            now = time.monotonic()
             try:
                 resp = httpx.get(self.url + "/readyz", timeout=3)
                 code = resp.status_code
                 failing = list(resp.json().get("failing", [])) if code in (200, 503) else []
             except Exception as exc:
                 code, failing = 0, [type(exc).__name__]
+            # Stamped when answered, not when asked: a request sent just before a fault began
+            # can be answered 503 because of it (a false alarm in one 3,000-bot run).
+            now = time.monotonic()
             self.samples.append((now, code, failing))
             if last != (code, failing):
                 self.timeline.add(f"readyz {code} {','.join(failing)}", at=now)

@@ -90,6 +90,14 @@ def test_boundary_lengths() -> None:
 def test_a_hashed_label_value_keeps_its_case_and_trims_bad_ends() -> None:
     assert label_value("My Bot!").startswith("My-Bot-")
     assert label_value("_x_ y").startswith("x_-y-")
+    assert label_value("X y X").startswith("X-y-X-")  # only bad characters are trimmed
+
+
+def test_a_long_id_uses_the_whole_label_value_length() -> None:
+    # 46 readable characters, "-", 16 of hash: exactly 63.
+    value = label_value("Y" + "x" * 99)
+    assert value == "Y" + "x" * 45 + "-" + stable_hash("Y" + "x" * 99)
+    assert len(value) == 63
 
 
 def test_names_are_pinned_across_releases() -> None:
