@@ -178,6 +178,7 @@ def main() -> int:
                     report = {"mismatched": -1, "error": repr(exc)}
                 if report["total"]:
                     converged.append((time.monotonic(), report["matched"] / report["total"]))
+                    timeline.add(f"converged {report['matched']}/{report['total']}", quiet=True)
                 if report["mismatched"] == 0:
                     converge_s = time.monotonic() - last_fault_end
                     break

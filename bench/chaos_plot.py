@@ -1,8 +1,13 @@
 """The chaos run's picture: converged fraction over time against the faults and /readyz, as a
-self-contained SVG (no plotting library: a few rectangles and one polyline)."""
+self-contained SVG (no plotting library: a few rectangles and one polyline).
+
+    .venv/bin/python bench/chaos_plot.py <workdir>/chaos-timeline.txt   # again, from a timeline
+"""
 
 from __future__ import annotations
 
+import re
+import sys
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -22,8 +27,12 @@ def plot_svg(path: Path, *, t0: float, t_end: float, converged: list[tuple[float
     def x(t: float) -> float:
         return LEFT + plot_w * min(max(t - t0, 0.0), span) / span
 
+    # The fraction rarely drops far: the axis starts at the lowest 5 % step below it (≤ 90 %).
+    lowest = min((frac for _t, frac in converged), default=1.0)
+    floor = min(0.9, int(lowest * 20) / 20)
+
     def y(frac: float) -> float:
-        return TOP + plot_h * (1.0 - frac)
+        return TOP + plot_h * (1.0 - (frac - floor) / (1.0 - floor))
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
            f'font-family="sans-serif" font-size="11">',
@@ -39,7 +48,7 @@ def plot_svg(path: Path, *, t0: float, t_end: float, converged: list[tuple[float
         if code != 200 and t0 <= t <= t_end:
             out.append(f'<rect x="{x(t):.1f}" y="{TOP + plot_h + 4}" width="2" height="8" '
                        f'fill="#c00000"/>')
-    for frac in (0.0, 0.5, 0.9, 1.0):
+    for frac in (floor, (floor + 1.0) / 2, 1.0):
         out.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(frac):.1f}" '
                    f'y2="{y(frac):.1f}" stroke="#ddd"/>')
         out.append(f'<text x="{LEFT - 6}" y="{y(frac) + 4:.1f}" text-anchor="end">'
@@ -58,3 +67,51 @@ def plot_svg(path: Path, *, t0: float, t_end: float, converged: list[tuple[float
                "matching Mongo · orange: a fault held · red ticks: /readyz 503</text>")
     out.append("</svg>")
     path.write_text("\n".join(out) + "\n")
+
+
+LINE = re.compile(r"^\S+ \+\s*(?P<t>[\d.]+)s  (?P<text>.*)$")
+
+
+def from_timeline(path: Path) -> None:
+    """Plots a finished run again from its timeline alone (converged samples, faults and
+    /readyz changes are all in it), next to it as chaos-timeline.svg."""
+    converged: list[tuple[float, float]] = []
+    faults: list[dict[str, Any]] = []
+    changes: list[tuple[float, int]] = []
+    start = end = 0.0
+    title = path.parent.name
+    began: tuple[float, str] | None = None
+    for line in path.read_text().splitlines():
+        m = LINE.match(line)
+        if not m:
+            continue
+        t, text = float(m["t"]), m["text"]
+        if text.startswith("seed "):
+            title = "chaos: " + ", ".join(text.split(", ")[:3])
+        elif text.startswith("converged before the storm"):
+            start = t
+            converged.append((t, 1.0))
+        elif (c := re.match(r"converged (\d+)/(\d+)", text)) and int(c[2]):
+            converged.append((t, int(c[1]) / int(c[2])))
+        elif text.startswith("FAULT "):
+            began = (t, text.split(":")[0].removeprefix("FAULT "))
+        elif text.startswith("fault ") and " over after " in text and began:
+            faults.append({"kind": began[1], "start": began[0], "end": t})
+            began = None
+        elif text.startswith("readyz "):
+            changes.append((t, int(text.split()[1])))
+        elif text.startswith("after the storm") and "'mismatched': 0" in text:
+            end = t
+            converged.append((t, 1.0))
+    ready: list[tuple[float, int, list[str]]] = []
+    for i, (t, code) in enumerate(changes):  # every 2 s, as polled, until the next change
+        until = changes[i + 1][0] if i + 1 < len(changes) else end
+        while t < until:
+            ready.append((t, code, []))
+            t += 2.0
+    plot_svg(path.with_suffix(".svg"), t0=start, t_end=end or converged[-1][0],
+             converged=converged, faults=faults, ready=ready, title=title)
+
+
+if __name__ == "__main__":
+    from_timeline(Path(sys.argv[1]))
