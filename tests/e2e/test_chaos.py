@@ -32,7 +32,7 @@ def short_tmp() -> Iterator[str]:
 
 
 def test_a_ci_sized_storm_keeps_every_invariant(short_tmp: str) -> None:
-    argv = [sys.executable, "bench/chaos.py", "--bots", "60", "--minutes", "1.5",
+    argv = [sys.executable, "bench/chaos.py", "--bots", "60", "--minutes", "1",
             "--seed", str(SEED), "--churn-per-minute", "30", "--max-faults", "3",
             "--faults", "kill-worker,kill-events,restart-nats", "--hold-scale", "0.15",
             "--gap", "5"]

@@ -39,3 +39,13 @@ def test_an_empty_listing_is_a_failure_not_a_perfect_score() -> None:
     done = subprocess.run([sys.executable, "-m", "tools.mutate.report"], input="",
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 1
+
+
+def test_a_run_stopped_before_the_end_says_so_and_fails() -> None:
+    listing = LISTING + "    worker.core.naming.x_secret_name__mutmut_1: not checked\n"
+    done = subprocess.run([sys.executable, "-m", "tools.mutate.report"], input=listing,
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 1
+    assert "INCOMPLETE: 1 mutants not checked yet" in done.stdout
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (result["killed"], result["mutants"], result["not_checked"]) == (4, 6, 1)
