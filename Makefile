@@ -55,7 +55,8 @@ test: setup stack-build
 	@$(BIN)/python -m pytest $(SERIAL_TESTS) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && [ -n "$(PYTEST_ARGS)" ]; }
 
 # Mutation testing of the pure core (mutmut in its own virtualenv, hash-locked; the unit tests
-# of worker/core only). Resumes where it stopped; `rm -rf mutants` to start over. Surviving
+# of worker/core only). Resumes where it stopped (a run killed while writing its results can
+# leave them unreadable: then `rm -rf mutants` and start over). Surviving
 # mutants: .venv-mutate/bin/mutmut show NAME.
 MUTATE_VENV := .venv-mutate
 mutate:
