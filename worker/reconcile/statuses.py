@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from worker.core.bot import BotKind
+from worker.core.events import PHASE_REFUSED
 from worker.core.status import PHASE_INVALID, diff_statuses, fingerprint
 from worker.runtime import Runtime
 from worker.telemetry import iso
@@ -42,8 +43,10 @@ def stored_fingerprints(rt: Runtime, kind: BotKind) -> dict[str, str]:
     stored = rt.redis.load_status_fingerprints(kind.value)
     if stored:
         return stored
+    # A Refused status (the events consumer's, for a bot whose create it refused) is not the
+    # pass's: never in the memo, so a pass never removes it as "gone".
     stored = {doc["id"]: fingerprint(doc) for doc in rt.store(kind).read_statuses()
-              if isinstance(doc.get("id"), str)}
+              if isinstance(doc.get("id"), str) and doc.get("phase") != PHASE_REFUSED}
     if stored:
         log.info("%s status memo rebuilt from %d status documents", kind.value, len(stored))
         rt.redis.save_status_fingerprints(kind.value, stored)
