@@ -1,5 +1,7 @@
 """Canonical JSON and hashes: one text per value, independent of key order or process."""
 
+import hashlib
+import hmac
 import math
 
 import pytest
@@ -26,3 +28,13 @@ def test_non_json_values_are_refused(value: object) -> None:
 
 def test_sha256_hex_is_the_standard_digest() -> None:
     assert sha256_hex("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def test_a_lone_surrogate_hashes_instead_of_failing() -> None:
+    # Bot configs decoded from BSON/JSON can hold one; the hash must not raise on it.
+    from worker.core.canonical import keyed_hash_hex
+
+    lone = "a\ud800b"
+    assert sha256_hex(lone) == hashlib.sha256(b"a\xed\xa0\x80b").hexdigest()
+    assert keyed_hash_hex(b"key", lone) == hmac.new(b"key", b"a\xed\xa0\x80b",
+                                                   hashlib.sha256).hexdigest()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+import random
 
 import orjson
 import pytest
@@ -280,3 +282,85 @@ def test_the_record_is_bounded_and_forgets_the_least_recently_applied_bot() -> N
     assert not applied.is_new("live", "a", 3)
     assert not applied.is_new("live", "c", 4)
     assert applied.is_new("live", "b", 2), "forgotten: a copy would be applied again"
+
+
+@pytest.mark.parametrize(("subject", "payload", "expected"), [
+    ("x" * 100, b"{}", Rejected("unknown_subject", f"subject {'x' * 79 + '…'!r} is not ours")),
+    ("the0.bot.created", b"{", Rejected("not_json", "payload of 1 bytes is not JSON", "",
+                                        BotKind.LIVE)),
+    ("the0.bot-schedule.created", b"[1]",
+     Rejected("not_object", "payload is a JSON list, not an object", "", BotKind.SCHEDULED)),
+    ("the0.bot.created", b'{"config": {}}',
+     Rejected("no_id", "payload has no string `id`", "", BotKind.LIVE)),
+    ("the0.bot.created", b'{"id": "b", "config": null}',
+     Rejected("bad_config", "`config` must be an object, not null", "b", BotKind.LIVE)),
+    ("the0.bot.created", b'{"id": "b", "config": [1]}',
+     Rejected("bad_config", "`config` must be an object, not list", "b", BotKind.LIVE)),
+    ("the0.bot.updated", b'{"id": "b", "config": {}, "custom": "s"}',
+     Rejected("bad_custom", "`custom` must be an object, not str", "b", BotKind.LIVE)),
+    ("the0.bot-schedule.created", b'{"id": "s", "config": {"schedule": 5}}',
+     Rejected("no_schedule", "a scheduled bot needs a string config.schedule", "s",
+              BotKind.SCHEDULED)),
+    ("the0.bot.created", b'{"id": "b", "config": {"a": 1, "b": 2}}' + b" " * 30,
+     Rejected("too_large", "payload of 69 bytes exceeds 64 (EVENT_MAX_BYTES)", "b",
+              BotKind.LIVE)),
+])
+def test_each_rejection_in_full(subject: str, payload: bytes, expected: Rejected) -> None:
+    assert parse_event(subject, payload, max_bytes=64) == expected
+
+
+def test_an_id_of_exactly_the_limit_is_accepted_and_one_more_is_not() -> None:
+    assert parse("the0.bot.deleted", {"id": "x" * 254}) == Rejected(
+        "bad_id", "`id` is 254 characters long (limit 253)", "", BotKind.LIVE)
+    event = parse("the0.bot.deleted", {"id": "x" * 253})
+    assert isinstance(event, BotEvent) and event.bot_id == "x" * 253
+
+
+def test_too_deep_for_the_parser_and_too_deep_to_store_say_so_in_full() -> None:
+    unparseable = b'{"id":"b","config":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert parse_event("the0.bot.created", unparseable, max_bytes=10**6) == Rejected(
+        "too_deep", "the payload is nested far more than 100 levels deep (EVENT_MAX_DEPTH)",
+        "b", BotKind.LIVE)
+    deep = orjson.dumps({"id": "b", "config": nested(5)})
+    assert parse_event("the0.bot.created", deep, max_bytes=LIMIT, max_depth=3) == Rejected(
+        "too_deep", "the document would be nested more than 3 levels deep (EVENT_MAX_DEPTH)",
+        "b", BotKind.LIVE)
+
+
+def _random_json(rng: random.Random, depth: int) -> object:
+    choice = rng.randrange(9 if depth < 4 else 5)
+    if choice == 0:
+        return rng.choice(["id", "entity_id", "", "  ", 'a"}]{[', "é\\", "x" * 300])
+    if choice == 1:
+        return rng.choice([0, -1.5, True, None])
+    if choice in (2, 3, 4):
+        return rng.choice(["victim", "id", "b1"])
+    if choice in (5, 6):
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = ["id", "entity_id", "config", "data", "k"]
+    return {rng.choice(keys): _random_json(rng, depth + 1) for _ in range(rng.randrange(5))}
+
+
+def _top_level_id(body: object) -> str:
+    """The oracle: what parse_event's json.loads reads, under scan_id's rules."""
+    if not isinstance(body, dict):
+        return ""
+    value = body["id"] if "id" in body else body.get("entity_id", "")
+    if not isinstance(value, str) or not value.strip() or len(value) > 253:
+        return ""
+    return value
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_scan_id_agrees_with_a_full_parse_on_random_documents(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(400):
+        body: object = {rng.choice(["id", "entity_id", "config", "data"]): _random_json(rng, 1)
+                        for _ in range(rng.randrange(6))}
+        if rng.random() < 0.1:
+            body = _random_json(rng, 0)
+        separators = rng.choice([(",", ":"), (", ", ": "), (" ,", " : ")])
+        payload = json.dumps(body, separators=separators,
+                             ensure_ascii=rng.random() < 0.5).encode()
+        assert scan_id(payload, window=len(payload)) == _top_level_id(json.loads(payload)), \
+            payload

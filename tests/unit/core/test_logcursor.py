@@ -498,3 +498,65 @@ def test_log_keys_are_injective_an_id_chosen_as_anothers_hashed_form_gets_its_ow
     assert lc.object_key(attacker, "20261130") != lc.object_key(victim, "20261130")
     assert lc.object_key("clx0abc123def456ghi789jk", "20261130") == (
         "logs/clx0abc123def456ghi789jk/20261130.log")
+
+
+# ---------------------------------------------------------------------------- giving up
+def given_up(instance: lc.Instance, start: lc.Position) -> lc.Finish:
+    return lc.give_up(lc.Step(instance, start), bot_id="b", pod="p", observed_at=T0)
+
+
+@pytest.mark.parametrize("code", [1, 137])
+def test_a_vanished_log_of_a_crashed_instance_still_gets_its_crash_line(code: int) -> None:
+    instance = ended("#3", 3, code, previous=True, at=ts(30))
+    start = replace(lc.fresh(instance, 4), lines=12, fp="f", since=ts(20), skip=2)
+    finish = given_up(instance, start)
+    assert finish.position == replace(start, crash=True, done=True)
+    assert finish.crash is not None and finish.crash[0] == ts(30)
+    assert json.loads(finish.crash[1]) == {
+        "source": "controller", "timestamp": ts(30), "level": "error",
+        "message": f"Bot crashed with exit code {code}", "exit_code": code, "bot_id": "b",
+        "pod": "p"}
+
+
+def test_a_vanished_log_without_a_finish_time_is_dated_when_observed() -> None:
+    instance = ended("#0", 0, 2, previous=True)
+    finish = given_up(instance, lc.fresh(instance, 0))
+    assert finish.crash is not None and finish.crash[0] == T0
+    assert json.loads(finish.crash[1])["timestamp"] == T0
+
+
+@pytest.mark.parametrize("instance", [ended("#0", 0, 0, previous=True), running()])
+def test_a_vanished_log_of_a_clean_exit_or_a_running_instance_ends_without_a_crash_line(
+        instance: lc.Instance) -> None:
+    start = lc.fresh(instance, 1)
+    assert given_up(instance, start) == lc.Finish(replace(start, done=True), None)
+
+
+def test_a_crash_line_already_written_is_not_written_again_on_giving_up() -> None:
+    instance = ended("#0", 0, 1, previous=True, at=ts(30))
+    start = replace(lc.fresh(instance, 0), crash=True)
+    assert given_up(instance, start) == lc.Finish(replace(start, done=True), None)
+
+
+# ---------------------------------------------------------------------------- cutting long lines
+def longest_decodable_prefix(data: bytes) -> bytes:
+    """The oracle: try shorter and shorter prefixes until one decodes."""
+    for end in range(len(data), -1, -1):
+        try:
+            data[:end].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return data[:end]
+    return b""
+
+
+def test_a_cut_never_splits_a_character_and_keeps_every_whole_one() -> None:
+    text = "aé€𝄞b\u0080\u07ff\u0800\uffff\U00010000\U0010ffff" * 3
+    data = text.encode("utf-8")
+    for end in range(len(data) + 1):
+        assert lc._utf8_prefix(data[:end]) == longest_decodable_prefix(data[:end]), end
+
+
+@pytest.mark.parametrize("data", [b"ab\xff", b"\x80\x80\x80\x80\x80", b"a\x80", b""])
+def test_bytes_that_are_not_utf8_are_left_as_they_are(data: bytes) -> None:
+    assert lc._utf8_prefix(data) == data

@@ -117,6 +117,8 @@ def test_a_create_that_failed_waits_for_its_backoff() -> None:
     expired = make_plan(desired("a"), [], backoff={BotId("a"): Backoff(failures=1,
                                                                        not_before=NOW - 5)})
     assert only_action(expired).kind is ActionKind.CREATE
+    due = make_plan(desired("a"), [], backoff={BotId("a"): Backoff(failures=1, not_before=NOW)})
+    assert only_action(due).kind is ActionKind.CREATE  # a backoff ends at not_before itself
 
 
 def test_the_pod_of_an_invalid_enabled_bot_is_left_running() -> None:
@@ -432,6 +434,11 @@ def test_counts() -> None:
         "blocked_deletions": 0,
         "name_taken": 0,
     }
+
+
+def test_counts_count_every_action_of_a_kind() -> None:
+    result = make_plan(desired("a", "b", "c"), [observed("gone1"), observed("gone2")])
+    assert (result.counts()["create"], result.counts()["delete"]) == (3, 2)
 
 
 # --- backoff -------------------------------------------------------------------------------------

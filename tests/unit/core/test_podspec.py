@@ -21,6 +21,7 @@ from worker.core.podspec import (
     build_config_secret,
     build_pod,
     config_hash,
+    final_sync_seconds,
     image_reference,
     state_object_key,
 )
@@ -270,6 +271,7 @@ def test_an_id_that_could_share_a_state_object_is_an_invalid_bot(bot_id: str) ->
     with pytest.raises(InvalidBot) as caught:
         build_pod(make_bot(bot_id), SETTINGS)
     assert caught.value.reason == "unsafe_id"
+    assert caught.value.detail == "the id cannot name a state object safely"
 
 
 @pytest.mark.parametrize("runtime", sorted(DEFAULT_IMAGES))
@@ -291,6 +293,7 @@ def test_a_runtime_without_an_image_is_an_invalid_bot() -> None:
     with pytest.raises(InvalidBot) as caught:
         build_pod(make_bot(), settings)
     assert caught.value.reason == "no_image_for_runtime"
+    assert caught.value.detail == "no image is configured for its runtime"
 
 
 @pytest.mark.parametrize(
@@ -304,6 +307,19 @@ def test_a_runtime_without_an_image_is_an_invalid_bot() -> None:
 )
 def test_image_reference(repository: str, expected: str) -> None:
     assert image_reference(repository, "v1") == expected
+
+
+@pytest.mark.parametrize(("grace_s", "budget"), [(0, 1), (5, 1), (6, 1), (7, 2), (30, 25)])
+def test_the_final_sync_budget_is_the_grace_less_five_seconds_and_never_below_one(
+        grace_s: int, budget: int) -> None:
+    assert final_sync_seconds(grace_s) == budget
+
+
+def test_a_tiny_state_limit_still_gives_its_volumes_one_mebibyte() -> None:
+    settings = dataclasses.replace(SETTINGS, state_max_bytes=100)
+    volumes = {v["name"]: v for v in build_pod(make_bot(), settings)["spec"]["volumes"]}
+    assert volumes["state"]["emptyDir"] == {"sizeLimit": "1Mi"}
+    assert volumes["sync-tmp"]["emptyDir"] == {"sizeLimit": "1Mi"}
 
 
 # --- secrecy -------------------------------------------------------------------------------------

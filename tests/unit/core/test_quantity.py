@@ -118,3 +118,26 @@ def test_comparisons_across_suffixes_are_exact() -> None:
     assert parse_quantity("1000m") == parse_quantity("1")
     assert parse_quantity("1024Ki") == parse_quantity("1Mi")
     assert parse_quantity("0.1") == parse_quantity("100m")
+
+
+def test_the_length_limit_is_64_characters() -> None:
+    assert parse_quantity("1" * 64) == int("1" * 64)
+    with pytest.raises(ValueError, match=r"^not a Kubernetes quantity$"):
+        parse_quantity("1" * 65)
+
+
+def test_the_exponent_limit_is_64_either_way_and_the_errors_never_repeat_the_text() -> None:
+    assert parse_quantity("1e64") == 10**64
+    assert parse_quantity("1e-64") == Decimal("1e-64")
+    for text in ("1e65", "1e-65"):
+        with pytest.raises(ValueError, match=r"^Kubernetes quantity exponent out of range$"):
+            parse_quantity(text)
+    with pytest.raises(ValueError, match=r"^not a Kubernetes quantity$"):
+        parse_quantity("12 sk-live-SECRET")
+
+
+def test_values_beyond_the_default_decimal_precision_stay_exact() -> None:
+    # 40 significant digits times 2**60: Python's default context (28 digits) would round it.
+    digits = "1234567890123456789012345678901234567891"
+    assert parse_quantity(digits + "Ei") == int(digits) * 2**60
+    assert parse_quantity(digits + "E") == int(digits) * 10**18

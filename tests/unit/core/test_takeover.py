@@ -147,9 +147,10 @@ def test_a_failed_takeover_waits_for_its_backoff_and_the_original_keeps_running(
     backoff = {BotId("abc"): Backoff(failures=1, not_before=NOW + 30)}
     result = make_plan(desired("abc"), [legacy("abc")], backoff=backoff)
     assert (result.actions, result.backing_off) == ((), (BotId("abc"),))
-    expired = {BotId("abc"): Backoff(failures=1, not_before=NOW - 1)}
-    assert make_plan(desired("abc"), [legacy("abc")], backoff=expired).actions[0].kind is \
-        ActionKind.TAKEOVER
+    for not_before in (NOW - 1, NOW):  # a backoff ends at not_before itself
+        expired = {BotId("abc"): Backoff(failures=1, not_before=not_before)}
+        assert make_plan(desired("abc"), [legacy("abc")], backoff=expired).actions[0].kind is \
+            ActionKind.TAKEOVER
 
 
 def test_the_original_pod_of_an_invalid_bot_is_left_running() -> None:
