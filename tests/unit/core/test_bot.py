@@ -411,6 +411,74 @@ def test_each_rejection_has_its_reason(
     assert reason_for(doc) == reason
 
 
+# What the bot's owner reads in its status, per rejection above.
+REJECTION_DETAILS: dict[str, str] = {
+    'id missing': 'id is missing or not a string',
+    'id None': 'id is missing or not a string',
+    'id int': 'id is missing or not a string',
+    'id empty': 'id is empty',
+    'id too long': 'id is longer than 253 characters',
+    'id newline': 'id contains control characters',
+    'id NUL': 'id contains control characters',
+    'id escape': 'id contains control characters',
+    'config missing': 'config is not an object',
+    'config list': 'config is not an object',
+    'config string': 'config is not an object',
+    'config NaN': 'config is not plain JSON data',
+    'config non-JSON': 'config is not plain JSON data',
+    'custom missing': 'custom is missing or not an object',
+    'custom string': 'custom is missing or not an object',
+    'filePath missing': 'custom.filePath is missing or empty',
+    'filePath empty': 'custom.filePath is missing or empty',
+    'filePath int': 'custom.filePath is missing or empty',
+    'filePath absolute': 'custom.filePath is not a safe relative path',
+    'filePath dotdot': 'custom.filePath is not a safe relative path',
+    'filePath leading dotdot': 'custom.filePath is not a safe relative path',
+    'filePath only dotdot': 'custom.filePath is not a safe relative path',
+    'filePath backslash': 'custom.filePath is not a safe relative path',
+    'filePath NUL': 'custom.filePath is not a safe relative path',
+    'filePath newline': 'custom.filePath is not a safe relative path',
+    'custom.config missing': 'custom.config.runtime is missing',
+    'custom.config list': 'custom.config.runtime is missing',
+    'runtime missing': 'custom.config.runtime is missing',
+    'runtime empty': 'custom.config.runtime is missing',
+    'runtime int': 'custom.config.runtime is not a string',
+    'runtime unknown': "unknown runtime 'cobol'",
+    'runtime case': "unknown runtime 'Python3.11'",
+    'entrypoint int': 'custom.config.entrypoints.bot is not a safe relative path',
+    'entrypoint empty': 'custom.config.entrypoints.bot is not a safe relative path',
+    'entrypoint absolute': 'custom.config.entrypoints.bot is not a safe relative path',
+    'entrypoint dotdot': 'custom.config.entrypoints.bot is not a safe relative path',
+    'version dict': 'custom.version is not a string or number',
+    'version bool': 'custom.version is not a string or number',
+}
+
+
+@pytest.mark.parametrize("name", [n for n, _, _ in REJECTIONS])
+def test_each_rejection_says_what_is_wrong_in_its_own_words(name: str) -> None:
+    mutate = next(m for n, m, _ in REJECTIONS if n == name)
+    doc = make_doc()
+    mutate(doc)
+    with pytest.raises(InvalidBot) as caught:
+        parse(doc)
+    assert caught.value.detail == REJECTION_DETAILS[name]
+
+
+def test_the_schedule_and_size_rejections_say_what_is_wrong() -> None:
+    with pytest.raises(InvalidBot) as caught:
+        parse(make_doc(), BotKind.SCHEDULED)
+    assert caught.value.detail == "config.schedule is missing or empty"
+    with pytest.raises(InvalidBot) as caught:
+        parse(make_doc(config={"x": "y" * 70_000}))
+    assert caught.value.detail == ("config is 70008 bytes as BOT_CONFIG; at most 65536 "
+                                   "(MAX_CONFIG_BYTES)")
+    doc = make_doc()
+    doc["custom"]["config"]["runtime"] = "evil\n"
+    with pytest.raises(InvalidBot) as caught:
+        parse(doc)
+    assert caught.value.detail == "unknown runtime"
+
+
 def test_the_first_problem_in_document_order_is_reported() -> None:
     doc = make_doc(custom="nope")
     doc["config"]["memory_limit"] = "lots"

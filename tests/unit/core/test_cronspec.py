@@ -670,3 +670,41 @@ def test_the_hash_is_the_same_in_another_process() -> None:
         for seed in ("1", "2")
     }
     assert digests == {cronjob_hash(make_bot(), TEMPLATE, CRON)}
+
+
+def test_renaming_reaches_every_kind_of_secret_reference() -> None:
+    # The generic rename, on a spec holding each kind of reference the pod API has (today's
+    # pod uses two of them; a pod spec change must not leave a job reading the live Secret).
+    from worker.core.cronspec import _rename_secret_refs
+
+    def env(name: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"secretKeyRef": {"name": "old", "key": name}}}
+
+    spec: dict[str, Any] = {
+        "initContainers": [{"env": [env("A"), {"name": "PLAIN", "value": "old"}],
+                            "envFrom": [{"secretRef": {"name": "old"}},
+                                        {"configMapRef": {"name": "old"}}]}],
+        "containers": [{"env": [env("B"), {"name": "F", "valueFrom": {"fieldRef": {}}}],
+                        "envFrom": [{"secretRef": {"name": "old"}}]},
+                       {"name": "bare"}],
+        "volumes": [{"name": "s", "secret": {"secretName": "old"}},
+                    {"name": "c", "configMap": {"name": "old"}}],
+    }
+    _rename_secret_refs(spec, "new")
+    assert spec == {
+        "initContainers": [{"env": [{"name": "A", "valueFrom": {"secretKeyRef": {
+                                        "name": "new", "key": "A"}}},
+                                    {"name": "PLAIN", "value": "old"}],
+                            "envFrom": [{"secretRef": {"name": "new"}},
+                                        {"configMapRef": {"name": "old"}}]}],
+        "containers": [{"env": [{"name": "B", "valueFrom": {"secretKeyRef": {
+                                    "name": "new", "key": "B"}}},
+                                {"name": "F", "valueFrom": {"fieldRef": {}}}],
+                        "envFrom": [{"secretRef": {"name": "new"}}]},
+                       {"name": "bare"}],
+        "volumes": [{"name": "s", "secret": {"secretName": "new"}},
+                    {"name": "c", "configMap": {"name": "old"}}],
+    }
+    empty: dict[str, Any] = {}
+    _rename_secret_refs(empty, "new")
+    assert empty == {}

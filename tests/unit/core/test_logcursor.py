@@ -560,3 +560,58 @@ def test_a_cut_never_splits_a_character_and_keeps_every_whole_one() -> None:
 @pytest.mark.parametrize("data", [b"ab\xff", b"\x80\x80\x80\x80\x80", b"a\x80", b""])
 def test_bytes_that_are_not_utf8_are_left_as_they_are(data: bytes) -> None:
     assert lc._utf8_prefix(data) == data
+
+
+# ---------------------------------------------------------------------------- more edges
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("2026-11-28T10:00:00.000000000+05:30", "2026-11-28T04:30:00.000000000Z"),
+    ("2026-11-28T10:00:00.000000000-03:45", "2026-11-28T13:45:00.000000000Z"),
+    ("2026-11-28T10:00:00.000000000+00:00", "2026-11-28T10:00:00.000000000Z"),
+    ("2026-11-28T10:00:59.123456789+10:00", "2026-11-28T00:00:59.123456789Z"),
+    ("2026-11-28T10:00:00.1234567891+01:00", "2026-11-28T09:00:00.123456789Z"),
+])
+def test_canonical_ts_with_offsets_of_hours_and_minutes(raw: str, expected: str) -> None:
+    # Written by hand: 10:00 at +05:30 is 04:30 UTC; at -03:45 it is 13:45 UTC.
+    assert lc.canonical_ts(raw) == expected
+
+
+def test_log_pod_in_full_and_through_a_celery_message() -> None:
+    raw = {"metadata": {"name": "bot-b", "uid": "u-1", "labels": {"bot-id": "b"}},
+           "status": {"startTime": "2026-11-28T09:00:00Z", "containerStatuses": [
+               {"name": "state-sync", "restartCount": 0, "state": {"running": {}}},
+               {"name": "bot", "restartCount": 1, "containerID": "containerd://c2",
+                "state": {"running": {}},
+                "lastState": {"terminated": {"exitCode": 2, "containerID": "containerd://c1",
+                                             "finishedAt": "2026-11-28T09:30:00Z"}}}]}}
+    found = lc.log_pod(raw)
+    expected = lc.LogPod(
+        bot_id="b", name="bot-b", uid="u-1", started="2026-11-28T09:00:00Z",
+        last=lc.Instance(key="containerd://c1", restarts=0, previous=True,
+                         terminated=lc.Termination(2, "2026-11-28T09:30:00.000000000Z")),
+        current=lc.Instance(key="containerd://c2", restarts=1, previous=False,
+                            terminated=None))
+    assert found == expected
+    message = {"bot_id": "b", "name": "bot-b", "uid": "u-1", "started": "2026-11-28T09:00:00Z",
+               "last": {"key": "containerd://c1", "restarts": 0, "previous": True,
+                        "exit_code": 2, "finished_at": "2026-11-28T09:30:00.000000000Z"},
+               "current": {"key": "containerd://c2", "restarts": 1, "previous": False,
+                           "exit_code": None, "finished_at": None}}
+    assert expected.to_message() == message
+    assert lc.LogPod.from_message(json.loads(json.dumps(message))) == expected
+    bare = lc.LogPod(bot_id="b", name="p", uid="u", last=None, current=None)
+    assert lc.LogPod.from_message({"bot_id": "b", "name": "p", "uid": "u"}) == bare
+
+
+@pytest.mark.parametrize("metadata", [
+    {"uid": "u", "labels": {"bot-id": "b"}},
+    {"name": "p", "labels": {"bot-id": "b"}},
+    {"name": "p", "uid": "u", "labels": {"bot-id": ""}},
+    {"name": "p", "uid": "u", "annotations": {"the0.dev/bot-id": 7}},
+])
+def test_a_pod_without_name_uid_or_bot_id_is_not_collected(metadata: dict[str, Any]) -> None:
+    raw = {"metadata": metadata,
+           "status": {"containerStatuses": [status(state={"running": {}})]}}
+    assert lc.log_pod(raw) is None
+    # The same pod with all three is collected.
+    whole = {"name": "p", "uid": "u", "labels": {"bot-id": "b"}}
+    assert lc.log_pod({**raw, "metadata": whole}) is not None

@@ -136,3 +136,38 @@ def test_budget_marker() -> None:
     assert lr.is_budget_record(text.encode())
     assert not lr.is_budget_record(lr.bot_record(T0, text).encode())  # a bot's copy is not one
     assert not lr.is_budget_record(b"not json")
+
+
+def test_the_budget_marker_and_the_continuation_note_byte_for_byte() -> None:
+    marker = lr.budget_record(ts=T0, bot_id="b", budget=256 * 1024 * 1024, lines=12,
+                              size=3 * 1024 * 1024 // 2, last="2026-11-28T11:00:00.000000000Z",
+                              parts=0, earlier="")
+    assert marker == (
+        '{"source":"controller","timestamp":"' + T0 + '","level":"warn",'
+        '"event":"log_budget_exceeded","message":"Daily log budget of 256.0 MiB reached: 12 '
+        'lines (1.5 MiB of output) dropped so far this day (UTC)","budget_bytes":268435456,'
+        '"dropped_lines":12,"dropped_bytes":1572864,'
+        '"last_dropped":"2026-11-28T11:00:00.000000000Z","parts":0,"bot_id":"b"}')
+    note = lr.continued_record(ts=T0, bot_id="b\u00e9", parts=3, earlier="logs/x.00001")
+    assert note == (
+        '{"source":"controller","timestamp":"' + T0 + '","level":"info",'
+        '"event":"log_continued","message":"This day\'s earlier lines are in logs/x.00001",'
+        '"parts":3,"bot_id":"b\u00e9"}')  # non-ASCII kept as UTF-8, compact separators
+
+
+def test_a_controller_record_never_takes_source_or_timestamp_from_its_fields() -> None:
+    text = lr.controller_record(T0, {"source": "bot", "timestamp": "forged", "level": "info"})
+    assert text == '{"source":"controller","timestamp":"' + T0 + '","level":"info"}'
+
+
+@pytest.mark.parametrize("text", ['{"a":1', 'x{"a":1}', '{"a":1}x', '{"a" 1}', '{1:2}',
+                                  '{"a":1,}', '{"a":NaN}', '{"a":"\n"}', "{", "{ } }",
+                                  '{"a\tb":1}', '{"a":1} }'])
+def test_text_that_is_not_exactly_one_object_has_no_members(text: str) -> None:
+    assert lr.members(text) is None
+
+
+def test_members_keep_names_and_values_as_written() -> None:
+    assert lr.members('{ "a\\u0041" : 1 ,"b":[1, 2] }') == [
+        ("aA", '"a\\u0041"', "1"), ("b", '"b"', "[1, 2]")]
+    assert lr.members("{ }") == []

@@ -20,6 +20,7 @@ from worker.core.metrics import (
     decode_counter,
     decode_histogram,
     field_of,
+    is_integral,
 )
 
 
@@ -176,3 +177,51 @@ def test_the_apis_exposition_parses_to_the_expected_samples() -> None:
     # Families nobody incremented are declared, with no sample.
     assert families["the0_task_retries"].samples == []
     assert families["the0_redis_up"].samples[0].value == 1.0
+
+
+def test_a_held_deletion_is_its_own_outcome() -> None:
+    assert action_outcome("held: the deletion budget is spent") == "held"
+
+
+def test_hash_fields_are_compact_json_arrays_in_label_order() -> None:
+    assert field_of(ACTIONS, {"outcome": "done", "kind": "live", "action": "create"}) == (
+        '["live","create","done"]')
+    assert field_of(RECONCILE_DURATION, {"kind": "live"}, "le:0.5") == '["live","le:0.5"]'
+    exact, longer = "x" * 64, "y" * 65
+    assert field_of(RECONCILES, {"kind": exact, "result": longer}) == (
+        f'["{exact}","{"y" * 64}"]')
+
+
+def test_one_observation_adds_its_bucket_count_and_sum() -> None:
+    buffer = MetricBuffer()
+    buffer.observe(RECONCILE_DURATION, 0.3, kind="live")
+    name = RECONCILE_DURATION.name
+    assert buffer.drain() == {(name, '["live","le:0.5"]'): 1.0, (name, '["live","count"]'): 1.0,
+                              (name, '["live","sum"]'): 0.3}
+
+
+def test_restoring_into_an_empty_buffer_puts_back_exactly_what_was_drained() -> None:
+    buffer = MetricBuffer()
+    buffer.restore({("f", '["x"]'): 2.0})
+    assert len(buffer) == 1 and buffer.drain() == {("f", '["x"]'): 2.0}
+
+
+@pytest.mark.parametrize(("amount", "integral"), [(1.0, True), (0.0, True), (1.5, False),
+                                                  (float("inf"), False), (float("nan"), False)])
+def test_is_integral(amount: float, integral: bool) -> None:
+    assert is_integral(amount) is integral
+
+
+def test_a_two_label_histogram_decodes_from_text_or_bytes_and_skips_what_it_cannot_read() -> None:
+    family = Family("h", "histogram", "h", ("kind", "verb"), buckets=(1.0,))
+    raw = {'["live"]': "9",                       # too few values: skipped (and not the end)
+           '["live","get","le:1.0"]': "2", '["live","get","le:+Inf"]': "1",
+           '["live","get","sum"]': "4.5", '["live","put","le:1.0"]': "1"}
+    [get, put] = decode_histogram(family, raw)
+    assert (get.labels, get.buckets, get.count, get.sum) == (
+        ("live", "get"), (("1.0", 2.0), ("+Inf", 3.0)), 3.0, 4.5)
+    assert (put.labels, put.buckets, put.count, put.sum) == (
+        ("live", "put"), (("1.0", 1.0), ("+Inf", 1.0)), 1.0, 0.0)  # no sum stored yet
+    as_bytes = {key.encode(): value.encode() for key, value in raw.items()}
+    as_bytes[b'["live","get","\xff"]'] = b"5"  # an unreadable field name is its own label
+    assert decode_histogram(family, as_bytes)[:1] == [get]
