@@ -140,3 +140,35 @@ def test_a_shared_value_is_not_a_cycle() -> None:
 def test_what_is_not_json_data_is_refused(value: object) -> None:
     with pytest.raises(TypeError):
         go_json(value)
+
+
+def test_lone_surrogates_sort_as_the_bytes_go_would_compare() -> None:
+    # By hand: U+DC80..U+DCFF stand for the raw bytes 0x80..0xFF; other lone surrogates keep
+    # their UTF-8 form (U+D800 = ED A0 80, U+DC7F = ED B1 BF). So: "ab" (61 62) < "a"+0x80 <
+    # "z" (7A) < 0x80 < "é" (C3 A9) < U+D800 < U+DC7F < 0xFF. Every lone surrogate goes out as
+    # \ufffd, as Go writes an invalid byte.
+    keys = ["\udcff", "é", "\ud800", "z", "\udc80", "ab", "a\udc80", "\udc7f"]
+    value = {key: number for number, key in enumerate(keys, start=1)}
+    assert go_json(value) == ('{"ab":6,"a\\ufffd":7,"z":4,"\\ufffd":5,"é":2,"\\ufffd":3,'
+                              '"\\ufffd":8,"\\ufffd":1}')
+
+
+def test_refusals_say_why() -> None:
+    with pytest.raises(ValueError, match=r"^NaN and infinities are not JSON \(Go's Marshal "
+                                         r"refuses them\)$"):
+        go_json(math.nan)
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(ValueError, match=r"^circular reference$"):
+        go_json(looped)
+    with pytest.raises(TypeError, match=r"^object keys must be strings, not int$"):
+        go_json({1: 2})
+    with pytest.raises(TypeError, match=r"^set is not JSON data$"):
+        go_json({1, 2})
+
+
+def test_a_container_closed_is_no_longer_open() -> None:
+    # The same list twice in a row, and nested twice: only a container inside itself is a cycle.
+    inner = [1]
+    outer = [inner, [inner, inner]]
+    assert go_json([outer, outer]) == "[[[1],[[1],[1]]],[[1],[[1],[1]]]]"

@@ -370,10 +370,14 @@ def test_a_get_returning_what_is_not_this_bots_is_foreign() -> None:
     stranger = {"metadata": {"name": "bot-abc", "uid": "u-2", "labels": {"app": "nginx"}}}
     other_ours = {"metadata": {"name": "bot-abc", "uid": "u-3", "labels": {
         "managed-by": "the0-bot-controller"}, "annotations": {"the0.dev/bot-id": "zzz"}}}
-    for raw, claimed in ((theirs, "zzz"), (stranger, ""), (other_ours, "zzz")):
+    for raw, claimed, why in (
+            (theirs, "zzz", "its name is not the one the0's original runtime gives its "
+                            "labelled id 'zzz'"),
+            (stranger, "", "neither ours nor the0's original runtime's"),
+            (other_ours, "zzz", "it is bot 'zzz''s")):
         seen = _named(raw, "abc")
-        assert isinstance(seen, ForeignObject), raw
-        assert (seen.name, seen.claimed_id) == ("bot-abc", claimed)
+        assert seen == ForeignObject(name="bot-abc", claimed_id=claimed,
+                                     uid=raw["metadata"]["uid"], why=why), raw
 
 
 def test_a_get_returning_our_own_pod_is_ours() -> None:
@@ -399,11 +403,24 @@ def test_statuses_say_original_runtime_and_name_taken_but_never_hide_invalid() -
     note_cutover(statuses, objects=[legacy("old"), legacy("bad"), ours("fine")],
                  foreign=[foreign("bot-blocked", claimed="q")],
                  desired=desired("old", "blocked", "fine"))
-    assert statuses["old"]["reason"] == REASON_LEGACY
-    assert "original runtime" in statuses["old"]["message"]
-    assert statuses["blocked"]["reason"] == REASON_NAME_TAKEN
-    assert "bot-blocked" in statuses["blocked"]["message"]
+    assert (statuses["old"]["reason"], statuses["old"]["message"]) == (
+        REASON_LEGACY, "bot-old was made by the0's original runtime; this controller replaces "
+                       "or deletes it")
+    assert (statuses["blocked"]["reason"], statuses["blocked"]["message"]) == (
+        REASON_NAME_TAKEN, "bot-blocked is held by an object that is not this bot's (test); "
+                           "nothing is created until it is gone")
     assert statuses["bad"]["reason"] == "" and statuses["fine"]["reason"] == ""
+
+
+def test_a_bots_name_held_by_another_bots_object_names_that_bot() -> None:
+    statuses = {bot: {"id": bot, "phase": "Creating", "reason": "", "message": ""}
+                for bot in ("mine", "theirs")}
+    note_cutover(statuses, objects=[ours("theirs", name="bot-mine")], foreign=[],
+                 desired=desired("mine"))
+    assert (statuses["mine"]["reason"], statuses["mine"]["message"]) == (
+        REASON_NAME_TAKEN, "bot-mine is held by an object that is not this bot's (it is bot "
+                           "'theirs''s); nothing is created until it is gone")
+    assert statuses["theirs"]["reason"] == ""
 
 
 def test_a_bot_whose_name_is_held_says_so_even_while_backing_off() -> None:
