@@ -43,15 +43,18 @@ up: setup stack-build
 	@$(BIN)/python -m tools.up
 
 # Three pytest workers, each with its own stack (the suite mostly waits on servers: on 2 cores
-# the machine is ~45 % busy with two; three took the parallel part from 6:54 to 5:45); then,
-# on one stack alone, the stack's own host-state tests (another stack's node on the same
-# machine would show up in their before/after comparison) and the bots on the real node (real
-# containers keep their timing only on a machine not running two suites).
+# the machine is ~45 % busy with two; three took the parallel part from 6:54 to 5:45), whole
+# files dealt out longest first (tests/conftest.py: xdist's own order put the 100 s files
+# last, where they alone made the tail); then, on one stack alone, the stack's own host-state
+# tests (another stack's node on the same machine would show up in their before/after
+# comparison) and the bots on the real node (real containers keep their timing only on a
+# machine not running two suites: run beside the rest, a scheduled run's state upload through
+# the node's gateway timed out).
 # "No test ran" (pytest's 5) in the serial part passes only when PYTEST_ARGS selected tests.
 TEST_WORKERS ?= 3
 SERIAL_TESTS := tests/integration/stack/test_real_node.py tests/integration/realnode
 test: setup stack-build
-	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(SERIAL_TESTS:%=--ignore=%) $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(SERIAL_TESTS:%=--ignore=%) $(PYTEST_ARGS)
 	@$(BIN)/python -m pytest $(SERIAL_TESTS) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && [ -n "$(PYTEST_ARGS)" ]; }
 
 # Mutation testing of the pure core (mutmut in its own virtualenv, hash-locked; the unit tests

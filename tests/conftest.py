@@ -17,6 +17,26 @@ import pytest
 
 from tools.stack.supervisor import Stack, StackEnv
 
+# A test marked `slow` without `seconds=` is assumed to take this long.
+SLOW_TEST_DEFAULT_SECONDS = 30
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding the longest tests first, each file's own order kept.
+
+    `make test` deals whole files out to its workers in collection order
+    (`--dist loadfile --no-loadscope-reorder`): a 100 s test dealt out last is the suite's
+    tail, dealt out first it runs beside everything else.
+    """
+    def expected_seconds(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("slow")
+        return marker.kwargs.get("seconds", SLOW_TEST_DEFAULT_SECONDS) if marker else 0
+
+    longest: dict[Path, float] = {}
+    for item in items:
+        longest[item.path] = max(longest.get(item.path, 0), expected_seconds(item))
+    items.sort(key=lambda item: -longest[item.path])  # stable: files keep their order
+
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:

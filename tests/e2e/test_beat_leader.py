@@ -48,7 +48,7 @@ def fired_by(redis_client: Any, task: str | None = "reconcile.bots") -> list[int
     return pids
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=52)
 def test_two_beats_only_one_fires_and_the_other_takes_over_within_90_s(
         start_beat: Start, redis_client: Any) -> None:
     beats = [start_beat(), start_beat()]

@@ -155,7 +155,7 @@ def test_a_task_delivered_five_times_at_once_creates_one_pod(
     worker.assert_alive()
 
 
-@pytest.mark.slow  # waits out the dead worker's bot lock and the redelivery
+@pytest.mark.slow(seconds=22)  # waits out the dead worker's bot lock and the redelivery
 def test_kill_9_of_a_worker_mid_task_converges_without_a_duplicate(
         start_worker: Start, celery_client: Celery, code: str, bots: Any, core: Any,
         statuses: Any, restricted_namespace: str, redis_client: Any,

@@ -19,7 +19,7 @@ from worker.core import logcursor as lc
 CELERY = str(Path(sys.executable).with_name("celery"))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=40)
 def test_kill_9_during_collection_loses_and_duplicates_nothing(
         procs: Procs, admin_api: Any, restricted_namespace: str, tmp_path: Path, s3: Any,
         log_bucket: str) -> None:

@@ -31,6 +31,7 @@ def short_tmp() -> Iterator[str]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.slow(seconds=100)
 def test_a_ci_sized_storm_keeps_every_invariant(short_tmp: str) -> None:
     argv = [sys.executable, "bench/chaos.py", "--bots", "60", "--minutes", "1",
             "--seed", str(SEED), "--churn-per-minute", "30", "--max-faults", "3",

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import nats
+import pytest
 
 from tests.e2e.test_events import (
     Start,
@@ -86,6 +87,7 @@ def test_events_sent_while_no_consumer_runs_are_applied_in_order_when_one_starts
     second.assert_alive()
 
 
+@pytest.mark.slow(seconds=45)
 def test_an_event_held_through_a_mongo_outage_and_a_killed_consumer_is_applied_once(
         stack: Stack, start_worker: Start, start_events: Start, stack_env: StackEnv, code: str,
         bots: Any, core: Any, restricted_namespace: str, redis_client: Any,

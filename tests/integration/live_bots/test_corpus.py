@@ -260,6 +260,7 @@ def _no_secret_in(text: str, secrets: list[str], where: str) -> None:
     assert not leaked, f"secret values {leaked} found in {where}"
 
 
+@pytest.mark.slow(seconds=20)
 def test_a_corpus_of_awkward_documents_affects_only_itself(
         controller: LiveBotController, bots: Any, statuses: Any, core: Any,
         restricted_namespace: str, caplog: pytest.LogCaptureFixture) -> None:

@@ -134,6 +134,7 @@ def test_a_refused_second_page_ends_the_pass_with_nothing_written(
                                 "replaced"], outcomes
 
 
+@pytest.mark.slow(seconds=25)
 def test_an_expired_continue_token_ends_the_pass_with_nothing_written(
         paged: Callable[..., tuple[LiveBotController, BetweenPages]],
         controller: LiveBotController, stack: Stack, admin_api: Any, bots: Any, core: Any,

@@ -56,7 +56,7 @@ def test_a_pass_sees_its_own_writes_at_once(controller: LiveBotController, bots:
     assert pod_cache(controller).lists == 1
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=15)
 def test_the_api_server_down_fails_the_read_and_the_cache_lists_again_after(
         stack: Stack, controller: LiveBotController, bots: Any, core: Any,
         restricted_namespace: str) -> None:

@@ -19,7 +19,7 @@ from worker.settings import Settings
 PEAK_RSS_LIMIT_MB = 300.0
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=110)
 @pytest.mark.timeout(900)
 def test_the_worst_flood_keeps_a_log_worker_under_300_mb(
         admin_api: Any, restricted_namespace: str, log_env: dict[str, str], tmp_path: Path,

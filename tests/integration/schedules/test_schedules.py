@@ -128,7 +128,7 @@ def test_bad_schedules_are_per_bot_errors_and_others_proceed(
     assert schedule_statuses.find_one({"id": "no-schedule"})["reason"] == "missing_schedule"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=40)
 def test_an_every_minute_cronjob_fires_by_itself(
         schedule_controller: ScheduleController, schedules: Any, schedule_statuses: Any,
         batch: Any, restricted_namespace: str) -> None:
