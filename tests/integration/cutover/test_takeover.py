@@ -295,6 +295,12 @@ def test_a_namespace_of_the_originals_objects_ends_with_exactly_ours(
     live = make_controller()
     scheduled = ScheduleController(live.rt)
     wait_for(lambda: len(batch.list_namespaced_job(namespace).items) == 5, "original jobs")
+    # And their pods: the original runtime as an operator finds it. A Job whose pod the job
+    # controller has not made yet when its CronJob is deleted can still get one a moment later
+    # (its cache is behind; the garbage collector removes that orphan), and on a loaded stack
+    # that pod appeared beside our new CronJob — Kubernetes' race, not a step of the takeover.
+    wait_for(lambda: len(core.list_namespaced_pod(
+        namespace, label_selector="the0.dev/schedule-id").items) == 5, "original job pods")
     recorder = Recorder(admin_api, namespace)
 
     # `plan` shows each step as a takeover (reads only).
