@@ -55,9 +55,11 @@ from chaos_faults import KINDS, Faults, Fleet
 from chaos_plot import plot_svg
 
 from tools.stack.supervisor import Stack
+from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "the0"
+SHIPPED_CONCURRENCY = int(Settings.model_fields["WORKER_CONCURRENCY"].default)
 HEARTBEAT_TTL_S = 6  # the api says a process is dead after this; heartbeats every 2 s
 
 
@@ -74,6 +76,9 @@ def main() -> int:
     parser.add_argument("--gap", type=float, default=10.0,
                         help="mean pause between two faults, s (exponential)")
     parser.add_argument("--reconcile-interval", type=int, default=10)
+    parser.add_argument("--worker-concurrency", type=int, default=SHIPPED_CONCURRENCY,
+                        help="threads per worker (default: the shipped WORKER_CONCURRENCY, "
+                             f"{SHIPPED_CONCURRENCY}; runs before 2026-12-01 used 4)")
     parser.add_argument("--converge-timeout", type=float, default=300.0)
     parser.add_argument("--warmup-timeout", type=float, default=900.0,
                         help="seconds the seeded bots may take to converge before the storm "
@@ -103,7 +108,7 @@ def main() -> int:
                "KUBE_MODE": "kubeconfig", "NAMESPACE": NAMESPACE,
                "RECONCILE_INTERVAL": f"{interval}s", "HEARTBEAT_INTERVAL": "2s",
                "HEARTBEAT_TTL": f"{HEARTBEAT_TTL_S}s", "TASK_VISIBILITY_TIMEOUT": "60s",
-               "LOG_INTERVAL": "3600s", "WORKER_CONCURRENCY": "4",
+               "LOG_INTERVAL": "3600s", "WORKER_CONCURRENCY": str(args.worker_concurrency),
                "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         mongo: Any = pymongo.MongoClient(senv.mongo_uri, serverSelectionTimeoutMS=3000,
                                     socketTimeoutMS=10000)
@@ -224,6 +229,7 @@ def main() -> int:
         "bench": "chaos", "seed": args.seed, "bots": args.bots, "minutes": args.minutes,
         "churn_per_minute": churn_rate, "hold_scale": args.hold_scale,
         "reconcile_interval_s": args.reconcile_interval,
+        "worker_concurrency": args.worker_concurrency,
         "changes": churn.count, "changes_by_path": churn.by_path,
         "faults": len(faults.done), "faults_by_kind": faults.by_kind(),
         "converge_after_last_fault_s": None if converge_s is None else round(converge_s, 1),
