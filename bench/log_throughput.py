@@ -10,7 +10,10 @@ counts each pod's sequence numbers:
   lost         lines written but not in S3
   duplicated   lines in S3 more than once
   lag_p95_s    95th percentile of (first seen in S3 - line timestamp) over the lines of
-               --sample pods whose objects are polled every second (1 s resolution)
+               --sample pods whose objects are polled every second (1 s resolution), spread
+               evenly over the sorted bot ids (the first and the last included), so over the
+               collection's chunks from the first to the last; `--sample 0`: every pod
+               (runs before 2026-12-01 took the first 10, always in the first chunk)
   pass_lag_p95_s  95th percentile over passes of the pass's worst lag (the0:last-logs)
   worker_cpu_s CPU seconds (user + system) the worker used
 Ends with ONE JSON line.
@@ -45,6 +48,16 @@ from worker.core import naming
 NAMESPACE = "the0"
 BUCKET = "bot-logs"
 
+
+
+def spread(ids: list[str], count: int) -> list[str]:
+    """`count` of `ids` evenly spaced, the first and the last included (0: all of them)."""
+    if count <= 0 or count >= len(ids):
+        return list(ids)
+    if count == 1:
+        return [ids[-1]]
+    step = (len(ids) - 1) / (count - 1)
+    return [ids[round(i * step)] for i in range(count)]
 
 def cri_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
@@ -119,7 +132,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="lines per second per pod")
     parser.add_argument("--seconds", type=float, default=180.0)
     parser.add_argument("--interval", default="30s", help="LOG_INTERVAL")
-    parser.add_argument("--sample", type=int, default=10, help="pods whose lag is measured")
+    parser.add_argument("--sample", type=int, default=20,
+                        help="pods whose lag is measured, spread over all (0: every pod)")
     parser.add_argument("--concurrency", type=int, default=None, help="WORKER_CONCURRENCY")
     parser.add_argument("--chunk", type=int, default=None, help="LOG_CHUNK_SIZE")
     args = parser.parse_args()
@@ -157,7 +171,7 @@ def main() -> int:
         written = {bot_id: 0 for bot_id, _ in pods}
         stop = threading.Event()
         first_seen: dict[tuple[str, int], float] = {}
-        sample = [bot_id for bot_id, _ in pods[:args.sample]]
+        sample = spread(sorted(bot_id for bot_id, _ in pods), args.sample)
         passes: dict[float, dict[str, Any]] = {}
 
         def write() -> None:
