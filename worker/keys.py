@@ -12,6 +12,9 @@ INFLIGHT = f"{PREFIX}:inflight:{{kind}}:{{bot_id}}"   # an action is queued or r
 LOCK = f"{PREFIX}:lock:{{kind}}:{{bot_id}}"           # held while a task acts on one bot
 BACKOFF = f"{PREFIX}:backoff:{{kind}}"                 # hash bot_id → {"failures", "not_before"}
 STATUS_FINGERPRINTS = f"{PREFIX}:status-fp:{{kind}}"   # hash bot_id → fingerprint of stored status
+# A field of that hash no bot id can be (ids with control characters are refused): set when a
+# pass built the memo from the status documents, lost with the hash when Redis is.
+STATUS_MEMO_COMPLETE = "\x00complete"
 LAST_ERRORS = f"{PREFIX}:last-error:{{kind}}"          # hash bot_id → last task error (no secrets)
 EVENT_PENDING = f"{PREFIX}:event-pending:{{kind}}:{{bot_id}}"  # an event's reconcile is queued
 URLS_SIGNED = f"{PREFIX}:urls-signed"  # hash pod uid → when its Secret's URLs were signed (epoch s)

@@ -184,15 +184,21 @@ class RedisState:
         return {uid: at for uid, at in signed.items() if uid in live}
 
     # --- memo of what status we last wrote (so a no-op pass writes nothing) -----------------
-    def load_status_fingerprints(self, kind: str) -> dict[str, str]:
+    def load_status_memo(self, kind: str) -> tuple[dict[str, str], bool]:
+        """(bot id → fingerprint, whether a pass built this memo since Redis last lost it)."""
         with _temporary_on_redis_error():
             raw = self.client.hgetall(keys.status_fingerprints(kind))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        memo = {k.decode(): v.decode() for k, v in raw.items()}
+        complete = memo.pop(keys.STATUS_MEMO_COMPLETE, None) is not None
+        return memo, complete
 
-    def save_status_fingerprints(self, kind: str, fingerprints: Mapping[str, str]) -> None:
-        if fingerprints:
+    def save_status_fingerprints(self, kind: str, fingerprints: Mapping[str, str], *,
+                                 complete: bool = False) -> None:
+        """`complete`: these are the whole memo, built by a pass (marks it so, atomically)."""
+        mapping = {**fingerprints, **({keys.STATUS_MEMO_COMPLETE: "1"} if complete else {})}
+        if mapping:
             with _temporary_on_redis_error():
-                self.client.hset(keys.status_fingerprints(kind), mapping=dict(fingerprints))
+                self.client.hset(keys.status_fingerprints(kind), mapping=mapping)
 
     def forget_status_fingerprints(self, kind: str, bot_ids: Sequence[str]) -> None:
         if bot_ids:

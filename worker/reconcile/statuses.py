@@ -35,22 +35,25 @@ def record_outcome(rt: Runtime, kind: BotKind, bot_id: str, *, last_error: str |
 
 
 def stored_fingerprints(rt: Runtime, kind: BotKind) -> dict[str, str]:
-    """The memo of what the status documents hold. Empty means Redis lost it (restarted
-    without persistence) or nothing was ever written: then it is rebuilt from the documents
-    themselves — else every status would look changed (10,000 rewrites at
+    """The memo of what the status documents hold. Not marked complete means Redis lost it
+    (restarted without persistence) or none was ever built: then it is rebuilt from the
+    documents themselves — else every status would look changed (10,000 rewrites at
     STATUS_WRITES_PER_PASS a pass: a changed bot's status stale for 80 s after a Redis restart
-    at 10,000 bots) and the statuses of bots deleted meanwhile would never be removed."""
-    stored = rt.redis.load_status_fingerprints(kind.value)
-    if stored:
-        return stored
+    at 10,000 bots) and the statuses of bots deleted meanwhile would never be removed. Tasks
+    running before the first pass after the restart leave stale marks in the new memo: those
+    are kept (their bots are rewritten), so a memo that is merely not empty is not a memo."""
+    memo, complete = rt.redis.load_status_memo(kind.value)
+    if complete:
+        return memo
     # A Refused status (the events consumer's, for a bot whose create it refused) is not the
     # pass's: never in the memo, so a pass never removes it as "gone".
-    stored = {doc["id"]: fingerprint(doc) for doc in rt.store(kind).read_statuses()
-              if isinstance(doc.get("id"), str) and doc.get("phase") != PHASE_REFUSED}
-    if stored:
-        log.info("%s status memo rebuilt from %d status documents", kind.value, len(stored))
-        rt.redis.save_status_fingerprints(kind.value, stored)
-    return stored
+    rebuilt = {doc["id"]: fingerprint(doc) for doc in rt.store(kind).read_statuses()
+               if isinstance(doc.get("id"), str) and doc.get("phase") != PHASE_REFUSED}
+    rebuilt.update(memo)
+    log.info("%s status memo rebuilt from %d status documents (%d marks kept)", kind.value,
+             len(rebuilt) - len(memo), len(memo))
+    rt.redis.save_status_fingerprints(kind.value, rebuilt, complete=True)
+    return rebuilt
 
 
 def record_statuses(rt: Runtime, kind: BotKind, current: Mapping[str, dict[str, Any]], *,
