@@ -49,7 +49,6 @@ NAMESPACE = "the0"
 BUCKET = "bot-logs"
 
 
-
 def spread(ids: list[str], count: int) -> list[str]:
     """`count` of `ids` evenly spaced, the first and the last included (0: all of them)."""
     if count <= 0 or count >= len(ids):
@@ -58,6 +57,7 @@ def spread(ids: list[str], count: int) -> list[str]:
         return [ids[-1]]
     step = (len(ids) - 1) / (count - 1)
     return [ids[round(i * step)] for i in range(count)]
+
 
 def cri_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"

@@ -49,12 +49,14 @@ from typing import Any
 
 import orjson
 import pymongo
+import redis
 from kubernetes import client, config
 from minio import Minio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools.stack.supervisor import Stack
+from worker import keys
 from worker.app import create_app
 from worker.core.naming import pod_name
 from worker.core.planner import Action
@@ -242,10 +244,6 @@ def seed(stack_env: Any, n: int) -> None:
 def worker_pass_durations(redis_url: str, *, count: int, timeout: float = 300.0
                           ) -> list[float]:
     """Durations of the next `count` live passes the worker records that wrote no status."""
-    import redis
-
-    from worker import keys
-
     rds = redis.Redis.from_url(redis_url)
     raw = rds.get(keys.last_reconcile("live"))
     already = json.loads(raw).get("at") if raw else None  # maybe this process's own pass

@@ -49,9 +49,9 @@ def stored_fingerprints(rt: Runtime, kind: BotKind) -> dict[str, str]:
     # pass's: never in the memo, so a pass never removes it as "gone".
     rebuilt = {doc["id"]: fingerprint(doc) for doc in rt.store(kind).read_statuses()
                if isinstance(doc.get("id"), str) and doc.get("phase") != PHASE_REFUSED}
-    rebuilt.update(memo)
     log.info("%s status memo rebuilt from %d status documents (%d marks kept)", kind.value,
-             len(rebuilt) - len(memo), len(memo))
+             len(rebuilt), len(memo))
+    rebuilt.update(memo)
     rt.redis.save_status_fingerprints(kind.value, rebuilt, complete=True)
     return rebuilt
 

@@ -25,6 +25,10 @@ from worker.core.resources import ResourcePolicy, Resources
 TEMPLATE = PodTemplateSettings(namespace="the0", image_map={"python3.11": "the0/python311"},
                                init_image="the0/k8s:1", hash_key=b"k" * 32)
 HASH = "the0.dev/config-hash"
+# Every resource below the shipped defaults: a bot parsed under it shows the policy was used.
+SMALL = Resources(memory_limit="64Mi", cpu_limit="100m", memory_request="32Mi",
+                  cpu_request="50m")
+SMALL_POLICY = ResourcePolicy(defaults=SMALL, ceilings=SMALL)
 
 
 def doc(bot_id: Any = "b1", **overrides: Any) -> dict[str, Any]:
@@ -62,11 +66,9 @@ def test_the_desired_bot_is_the_pod_the_generator_builds() -> None:
 
 
 def test_parse_desired_takes_the_kind_the_resource_policy_and_the_config_limit() -> None:
-    small = Resources(memory_limit="64Mi", cpu_limit="100m", memory_request="32Mi",
-                      cpu_request="50m")
-    policy = ResourcePolicy(defaults=small, ceilings=small)
-    bot, _ = parse_desired(doc(), kind=BotKind.SCHEDULED, template=TEMPLATE, resources=policy)
-    assert bot.kind is BotKind.SCHEDULED and bot.resources == small
+    bot, _ = parse_desired(doc(), kind=BotKind.SCHEDULED, template=TEMPLATE,
+                           resources=SMALL_POLICY)
+    assert bot.kind is BotKind.SCHEDULED and bot.resources == SMALL
     with pytest.raises(InvalidBot) as caught:
         parse_desired(doc(), kind=BotKind.LIVE, template=TEMPLATE, max_config_bytes=10)
     assert caught.value.reason == "config_too_large"
@@ -86,11 +88,9 @@ def test_the_desired_schedule_is_the_cronjob_the_generator_builds() -> None:
 
 
 def test_parse_desired_schedule_takes_the_resource_policy_and_the_config_limit() -> None:
-    small = Resources(memory_limit="64Mi", cpu_limit="100m", memory_request="32Mi",
-                      cpu_request="50m")
     bot, _ = parse_desired_schedule(doc(), template=TEMPLATE, cron=CronJobSettings(),
-                                    resources=ResourcePolicy(defaults=small, ceilings=small))
-    assert bot.resources == small
+                                    resources=SMALL_POLICY)
+    assert bot.resources == SMALL
     with pytest.raises(InvalidBot) as caught:
         parse_desired_schedule(doc(), template=TEMPLATE, cron=CronJobSettings(),
                                max_config_bytes=10)
@@ -147,12 +147,10 @@ def test_a_disabled_document_is_never_parsed() -> None:
 
 
 def test_the_default_parse_uses_the_kind_and_resource_policy_given() -> None:
-    small = Resources(memory_limit="64Mi", cpu_limit="100m", memory_request="32Mi",
-                      cpu_request="50m")
     state = desired_state([doc("a")], kind=BotKind.SCHEDULED, template=TEMPLATE,
-                          resources=ResourcePolicy(defaults=small, ceilings=small))
+                          resources=SMALL_POLICY)
     bot = state.bots[BotId("a")]
-    assert bot.kind is BotKind.SCHEDULED and bot.resources == small
+    assert bot.kind is BotKind.SCHEDULED and bot.resources == SMALL
 
 
 def test_an_empty_read_is_an_empty_state() -> None:
