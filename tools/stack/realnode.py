@@ -81,6 +81,14 @@ class Slot:
         return "cni-the0" if self.index == 0 else f"cni-the0-{self.index}"
 
     @property
+    def bridge_mac(self) -> str:
+        # Locally administered, unicast, one per slot. Set explicitly so the kernel never
+        # re-derives it: a bridge without a set address takes its lowest port's MAC, so the
+        # gateway's MAC changed whenever a pod's veth came or went, and the other pods' ARP
+        # entries pointed nowhere until they expired (a job pod's state upload timed out).
+        return f"02:74:68:30:00:{self.index:02x}"
+
+    @property
     def subnet(self) -> str:
         return f"10.89.{self.index}.0/24"
 
@@ -642,6 +650,7 @@ class RealNode:
         assert self.slot is not None
         slot = self.slot
         for argv in (["ip", "link", "add", slot.bridge, "type", "bridge"],
+                     ["ip", "link", "set", "dev", slot.bridge, "address", slot.bridge_mac],
                      ["ip", "addr", "add", f"{slot.gateway}/24", "dev", slot.bridge],
                      ["ip", "link", "set", slot.bridge, "up"]):
             result = _run(argv)

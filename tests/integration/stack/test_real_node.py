@@ -119,6 +119,33 @@ def test_real_node_is_ready_tainted_and_labelled(admin_api: Any, stack_env: Stac
         "BOT_NODE_SELECTOR": '{"type": "real"}'}
 
 
+def test_the_gateway_keeps_its_mac_when_pod_interfaces_come_and_go(stack: Stack) -> None:
+    """A bridge without a set address takes its lowest port's MAC: every pod veth that came or
+    went moved the gateway's MAC under the other pods' ARP caches (a job pod's state upload
+    timed out for ~50 s). A port with the lowest possible MAC joins and leaves; nothing moves."""
+    assert stack.node is not None and stack.node.slot is not None
+    bridge = stack.node.slot.bridge
+    sysfs = Path("/sys/class/net") / bridge
+
+    def mac() -> str:
+        return (sysfs / "address").read_text().strip()
+
+    before = mac()
+    assert before == stack.node.slot.bridge_mac
+    assert (sysfs / "addr_assign_type").read_text().strip() == "3"  # NET_ADDR_SET
+    port, peer = f"t0mac{os.getpid() % 10000}", f"t1mac{os.getpid() % 10000}"
+    subprocess.run(["ip", "link", "add", port, "address", "00:00:00:00:00:01", "type", "veth",
+                    "peer", "name", peer], check=True)
+    try:
+        subprocess.run(["ip", "link", "set", port, "master", bridge], check=True)
+        joined = mac()
+        subprocess.run(["ip", "link", "set", port, "nomaster"], check=True)
+        left = mac()
+    finally:
+        subprocess.run(["ip", "link", "del", port], check=False)
+    assert (joined, left) == (before, before)
+
+
 def test_tolerating_pod_runs_for_real_and_reaches_s3_through_the_gateway(
         stack: Stack, stack_env: StackEnv, admin_api: Any, namespace: str, s3: Any,
         bucket: str) -> None:
