@@ -48,12 +48,11 @@ up: setup stack-build
 # files dealt out longest first (tests/conftest.py: xdist's own order put the 100 s files
 # last, where they alone made the tail); then, on one stack alone, the stack's own host-state
 # tests (another stack's node on the same machine would show up in their before/after
-# comparison) and the bots on the real node (real containers keep their timing only on a
-# machine not running two suites: run beside the rest, a scheduled run's state upload through
-# the node's gateway timed out).
+# comparison). The bots on the real node run with the rest: each worker's stack has a node of
+# its own (its own bridge, subnet and cgroup root).
 # "No test ran" (pytest's 5) in the serial part passes only when PYTEST_ARGS selected tests.
 TEST_WORKERS ?= 4
-SERIAL_TESTS := tests/integration/stack/test_real_node.py tests/integration/realnode
+SERIAL_TESTS := tests/integration/stack/test_real_node.py
 test: setup stack-build
 	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(SERIAL_TESTS:%=--ignore=%) $(PYTEST_ARGS)
 	@$(BIN)/python -m pytest $(SERIAL_TESTS) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && [ -n "$(PYTEST_ARGS)" ]; }

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubernetes import watch
 
 from tests.integration.logs.conftest import run_pass as run_log_pass
@@ -125,6 +126,7 @@ def start_running_bot(real: RealNode, bots: Any, bot_id: str) -> Any:
     return controller
 
 
+@pytest.mark.slow(seconds=60)  # 33 s alone; the file (~2 min) is dealt out early
 def test_state_survives_replace_delete_and_crash_recreate(
         real: RealNode, bots: Any, core: Any) -> None:
     controller = start_running_bot(real, bots, "counter")
