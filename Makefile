@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements-dev.lock | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: help setup stack-build stack-up stack-down up test unit check clean mutate
+.PHONY: help setup stack-build stack-up stack-down up test unit check clean mutate mutate-pass
 
 help:
 	@echo "make up          run the whole system locally on the embedded real stack (Ctrl-C stops)"
@@ -16,6 +16,7 @@ help:
 	@echo "                 (kwok nodes + a real node: kubelet + containerd, needs root; tools/stack/README.md)"
 	@echo "make check       ruff + mypy + import contracts"
 	@echo "make mutate      mutation score of worker/core (mutmut, its own virtualenv)"
+	@echo "make mutate-pass sampled mutation score of the pass and the converge (integration tests)"
 
 # Every package pinned and hash-checked (requirements-dev.lock, made by tools/lock/update.sh
 # from pyproject.toml); then this project itself, editable, built with the locked setuptools.
@@ -68,6 +69,14 @@ mutate:
 	@$(MUTATE_VENV)/bin/mutmut run --max-children $(MUTATE_CHILDREN) >/dev/null
 	@$(MUTATE_VENV)/bin/mutmut results --all true | $(MUTATE_VENV)/bin/python -m tools.mutate.report
 MUTATE_CHILDREN ?= 2
+
+# The pass and the converge, judged by the integration tests on the real stack: a seeded
+# sample of their mutants (each costs a stack start), docs/mutation.md.
+MUTATE_SAMPLE ?= 40
+mutate-pass: stack-build
+	@test -x $(MUTATE_VENV)/bin/python || $(PYTHON) -m venv $(MUTATE_VENV)
+	@$(MUTATE_VENV)/bin/pip install -q --disable-pip-version-check --require-hashes -r requirements-mutate.lock
+	@$(MUTATE_VENV)/bin/python -m tools.mutate.sample --sample $(MUTATE_SAMPLE) --children $(MUTATE_CHILDREN)
 
 unit: setup
 	@$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -49,3 +49,24 @@ def test_a_run_stopped_before_the_end_says_so_and_fails() -> None:
     assert "INCOMPLETE: 1 mutants not checked yet" in done.stdout
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert (result["killed"], result["mutants"], result["not_checked"]) == (4, 6, 1)
+
+
+def test_the_sampled_score_has_the_wilson_interval_of_a_textbook_table() -> None:
+    from tools.mutate.sample import RESULT, wilson
+
+    # 30 of 40: 0.598 to 0.858 (Wilson score interval, 95 %), worked out by hand.
+    low, high = wilson(30, 40)
+    assert (round(low, 3), round(high, 3)) == (0.598, 0.858)
+    assert wilson(0, 0) == (0.0, 1.0)
+    assert (round(wilson(40, 40)[0], 3), wilson(40, 40)[1]) == (0.912, 1.0)
+    names = [m["name"] for line in LISTING.splitlines() if (m := RESULT.match(line))]
+    assert names[3] == "worker.core.planner.xǁPlannerǁplan__mutmut_1" and len(names) == 7
+
+
+def test_the_pass_scope_mutates_the_pass_and_the_converge_only() -> None:
+    from tools.mutate.sample import SCOPE_FILES, mutmut_config
+
+    config = mutmut_config()
+    assert SCOPE_FILES == ["worker/reconcile/passes.py", "worker/reconcile/converge.py"]
+    assert all((ROOT / path).is_file() for path in SCOPE_FILES)
+    assert '"k8s/"' in config and "tests/integration/live_bots/" in config
