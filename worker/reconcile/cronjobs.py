@@ -282,7 +282,17 @@ def next_run_time(schedule: str, timezone: str, *, now: float) -> str | None:
         return cached[2]
     try:
         start = datetime.fromtimestamp(now, ZoneInfo(timezone or "UTC"))
-        following = croniter(schedule, start).get_next(datetime)
+        times = croniter(schedule, start)
+        following = times.get_next(datetime)
+        # A firing in a spring-forward gap (02:30 on the night clocks jump from 02:00 to
+        # 03:00): croniter answers the first moment after the gap, Kubernetes's CronJob
+        # controller (robfig/cron v3) skips that firing (robfig/cron#541). Say what will run.
+        minutes, hours = times.expanded[0], times.expanded[1]
+        for _gap in range(3):
+            if (minutes == ["*"] or following.minute in minutes) and (
+                    hours == ["*"] or following.hour in hours):
+                break
+            following = times.get_next(datetime)
     except (ValueError, KeyError):
         return None
     text = str(following.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))

@@ -74,6 +74,57 @@ def test_next_run_times_from_a_hand_computed_table(schedule: str, asked: str,
         now = at(expected)
 
 
+# Across the 2026 clock changes, in two zones (a cut-over CronJob of the original runtime may
+# carry its own timeZone). America/New_York: EST (UTC-5) → EDT (UTC-4) on Sunday 8 March at
+# 02:00 (the second Sunday: 1 March is a Sunday), back on Sunday 1 November at 02:00 EDT.
+# Europe/Berlin: CET (UTC+1) → CEST (UTC+2) on Sunday 29 March at 02:00 (the last Sunday),
+# back on Sunday 25 October at 03:00 CEST. A firing inside the skipped hour does not happen
+# (Kubernetes's CronJob controller, robfig/cron v3, skips it); one inside the repeated hour
+# happens twice.
+DST_TABLE = [
+    # noon in New York: 17:00Z in winter, 16:00Z in summer, the day of each change included
+    ("0 12 * * *", "America/New_York", "2026-03-06T17:00:00Z",
+     ["2026-03-07T17:00:00Z", "2026-03-08T16:00:00Z", "2026-03-09T16:00:00Z"]),
+    ("0 12 * * *", "America/New_York", "2026-10-30T16:00:00Z",
+     ["2026-10-31T16:00:00Z", "2026-11-01T17:00:00Z", "2026-11-02T17:00:00Z"]),
+    # hourly through the skipped hour: 01:00 EST (06:00Z), then 03:00 EDT (07:00Z)
+    ("0 * * * *", "America/New_York", "2026-03-08T05:00:00Z",
+     ["2026-03-08T06:00:00Z", "2026-03-08T07:00:00Z", "2026-03-08T08:00:00Z"]),
+    # hourly through the repeated hour: 01:00 EDT (05:00Z) and 01:00 EST (06:00Z)
+    ("0 * * * *", "America/New_York", "2026-11-01T04:00:00Z",
+     ["2026-11-01T05:00:00Z", "2026-11-01T06:00:00Z", "2026-11-01T07:00:00Z"]),
+    # 02:30 does not exist on 8 March: the next run is 9 March, 02:30 EDT
+    ("30 2 * * *", "America/New_York", "2026-03-07T07:30:00Z",
+     ["2026-03-09T06:30:00Z", "2026-03-10T06:30:00Z"]),
+    # 01:30 happens twice on 1 November
+    ("30 1 * * *", "America/New_York", "2026-10-31T05:30:00Z",
+     ["2026-11-01T05:30:00Z", "2026-11-01T06:30:00Z", "2026-11-02T06:30:00Z"]),
+    # nine in Berlin: 08:00Z in winter, 07:00Z in summer
+    ("0 9 * * *", "Europe/Berlin", "2026-03-28T08:00:00Z",
+     ["2026-03-29T07:00:00Z", "2026-03-30T07:00:00Z"]),
+    ("0 9 * * *", "Europe/Berlin", "2026-10-24T07:00:00Z",
+     ["2026-10-25T08:00:00Z", "2026-10-26T08:00:00Z"]),
+    # 02:30 does not exist in Berlin on 29 March: 30 March, 02:30 CEST
+    ("30 2 * * *", "Europe/Berlin", "2026-03-28T01:30:00Z",
+     ["2026-03-30T00:30:00Z"]),
+    # every 20 minutes of the 02:00 hour: none on 8 March in New York
+    ("*/20 2 * * *", "America/New_York", "2026-03-07T07:40:00Z",
+     ["2026-03-09T06:00:00Z", "2026-03-09T06:20:00Z", "2026-03-09T06:40:00Z"]),
+]
+
+
+@pytest.mark.parametrize(("schedule", "zone", "asked", "firings"), DST_TABLE,
+                         ids=[f"{s}@{z}@{a}" for s, z, a, _ in DST_TABLE])
+def test_next_run_times_across_clock_changes_from_a_hand_computed_table(
+        schedule: str, zone: str, asked: str, firings: list[str]) -> None:
+    _NEXT_RUNS.clear()
+    now = at(asked)
+    for expected in firings:
+        assert next_run_time(schedule, zone, now=now) == expected
+        _NEXT_RUNS.clear()
+        now = at(expected)
+
+
 def test_the_memo_answers_every_moment_before_a_firing_and_moves_on_at_it() -> None:
     _NEXT_RUNS.clear()
     firing = "2026-06-01T03:00:00Z"
