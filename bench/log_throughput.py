@@ -276,6 +276,8 @@ def main() -> int:
                       [float(s.get("duration_s", 0)) for s in passes.values()], 0.95), 2),
                   "passes": len(passes), "lost": lost, "duplicated": duplicated,
                   "worker_cpu_s": round(worker_cpu_s, 1)}
+        width = max(map(len, result))
+        print("\n" + "\n".join(f"{key:<{width}}  {value}" for key, value in result.items()))
         print(json.dumps(result), flush=True)
     return 0
 
