@@ -396,6 +396,12 @@ def test_a_missing_code_object_is_a_per_bot_error(
     assert outcomes == [] and report.counts["backing_off"] == 1
     status = statuses.find_one({"id": "no-code"})
     assert status["phase"] == "BackingOff" and "code_not_found" in status["last_error"]
+    # The operator's `kubectl get events` says so too: one Warning about the bot's pod name.
+    events = core.list_namespaced_event(restricted_namespace,
+                                        field_selector="involvedObject.name=bot-no-code").items
+    assert [(e.type, e.reason) for e in events] == [("Warning", "Failed")]
+    assert events[0].message.startswith("create failed: ") and "code_not_found" in (
+        events[0].message)
 
 
 def test_an_awkward_id_gets_a_stable_sanitised_pod_name(
