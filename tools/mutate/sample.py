@@ -99,6 +99,15 @@ def mutant_names() -> list[str]:
     return sorted(names)
 
 
+def verdicts_of(names: list[str]) -> dict[str, str]:
+    """mutmut's current verdict of each name ("not checked" before its first run)."""
+    results = subprocess.run([str(MUTMUT_PYTHON), "-m", "mutmut", "results", "--all", "true"],
+                             cwd=WORKDIR, capture_output=True, text=True, check=True).stdout
+    status = {m["name"]: m["status"].strip() for line in results.splitlines()
+              if (m := RESULT.match(line))}
+    return {name: status.get(name, "missing") for name in names}
+
+
 def wilson(killed: int, total: int, z: float = 1.96) -> tuple[float, float]:
     if total == 0:
         return 0.0, 1.0
@@ -114,6 +123,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sample", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--children", type=int, default=2)
+    parser.add_argument("--rerun-survivors", action="store_true",
+                        help="judge again only the sample's mutants that survived the last run "
+                             "(after new tests), then report the whole sample")
     args = parser.parse_args(argv)
 
     WORKDIR.mkdir(exist_ok=True)
@@ -122,13 +134,15 @@ def main(argv: list[str]) -> int:
     sample = sorted(random.Random(args.seed).sample(every, min(args.sample, len(every))))
     print(f"{len(every)} mutants in {', '.join(SCOPE_FILES)}; running {len(sample)} "
           f"(seed {args.seed})", flush=True)
-    subprocess.run([str(MUTMUT_PYTHON), "-m", "mutmut", "run", "--max-children",
-                    str(args.children), *sample], cwd=WORKDIR, check=False)
-    results = subprocess.run([str(MUTMUT_PYTHON), "-m", "mutmut", "results", "--all", "true"],
-                             cwd=WORKDIR, capture_output=True, text=True, check=True).stdout
-    status = {m["name"]: m["status"].strip() for line in results.splitlines()
-              if (m := RESULT.match(line))}
-    verdicts = {name: status.get(name, "missing") for name in sample}
+    to_run = sample
+    if args.rerun_survivors:
+        before = verdicts_of(sample)
+        to_run = [name for name in sample if before[name] not in KILLED]
+        print(f"judging again the {len(to_run)} that were not killed", flush=True)
+    if to_run:
+        subprocess.run([str(MUTMUT_PYTHON), "-m", "mutmut", "run", "--max-children",
+                        str(args.children), *to_run], cwd=WORKDIR, check=False)
+    verdicts = verdicts_of(sample)
     unchecked = [n for n, s in verdicts.items() if s in ("not checked", "missing")]
     judged = {n: s for n, s in verdicts.items() if n not in unchecked}
     killed = sum(s in KILLED for s in judged.values())

@@ -126,6 +126,15 @@ def test_a_converged_world_plans_nothing_and_writes_nothing(
     report, outcomes = run_pass(controller)
     assert outcomes == [] and report.status_writes == 0
     assert sum(report.counts.values()) == 0
+    # What /status and the benches read of that pass: its record in Redis, in full shape.
+    record = json.loads(controller.rt.redis.client.get(keys.last_reconcile("live")))
+    assert record["ok"] is True and record["skipped"] is False
+    assert (record["enqueued"], record["status_writes"], record["invalid"]) == (0, 0, 0)
+    assert record["counts"] == {"create": 0, "delete": 0, "replace": 0, "recreate": 0,
+                                "takeover": 0, "waiting": 0, "backing_off": 0,
+                                "blocked_deletions": 0, "name_taken": 0}
+    assert list(record["steps_s"]) == ["read", "plan", "enqueue", "record", "upkeep"]
+    assert record["bots"]["desired"] == 5 and record["bots"]["running"] == 5
 
 
 def test_aging_urls_of_a_running_pod_are_re_signed_in_place(

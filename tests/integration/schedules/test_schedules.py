@@ -10,7 +10,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.support.bots import run_pass, schedule_doc, wait_for
-from worker.reconcile.controller import ScheduleController
+from worker import keys
+from worker.reconcile.controller import LiveBotController, ScheduleController
 
 SELECTOR = "managed-by=the0-schedule-controller"
 
@@ -172,3 +173,18 @@ def test_an_aging_code_url_is_re_signed_without_touching_the_cronjob_uid(
     assert secret_after.data["CODE_URL"] != secret_before.data["CODE_URL"]
     _, quiet = run_pass(make_schedule_controller())
     assert quiet == []
+
+
+def test_the_pass_lock_is_per_kind_so_a_live_pass_never_holds_up_the_schedule_pass(
+        make_controller: Any, schedule_controller: ScheduleController, schedules: Any,
+        batch: Any, restricted_namespace: str) -> None:
+    live: LiveBotController = make_controller()
+    schedules.insert_one(schedule_doc("nightly", "0 3 * * *"))
+    # Another worker's live pass is running (it holds the live pass lock).
+    with live.rt.redis.hold(keys.reconcile_lock("live"), ttl=60) as held:
+        assert held is not None
+        live_report = live.reconcile(enqueue=lambda action, _as_of: None)
+        schedule_report, outcomes = run_pass(schedule_controller)
+    assert live_report.skipped
+    assert not schedule_report.skipped and outcomes == ["created"]
+    assert list(cronjobs_of(batch, restricted_namespace)) == ["schedule-nightly"]
