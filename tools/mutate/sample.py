@@ -1,7 +1,7 @@
 """A sampled mutation score of the reconcile pass and the per-bot converge, judged by the
 integration tests on the real stack.
 
-    python -m tools.mutate.sample [--sample 40] [--seed 1] [--children 2]
+    python -m tools.mutate.sample [--sample 40] [--seed 1] [--children 2] [--rerun-survivors]
 
 `make mutate` scores the pure core with its unit tests (seconds per mutant). The pass and the
 converge are I/O code: only the integration tests can judge them, and each mutant costs a stack
