@@ -2,7 +2,9 @@
 - the delete precondition: a task that decided to delete a pod which meanwhile was replaced by a
   successor of the same name never removes that successor, nor anything of it (its Secret);
 - a bot whose document turns invalid keeps its running pod, untouched, with status Invalid —
-  by the pass and by a per-bot task alike."""
+  by the pass and by a per-bot task alike;
+- an earlier pod's Secret that the garbage collector removes between our refused create and
+  our read of it is simply created (it used to fail the task with NotFound)."""
 
 from __future__ import annotations
 
@@ -121,3 +123,41 @@ def test_an_invalid_document_leaves_its_running_pod_alone(
     report, outcomes = run_pass(controller)
     assert outcomes == [] and report.invalid == 0
     assert statuses.find_one({"id": "turns-bad"})["phase"] == "Running"
+
+
+class OnSecretConflict:
+    """The adapter's request observer: `act` runs once, right after a Secret create is
+    refused with 409 — before the adapter reads the Secret that is in the way."""
+
+    def __init__(self) -> None:
+        self.act: Callable[[], None] | None = None
+        self.fired = False
+
+    def __call__(self, verb: str, resource: str, status: int) -> None:
+        if (verb, resource, status) == ("create", "secrets", 409) and self.act is not None:
+            act, self.act = self.act, None
+            act()
+            self.fired = True
+
+
+def test_a_leftover_secret_collected_before_it_is_read_is_simply_created(
+        settings_env: dict[str, str], bucket_code: str, bots: Any, core: Any,
+        restricted_namespace: str) -> None:
+    hook = OnSecretConflict()
+    rt = Runtime(load_settings(env=settings_env), kube_observer=hook)
+    try:
+        # An earlier pod's Secret of the same name, not collected yet ...
+        core.create_namespaced_secret(restricted_namespace, {
+            "metadata": {"name": "bot-racer-config"}, "stringData": {"BOT_CONFIG": "{}"}})
+        # ... and the garbage collector wins the race, every time: it goes right after our
+        # create is refused, before we read it.
+        hook.act = lambda: core.delete_namespaced_secret("bot-racer-config",
+                                                         restricted_namespace)
+        bots.insert_one(bot_doc("racer"))
+        _, outcomes = run_pass(LiveBotController(rt))
+        assert hook.fired and outcomes == ["created"]
+        pod = core.read_namespaced_pod("bot-racer", restricted_namespace)
+        secret = core.read_namespaced_secret("bot-racer-config", restricted_namespace)
+        assert [o.uid for o in secret.metadata.owner_references] == [pod.metadata.uid]
+    finally:
+        rt.close()
