@@ -22,23 +22,27 @@ from worker.runtime import Runtime
 from worker.settings import load_settings
 
 
-class AfterFirstPodRead:
+class ActOnceAfter:
     """The adapter's request observer (`Runtime(kube_observer=…)`): `act` runs once, right
-    after the first successful GET of a pod — between a task's read and its action."""
+    after the first request that ends as `request` — (verb, resource, HTTP status)."""
 
-    def __init__(self) -> None:
+    def __init__(self, request: tuple[str, str, int]) -> None:
+        self.request = request
         self.act: Callable[[], None] | None = None
+        self.fired = False
 
     def __call__(self, verb: str, resource: str, status: int) -> None:
-        if (verb, resource, status) == ("get", "pods", 200) and self.act is not None:
+        if (verb, resource, status) == self.request and self.act is not None:
             act, self.act = self.act, None
             act()
+            self.fired = True
 
 
 @pytest.fixture
 def observed_controller(settings_env: dict[str, str], bucket_code: str
-                        ) -> Iterator[tuple[LiveBotController, AfterFirstPodRead]]:
-    hook = AfterFirstPodRead()
+                        ) -> Iterator[tuple[LiveBotController, ActOnceAfter]]:
+    # After the first successful GET of a pod: between a task's read and its action.
+    hook = ActOnceAfter(("get", "pods", 200))
     rt = Runtime(load_settings(env={**settings_env, "LOG_COLLECT_ON_DELETE": "false"}),
                  kube_observer=hook)
     yield LiveBotController(rt), hook
@@ -75,7 +79,7 @@ def replace_by_someone_else(core: Any, namespace: str, name: str) -> tuple[str, 
 
 def test_a_stale_delete_never_removes_the_successor_of_the_same_name(
         controller: LiveBotController,
-        observed_controller: tuple[LiveBotController, AfterFirstPodRead], bots: Any,
+        observed_controller: tuple[LiveBotController, ActOnceAfter], bots: Any,
         core: Any, restricted_namespace: str) -> None:
     bots.insert_one(bot_doc("stale"))
     run_pass(controller)
@@ -125,25 +129,10 @@ def test_an_invalid_document_leaves_its_running_pod_alone(
     assert statuses.find_one({"id": "turns-bad"})["phase"] == "Running"
 
 
-class OnSecretConflict:
-    """The adapter's request observer: `act` runs once, right after a Secret create is
-    refused with 409 — before the adapter reads the Secret that is in the way."""
-
-    def __init__(self) -> None:
-        self.act: Callable[[], None] | None = None
-        self.fired = False
-
-    def __call__(self, verb: str, resource: str, status: int) -> None:
-        if (verb, resource, status) == ("create", "secrets", 409) and self.act is not None:
-            act, self.act = self.act, None
-            act()
-            self.fired = True
-
-
 def test_a_leftover_secret_collected_before_it_is_read_is_simply_created(
         settings_env: dict[str, str], bucket_code: str, bots: Any, core: Any,
         restricted_namespace: str) -> None:
-    hook = OnSecretConflict()
+    hook = ActOnceAfter(("create", "secrets", 409))  # before we read what is in the way
     rt = Runtime(load_settings(env=settings_env), kube_observer=hook)
     try:
         # An earlier pod's Secret of the same name, not collected yet ...
