@@ -299,6 +299,9 @@ def images() -> list[Image]:
               {"Env": [PATH_ENV, "LANG=C.UTF-8"], "Cmd": ["python3"]}),
         Image("node:20-bookworm-slim", (ly["base"], ly["node"]),
               {"Env": [PATH_ENV, f"NODE_VERSION={v['NODE_VERSION']}"], "Cmd": ["node"]}),
+        # The base of the project's Dockerfile (tools/image/): Debian slim, to which the
+        # Dockerfile adds Debian's python3 and python3-venv (this one already has python3).
+        Image("debian:bookworm-slim", (ly["base"],), {"Env": [PATH_ENV], "Cmd": ["bash"]}),
         # A stand-in: bookworm's compiler is gcc 12 and bots arrive compiled, so what the
         # runtime needs is glibc to run the artefact, which the Debian base has.
         Image("gcc:13-bookworm", (ly["base"],), {"Env": [PATH_ENV], "Cmd": ["bash"]}),

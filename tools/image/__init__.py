@@ -1,0 +1,1 @@
+"""The project's own container image, built from its Dockerfile without a registry (build.py)."""

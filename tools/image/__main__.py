@@ -1,0 +1,5 @@
+import sys
+
+from tools.image.build import main
+
+sys.exit(main())
