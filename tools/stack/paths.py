@@ -39,6 +39,8 @@ class Binaries:
     kube_scheduler: Path
     kubectl: Path
     kubelet: Path
+    kube_proxy: Path  # only for the in-cluster stack (Services); one per machine at a time
+    helm: Path  # renders charts/ in the tests that compare it with k8s/
     etcd: Path
     kwok: Path
     kwok_stages: Path
@@ -115,6 +117,8 @@ def binaries() -> Binaries:
         kube_scheduler=kube / "kube-scheduler",
         kubectl=kube / "kubectl",
         kubelet=kube / "kubelet",
+        kube_proxy=kube / "kube-proxy",
+        helm=bin_dir / f"helm-{v['HELM_VERSION']}" / "helm",
         etcd=bin_dir / f"etcd-{v['ETCD_VERSION']}" / "etcd",
         kwok=kwok / "kwok",
         kwok_stages=kwok / "stages",

@@ -55,6 +55,7 @@ TAINT_KEY = "the0.dev/real-node"
 NODE_LABEL = ("type", "real")
 CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
 CTR_NAMESPACE = "k8s.io"  # the CRI's containerd namespace
+KUBE_PROXY_TABLE = "kube-proxy"  # its nftables mode's table, in families ip and ip6
 MNT_DETACH = 2
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes with the NUL
 
@@ -327,6 +328,18 @@ def _restore_nft(before: list[str]) -> list[str]:
     return problems
 
 
+def _remove_kube_proxy_tables() -> list[str]:
+    """kube-proxy's nftables mode keeps all its rules in these two tables."""
+    problems = []
+    present = set(hoststate.nft_objects())
+    for family in ("ip", "ip6"):
+        if f"table {family} {KUBE_PROXY_TABLE}" in present:
+            result = _run(["nft", "delete", "table", family, KUBE_PROXY_TABLE])
+            if result.returncode != 0:
+                problems.append(f"nft table {family} {KUBE_PROXY_TABLE}: {result.stderr.strip()}")
+    return problems
+
+
 def _remove_host_paths(before: dict[str, bool]) -> list[str]:
     problems = []
     for path, existed in before.items():
@@ -366,8 +379,12 @@ def _cleanup_locked(path: Path, record: dict[str, Any], progress: Callable[[str]
     problems: list[str] = []
     started = time.monotonic()
     workdir = record["workdir"]
-    # 1. the kubelet first: it would restart the containers killed next.
+    # 1. the kubelet first: it would restart the containers killed next. kube-proxy (in-cluster
+    # stacks) too, and its nftables tables with it: they are this node's, never handed over.
     _stop_recorded(record, "kubelet")
+    if any(p["name"] == "kube-proxy" for p in record.get("processes", [])):
+        _stop_recorded(record, "kube-proxy")
+        problems += _remove_kube_proxy_tables()
     # 2. containers and their tasks, while containerd still answers.
     containerd = [p for p in record.get("processes", []) if p["name"] == "containerd"]
     if containerd and same_process(containerd[0]["pid"], containerd[0].get("start")):
@@ -375,6 +392,7 @@ def _cleanup_locked(path: Path, record: dict[str, Any], progress: Callable[[str]
     # 3. containerd and the forwarder.
     _stop_recorded(record, "containerd")
     _stop_recorded(record, "s3-forwarder", grace=2)
+    _stop_recorded(record, "service-forwarder", grace=2)
     # 4. whatever survived: shims serving our socket, every process in our cgroups.
     for pid in hoststate.shims_of(record["socket"]):
         _kill(pid)
@@ -637,6 +655,51 @@ class RealNode:
                       f"(slot {slot.index}: bridge {slot.bridge}, pods reach S3 at "
                       f"{slot.gateway}:{self.s3_port})")
 
+    def start_services(self, *, targets: dict[str, int], kube_proxy: Path, api_url: str,
+                       ca_file: str, token: str, cluster_ip_range: str) -> dict[str, int]:
+        """In-cluster mode: the servers in `targets` (name -> port on 127.0.0.1) forwarded onto
+        the gateway, as S3 is, and kube-proxy, so Service IPs route (nftables mode; every
+        Service connection masqueraded, so replies come back through the host without
+        br_netfilter). Returns name -> port on the gateway. One kube-proxy per machine: its
+        tables are host-wide."""
+        assert self.slot is not None
+        slot, w = self.slot, self.workdir
+        ports = {name: _free_port(slot.gateway) for name in targets}
+        self._server("service-forwarder", [
+            sys.executable, "-m", "tools.stack.forward",
+            *(f"{slot.gateway}:{ports[n]}=127.0.0.1:{port}" for n, port in targets.items())],
+            env={"PYTHONPATH": str(REPO_ROOT)},
+            probe=lambda: all(_connects(slot.gateway, p) for p in ports.values()), timeout=15)
+        kubeconfig = w / "kube-proxy.kubeconfig"
+        kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "stack", "cluster": {"server": api_url,
+                                                        "certificate-authority": ca_file}}],
+            "users": [{"name": "kube-proxy", "user": {"token": token}}],
+            "contexts": [{"name": "stack", "context": {"cluster": "stack", "user": "kube-proxy"}}],
+            "current-context": "stack",
+        }))
+        kubeconfig.chmod(0o600)
+        healthz = _free_port("127.0.0.1")
+        config = w / "kube-proxy.json"
+        config.write_text(json.dumps({
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+            "mode": "nftables", "clientConnection": {"kubeconfig": str(kubeconfig)},
+            "hostnameOverride": self.name, "clusterCIDR": slot.subnet,
+            "nftables": {"masqueradeAll": True},
+            # Zero: leave the host's conntrack sysctls alone (they are host-wide).
+            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
+                          "tcpCloseWaitTimeout": "0s"},
+            "healthzBindAddress": f"127.0.0.1:{healthz}",
+            "metricsBindAddress": f"127.0.0.1:{_free_port('127.0.0.1')}",
+        }, indent=1))
+        self._server("kube-proxy", [str(kube_proxy), f"--config={config}", "--v=1"],
+                     probe=lambda: _healthy(f"http://127.0.0.1:{healthz}/healthz"), timeout=60)
+        self.progress(f"real node {self.name}: kube-proxy routes Service IPs "
+                      f"({cluster_ip_range}); on the pod network: "
+                      + ", ".join(f"{n} {slot.gateway}:{p}" for n, p in ports.items()))
+        return ports
+
     def _cgroup_root(self) -> None:
         """The kubelet's cgroupRoot must exist; made in every hierarchy, removed by cleanup."""
         assert self.slot is not None
@@ -817,6 +880,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.devmapper", "io.containerd.sna
     def log_tails(self) -> str:
         return "\n".join(f"--- {n} ---\n{log_tail(self.logs / f'{n}.log', 10)}"
                          for n in ("containerd", "kubelet"))
+
+
+def _healthy(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return int(response.status) == 200
 
 
 def _connects(host: str, port: int) -> bool:

@@ -51,6 +51,8 @@ CONTROLLER_RBAC = (("Role", "the0-controller"), ("RoleBinding", "the0-controller
 S3_ACCESS_KEY = "the0-test-access"
 KWOK_NODES = 3
 KWOK_PODS_PER_NODE = 5000
+# Service IPs; the first (10.0.0.1, `kubernetes.default`) is in the API server's certificate.
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 KWOK_POD_CIDR = "10.128.0.0/14"  # fake pod IPs written into status only; no traffic goes there
 DEFAULT_NODE = NodeConfig()  # real-node-1 in the first free slot (cni-the0, 10.89.0.0/24)
 # PostgreSQL under FerretDB: a throwaway test database (no crash safety wanted), trust auth on
@@ -104,6 +106,10 @@ class StackEnv:
     real_node_name: str = ""
     pod_gateway: str = ""      # the CNI bridge's address: where pods reach the host
     s3_pod_endpoint: str = ""  # host:port of versitygw as pods see it (a forwarder)
+    # In-cluster stacks only (Stack(in_cluster=True)): the other servers as pods see them.
+    redis_pod_url: str = ""
+    mongo_pod_uri: str = ""
+    nats_pod_url: str = ""
 
     def real_node_settings(self) -> dict[str, str]:
         """The product settings that put bot pods on the real node: tolerate its taint and
@@ -249,10 +255,19 @@ class Stack:
                  progress: Callable[[str], None] = lambda _msg: None,
                  real_node: NodeConfig | None = DEFAULT_NODE,
                  owner_state_file: Path | None = None,
-                 postgres_settings: Mapping[str, str] | None = None) -> None:
+                 postgres_settings: Mapping[str, str] | None = None,
+                 in_cluster: bool = False) -> None:
         """`real_node=None` runs kwok nodes only. `owner_state_file`: the state file that
         keeps a detached stack's node alive (`python -m tools.stack up`), see realnode.py.
-        `postgres_settings`: more PostgreSQL settings, over POSTGRES_SETTINGS."""
+        `postgres_settings`: more PostgreSQL settings, over POSTGRES_SETTINGS.
+        `in_cluster=True` (with the real node) makes it a cluster a controller can run in:
+        ServiceAccount tokens and the cluster CA in pods, kube-proxy on the node so Service
+        IPs route, `kubernetes.default` reaching the API server, and Redis, Mongo and NATS on
+        the pod network like S3. One such stack per machine at a time (kube-proxy's nftables
+        tables are host-wide)."""
+        if in_cluster and real_node is None:
+            raise ValueError("an in-cluster stack needs the real node")
+        self.in_cluster = in_cluster
         self.workdir = workdir.resolve()
         self.postgres_settings = {**POSTGRES_SETTINGS, **(postgres_settings or {})}
         self.bins = bins or binaries()
@@ -336,12 +351,15 @@ class Stack:
         admin_token = secrets.token_hex(16)
         controller_token = secrets.token_hex(16)
         node_token = secrets.token_hex(16)
+        proxy_token = secrets.token_hex(16)
         # The kubelet's own identity (Node authorizer + NodeRestriction), not the admin's.
         node_user = f"system:node:{self.node.name}" if self.node is not None else ""
         (w / "tokens.csv").write_text(
             f'{admin_token},admin,admin,"system:masters"\n'
             f'{controller_token},{CONTROLLER_USER},the0-controller,"{CONTROLLER_GROUPS}"\n'
             + (f'{node_token},{node_user},{node_user},"system:nodes"\n' if node_user else "")
+            # Bound to system:node-proxier by the API server's bootstrap RBAC.
+            + (f'{proxy_token},system:kube-proxy,system:kube-proxy\n' if self.in_cluster else "")
         )
         (w / "tokens.csv").chmod(0o600)
 
@@ -410,10 +428,13 @@ class Stack:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki['sa_pub']}",
             f"--service-account-signing-key-file={pki['sa_key']}",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            # No token controller runs, so the ServiceAccount admission plugin would reject pods;
-            # no node-lifecycle controller runs to lift the not-ready taint this plugin adds.
-            "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            # No node-lifecycle controller runs to lift the not-ready taint this plugin adds.
+            # ServiceAccount admission (a token and the CA in every pod) needs each namespace's
+            # `default` ServiceAccount to exist first: only in-cluster stacks have it, where
+            # pods are few; elsewhere tests create namespaces and pods in one breath.
+            "--disable-admission-plugins=TaintNodesByCondition"
+            + ("" if self.in_cluster else ",ServiceAccount"),
             "--enable-admission-plugins=NodeRestriction",
             "--allow-privileged=true",
             "--kubelet-preferred-address-types=InternalIP",
@@ -460,7 +481,12 @@ class Stack:
             str(self.bins.kube_controller_manager), kubeconfig_arg, "--leader-elect=false",
             "--controllers=cronjob-controller,job-controller,garbage-collector-controller,"
             "ttl-after-finished-controller,namespace-controller,serviceaccount-controller,"
-            "pod-garbage-collector-controller",
+            "pod-garbage-collector-controller"
+            # kube-root-ca.crt in every namespace (the CA of in-cluster clients), and what
+            # Deployments and Services need to run pods and route to them.
+            + (",root-ca-certificate-publisher-controller,deployment-controller,"
+               "replicaset-controller,endpointslice-controller" if self.in_cluster else ""),
+            *([f"--root-ca-file={ca}"] if self.in_cluster else []),
             "--bind-address=127.0.0.1", f"--secure-port={kcm_port}",
             "--kube-api-qps=500", "--kube-api-burst=1000", "--concurrent-gc-syncs=40",
         ], probe=lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", insecure=True),
@@ -518,6 +544,36 @@ class Stack:
             self.env = dataclasses.replace(
                 self.env, real_node_name=self.node.name, pod_gateway=self.node.slot.gateway,
                 s3_pod_endpoint=f"{self.node.slot.gateway}:{self.node.s3_port}")
+            if self.in_cluster:
+                self._start_services(api_port=api_port, redis_port=redis_port,
+                                     mongo_port=mongo_port, nats_port=nats_port, ca=ca,
+                                     proxy_token=proxy_token)
+
+    def _start_services(self, *, api_port: int, redis_port: int, mongo_port: int,
+                        nats_port: int, ca: str, proxy_token: str) -> None:
+        """In-cluster mode, once the node is Ready: forwarders and kube-proxy on the node, and
+        the `kubernetes` Service's endpoint (the API server runs with
+        --endpoint-reconciler-type=none: nothing else writes it) on the API's forwarder."""
+        assert self.node is not None and self.env is not None
+        gateway = self.env.pod_gateway
+        ports = self.node.start_services(
+            targets={"kube-apiserver": api_port, "redis": redis_port, "ferretdb": mongo_port,
+                     "nats": nats_port},
+            kube_proxy=self.bins.kube_proxy, api_url=self.env.kube_api_url, ca_file=ca,
+            token=proxy_token, cluster_ip_range=SERVICE_CLUSTER_IP_RANGE)
+        self.kubectl("apply", "-f", "-", input_text=json.dumps({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "kubernetes", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "kubernetes",
+                                    "endpointslice.kubernetes.io/managed-by": "the0-stack"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [gateway], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": ports["kube-apiserver"], "protocol": "TCP"}],
+        }))
+        self.env = dataclasses.replace(
+            self.env, redis_pod_url=f"redis://{gateway}:{ports['redis']}/0",
+            mongo_pod_uri=f"mongodb://{gateway}:{ports['ferretdb']}/",
+            nats_pod_url=f"nats://{gateway}:{ports['nats']}")
 
     def _init_postgres(self) -> None:
         """Starts initdb of `<work dir>/postgres` (its data and unix socket) in the background
