@@ -58,7 +58,7 @@ def policy_of(settings: ApiSettings) -> Policy:
                   reconcile_kinds=RECONCILE_KINDS,
                   heartbeats=tuple(name for name in keys.REQUIRED_HEARTBEATS
                                    if not (events_off and name == "events")),
-                  events_off=events_off)
+                  events_off=events_off, worker_queues=keys.QUEUES)
 
 
 async def read_health(reader: HealthReader, settings: ApiSettings, *,

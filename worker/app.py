@@ -5,11 +5,10 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
+from worker.keys import QUEUE_BOTS, QUEUE_LOGS, QUEUE_RECONCILE
 from worker.settings import Settings
 
-QUEUE_RECONCILE = "reconcile"
-QUEUE_BOTS = "bots"
-QUEUE_LOGS = "logs"
+__all__ = ["QUEUE_BOTS", "QUEUE_LOGS", "QUEUE_RECONCILE", "create_app", "transport_options"]
 
 
 def transport_options(settings: Settings) -> dict[str, float]:

@@ -31,7 +31,10 @@ class WorkerTelemetry(bootsteps.StartStopStep):  # type: ignore[misc]
         from worker.runtime import process_runtime
 
         rt = process_runtime(parent.app.the0_settings)
-        self.heartbeat = Heartbeat(rt, str(parent.hostname))
+        # The queues this worker consumes (-Q), so /readyz can tell a log worker alone from
+        # a worker that reconciles.
+        queues = [str(q.name) for q in getattr(parent.task_consumer, "queues", None) or []]
+        self.heartbeat = Heartbeat(rt, str(parent.hostname), queues=queues or None)
         self.heartbeat.start()
         log.info("heartbeat started for %s", parent.hostname)
 

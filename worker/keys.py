@@ -19,6 +19,13 @@ LAST_ERRORS = f"{PREFIX}:last-error:{{kind}}"          # hash bot_id → last ta
 EVENT_PENDING = f"{PREFIX}:event-pending:{{kind}}:{{bot_id}}"  # an event's reconcile is queued
 URLS_SIGNED = f"{PREFIX}:urls-signed"  # hash pod uid → when its Secret's URLs were signed (epoch s)
 
+# The Celery queues: on the Redis broker each is a list of this name. /readyz asks that a live
+# worker takes each (its heartbeat says which it consumes).
+QUEUE_RECONCILE = "reconcile"
+QUEUE_BOTS = "bots"
+QUEUE_LOGS = "logs"
+QUEUES = (QUEUE_RECONCILE, QUEUE_BOTS, QUEUE_LOGS)
+
 # Whole-system coordination.
 RECONCILE_LOCK = f"{PREFIX}:reconcile:lock:{{kind}}"   # one reconcile pass at a time
 CREATE_BUCKET = f"{PREFIX}:ratelimit:create"           # token bucket for pod/cronjob creation

@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -111,9 +111,12 @@ def counted_action(metrics: MetricBuffer, kind: str, action: str,
 
 # ================================================================== heartbeats
 def heartbeat_payload(who: str, *, now: float, started_at: float,
-                      buckets: Mapping[str, BucketCheck] | None = None) -> dict[str, Any]:
+                      buckets: Mapping[str, BucketCheck] | None = None,
+                      queues: Sequence[str] | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {"who": who, "at": now, "pid": os.getpid(),
                                "host": socket.gethostname(), "started_at": started_at}
+    if queues is not None:  # a worker's: which queues it takes tasks from (/readyz: workers)
+        payload["queues"] = sorted(queues)
     if buckets is not None:
         payload["buckets"] = {role: check.as_json() for role, check in buckets.items()}
     return payload
@@ -166,10 +169,11 @@ class BucketWatch:
 class Heartbeat:
     """A daemon thread that refreshes a worker's heartbeat and flushes metrics."""
 
-    def __init__(self, rt: Runtime, hostname: str, *,
+    def __init__(self, rt: Runtime, hostname: str, *, queues: Sequence[str] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.rt = rt
         self.hostname = hostname
+        self.queues = queues
         self.clock = clock
         self.started_at = clock()
         self._stop = threading.Event()
@@ -204,7 +208,8 @@ class Heartbeat:
             self.rt.telemetry.worker_beat(
                 self.hostname, heartbeat_payload(self.hostname, now=now,
                                                  started_at=self.started_at,
-                                                 buckets=self.buckets.latest),
+                                                 buckets=self.buckets.latest,
+                                                 queues=self.queues),
                 ttl=s.HEARTBEAT_TTL, now=now, increments=increments)
         except TemporaryError:
             self.rt.metrics.restore(increments)

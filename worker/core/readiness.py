@@ -95,6 +95,7 @@ class Policy:
     heartbeats: tuple[str, ...] = ("beat",)  # singleton heartbeats that must be fresh
     events_off: bool = False  # NATS_URL unset: no events consumer is expected (said, not checked)
     bucket_roles: tuple[str, ...] = ("code", "state")  # buckets the workers report on
+    worker_queues: tuple[str, ...] = ()  # each must be taken by a live worker
 
 
 @dataclass(frozen=True)
@@ -139,9 +140,21 @@ def check_redis(observed: Observed, policy: Policy, now: float) -> list[Check]:
     return [Check("redis", True, "answers")]
 
 
+def _takes(beat: Heartbeat, queue: str) -> bool:
+    """A heartbeat that does not list its queues (an older worker's) counts for every queue."""
+    queues = beat.info.get("queues")
+    return not isinstance(queues, list) or queue in queues
+
+
 def check_workers(observed: Observed, policy: Policy, now: float) -> list[Check]:
     fresh = sorted(host for host, beat in observed.workers.items()
                    if _fresh(beat, policy, now))
+    untaken = [queue for queue in policy.worker_queues
+               if not any(_takes(observed.workers[host], queue) for host in fresh)]
+    if fresh and untaken:  # e.g. the log worker alive, every reconciling worker gone
+        return [Check("workers", False,
+                      f"no live worker takes the {', '.join(untaken)} queue"
+                      f"{'s' if len(untaken) > 1 else ''}; alive: {', '.join(fresh[:10])}")]
     if fresh:
         return [Check("workers", True, f"{len(fresh)} alive: {', '.join(fresh[:10])}")]
     stale = len(observed.workers)

@@ -93,6 +93,36 @@ def test_one_fresh_worker_among_stale_ones_is_enough() -> None:
     assert "new@b" in readiness.checks[1].detail and "old@a" not in readiness.checks[1].detail
 
 
+QUEUES_POLICY = Policy(heartbeat_ttl=TTL, reconcile_interval=INTERVAL,
+                      worker_queues=("reconcile", "bots", "logs"))
+
+
+def takes(queues: list[str], age: float = 1) -> Heartbeat:
+    return Heartbeat(who="w@host", at=NOW - age, info={"buckets": BUCKETS_OK, "queues": queues})
+
+
+def test_a_log_worker_alone_fails_workers_naming_the_queues_nobody_takes() -> None:
+    # Seen in the cluster: the reconciling workers scaled to 0, the log worker still beating.
+    readiness = evaluate(healthy(workers={"logs@a": takes(["logs"])}), QUEUES_POLICY, now=NOW)
+    assert readiness.failing == ["workers"]
+    detail = readiness.checks[1].detail
+    assert "reconcile, bots queues" in detail and "logs@a" in detail
+
+
+def test_every_queue_taken_by_some_live_worker_is_ready() -> None:
+    workers = {"celery@a": takes(["bots", "reconcile"]), "logs@b": takes(["logs"]),
+               "celery@old": takes(["reconcile", "bots", "logs"], age=10 * TTL)}
+    assert failing(healthy(workers=workers), QUEUES_POLICY) == []
+    # Only the stale worker took `logs`: it counts for nothing.
+    del workers["logs@b"]
+    readiness = evaluate(healthy(workers=workers), QUEUES_POLICY, now=NOW)
+    assert readiness.checks[1].detail.startswith("no live worker takes the logs queue;")
+
+
+def test_a_heartbeat_that_does_not_list_its_queues_counts_for_every_queue() -> None:
+    assert failing(healthy(workers={"w1@host": worker(1)}), QUEUES_POLICY) == []
+
+
 def test_stale_workers_are_counted_in_the_detail() -> None:
     readiness = evaluate(healthy(workers={"a": beat(100), "b": beat(200)}), POLICY, now=NOW)
     workers = next(c for c in readiness.checks if c.name == "workers")
