@@ -93,13 +93,15 @@ def _port(variable: str, default: int) -> int:
             return free_port()
 
 
-def seed_demo_bots(stack: StackEnv) -> None:
+def seed_demo_bots(stack: StackEnv, bucket: str | None = None) -> None:
+    """The demo bots' code zips in `bucket` (default: MINIO_BUCKET, else the code default)
+    and their documents in bot_runner.bots, as the0's API would write them."""
     import pymongo
     from minio import Minio
 
     s3 = Minio(stack.s3_endpoint, access_key=stack.s3_access_key,
                secret_key=stack.s3_secret_key, secure=False)
-    bucket = os.environ.get("MINIO_BUCKET", "the0-custom-bots")
+    bucket = bucket or os.environ.get("MINIO_BUCKET", "the0-custom-bots")
     if not s3.bucket_exists(bucket):
         s3.make_bucket(bucket)
     mongo: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(stack.mongo_uri)
