@@ -3,8 +3,9 @@
     .venv/bin/python bench/chaos.py --bots 200 --minutes 4 --seed 1
 
 Starts its own stack (kwok nodes only), seeds N bots (80 % live, 20 % scheduled), runs the
-controller as in production - two `celery -A worker worker -Q reconcile,bots` processes, two
-`celery -A worker.broker_app beat` (one leads), one `python -m worker events`, the api — waits
+controller as in production - two `celery -A worker worker -Q reconcile,bots` processes, the log
+worker (`-Q logs`), two `celery -A worker.broker_app beat` (one leads), one `python -m worker
+events`, the api — waits
 until every bot is converged, then for M minutes:
 
 * churn (bench/chaos_churn.py), from `random.Random(seed)` so a run can be replayed: creates,

@@ -26,8 +26,9 @@ CELERY = str(Path(sys.executable).with_name("celery"))
 
 
 class Fleet:
-    """Two workers, two beats, one events consumer and the api; restarts what a fault killed,
-    and counts what exited without being asked."""
+    """Two workers, the log worker, two beats, one events consumer and the api (the shipped
+    shape: /readyz wants each queue taken); restarts what a fault killed, and counts what
+    exited without being asked."""
 
     def __init__(self, logs: Path, env: dict[str, str], timeline: Timeline) -> None:
         self.logs = logs
@@ -44,6 +45,9 @@ class Fleet:
         if role.startswith("worker"):
             return ([CELERY, "-A", "worker", "worker", "--loglevel=INFO", "-Q", "reconcile,bots",
                      "-n", f"{role}@%h"], {})
+        if role == "logs":
+            return ([CELERY, "-A", "worker.log_app", "worker", "--loglevel=INFO", "-Q", "logs",
+                     "-n", "logs@%h"], {})
         if role.startswith("beat"):
             return ([CELERY, "-A", "worker.broker_app", "beat", "--loglevel=INFO",
                      "-s", str(self.logs.parent / f"{role}-schedule")],
@@ -57,7 +61,7 @@ class Fleet:
         return proc
 
     def start_all(self) -> None:
-        for role in ("worker-1", "worker-2", "beat-1", "beat-2", "events"):
+        for role in ("worker-1", "worker-2", "logs", "beat-1", "beat-2", "events"):
             self.launch(role)
         served = start_api(self.procs)
         self.roles["api"] = served.proc

@@ -84,7 +84,7 @@ def test_botpod_layer_is_cheap_and_keyed_by_its_sources(
 def test_the_product_images_have_the_names_pod_specs_use() -> None:
     assert [i.ref for i in images.images()] == [
         "local/pause:3.10", "python:3.11-slim-bookworm", "node:20-bookworm-slim",
-        "gcc:13-bookworm", "the0/the0-k8s:latest"]
+        "debian:bookworm-slim", "gcc:13-bookworm", "the0/the0-k8s:latest"]
     by_ref = {i.ref: i for i in images.images()}
     base = by_ref["python:3.11-slim-bookworm"].layers[0]
     # One Debian base under every runtime image: containerd stores and unpacks it once.
