@@ -31,10 +31,13 @@ class WorkerTelemetry(bootsteps.StartStopStep):  # type: ignore[misc]
         from worker.runtime import process_runtime
 
         rt = process_runtime(parent.app.the0_settings)
-        # The queues this worker consumes (-Q), so /readyz can tell a log worker alone from
-        # a worker that reconciles.
-        queues = [str(q.name) for q in getattr(parent.task_consumer, "queues", None) or []]
-        self.heartbeat = Heartbeat(rt, str(parent.hostname), queues=queues or None)
+        # The queues this worker consumes (-Q; add_consumer / cancel_consumer change them),
+        # read at every beat, so /readyz can tell a log worker alone from a worker that
+        # reconciles.
+        def queues() -> list[str]:
+            return [str(q.name) for q in getattr(parent.task_consumer, "queues", None) or []]
+
+        self.heartbeat = Heartbeat(rt, str(parent.hostname), queues=queues)
         self.heartbeat.start()
         log.info("heartbeat started for %s", parent.hostname)
 

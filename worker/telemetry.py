@@ -169,7 +169,8 @@ class BucketWatch:
 class Heartbeat:
     """A daemon thread that refreshes a worker's heartbeat and flushes metrics."""
 
-    def __init__(self, rt: Runtime, hostname: str, *, queues: Sequence[str] | None = None,
+    def __init__(self, rt: Runtime, hostname: str, *,
+                 queues: Callable[[], Sequence[str]] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.rt = rt
         self.hostname = hostname
@@ -209,7 +210,8 @@ class Heartbeat:
                 self.hostname, heartbeat_payload(self.hostname, now=now,
                                                  started_at=self.started_at,
                                                  buckets=self.buckets.latest,
-                                                 queues=self.queues),
+                                                 queues=self.queues() if self.queues
+                                                 else None),
                 ttl=s.HEARTBEAT_TTL, now=now, increments=increments)
         except TemporaryError:
             self.rt.metrics.restore(increments)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tests.support.api import (
@@ -29,6 +31,7 @@ from tools.stack.paths import binaries
 from tools.stack.process import free_port
 
 Start = Callable[..., Proc]
+CELERY_BIN = str(Path(sys.executable).with_name("celery"))
 HEARTBEAT = {"HEARTBEAT_INTERVAL": "1s", "HEARTBEAT_TTL": "3s", "METRICS_FLUSH_INTERVAL": "1s"}
 TTL = 3.0
 
@@ -203,3 +206,36 @@ def test_metrics_parse_and_counters_move_with_reconciles(
     assert status["reconcile"]["live"]["ok"] is True
     assert status["reconcile"]["live"]["bots"]["running"] == 1
     assert status["queues"].keys() >= {"reconcile", "bots"}
+
+
+def test_readyz_names_the_queues_no_live_worker_takes(procs: Procs, start_beat: Start,
+                                                      start_events: Start,
+                                                      celery_client: Any) -> None:
+    """The log worker alone (as when the worker Deployment is scaled to 0) is not enough: the
+    reconcile and bots queues have no consumer. A queue the worker starts consuming later
+    (add_consumer, as from Flower) counts from its next heartbeat."""
+    import socket
+
+    api = start_api(procs, **HEARTBEAT)
+    procs.start("log-worker", [CELERY_BIN, "-A", "worker.log_app", "worker", "-Q", "logs",
+                               "--loglevel=INFO", "-n", "logs@%h"], **HEARTBEAT)
+    start_beat(**HEARTBEAT)
+    start_events(**HEARTBEAT)
+
+    def workers_check() -> dict[str, Any]:
+        body = api.get("/readyz").json()
+        return next(c for c in body["checks"] if c["name"] == "workers")
+
+    logs_worker = f"logs@{socket.gethostname()}"
+    check = wait_for(lambda: (c := workers_check())["detail"].startswith("no live worker takes")
+                     and c, "the workers check naming the queues", timeout=60, interval=0.2)
+    assert not check["ok"]
+    assert check["detail"] == ("no live worker takes the reconcile, bots queues; "
+                               f"alive: {logs_worker}")
+
+    celery_client.control.add_consumer("reconcile", destination=[logs_worker], reply=True)
+    celery_client.control.add_consumer("bots", destination=[logs_worker], reply=True)
+    check = wait_for(lambda: (c := workers_check())["ok"] and c,
+                     "the workers check passing once the worker takes every queue",
+                     timeout=4 * TTL, interval=0.2)
+    assert check["detail"] == f"1 alive: {logs_worker}"

@@ -23,6 +23,7 @@ import fcntl
 import fnmatch
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,10 +52,10 @@ def image_ref() -> str:
     return f"{IMAGE_NAME}:{version}"
 
 
-def _ignore_rules() -> list[tuple[bool, str]]:
+def _ignore_rules(root: Path) -> list[tuple[bool, str]]:
     """(excluded, pattern) per .dockerignore line, in order; the last match wins."""
     rules = []
-    for line in DOCKERIGNORE.read_text().splitlines():
+    for line in (root / ".dockerignore").read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             rules.append((not line.startswith("!"), line.lstrip("!").rstrip("/")))
@@ -62,6 +63,9 @@ def _ignore_rules() -> list[tuple[bool, str]]:
 
 
 def _excluded(rel: str, rules: list[tuple[bool, str]]) -> bool:
+    """Docker's matching for the patterns .dockerignore uses (`*`, `!dir/`, `**/name`): a path
+    matches a pattern, or lies under a directory that does. (fnmatch's `*` also crosses `/`,
+    which is Docker's `**`: keep patterns to these shapes, test_image_context checks them.)"""
     excluded = False
     for exclude, pattern in rules:
         bare = pattern.removeprefix("**/")
@@ -72,12 +76,12 @@ def _excluded(rel: str, rules: list[tuple[bool, str]]) -> bool:
     return excluded
 
 
-def context_files() -> list[Path]:
+def context_files(root: Path = REPO_ROOT) -> list[Path]:
     """The files of the build context that .dockerignore lets through (what COPY can see)."""
-    rules = _ignore_rules()
+    rules = _ignore_rules(root)
     found = []
-    for path in sorted(REPO_ROOT.rglob("*")):
-        rel = path.relative_to(REPO_ROOT).as_posix()
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
         if rel.startswith((".git/", ".venv", ".stack/", "mutants/", ".mutate")):
             continue
         if path.is_file() and not _excluded(rel, rules):
@@ -85,17 +89,27 @@ def context_files() -> list[Path]:
     return found
 
 
-def content_key() -> str:
+def content_key(root: Path = REPO_ROOT) -> str:
     digest = hashlib.sha256()
-    for path in (DOCKERFILE, DOCKERIGNORE, *context_files()):
-        digest.update(path.relative_to(REPO_ROOT).as_posix().encode() + b"\0")
+    for path in (root / DOCKERFILE.name, root / DOCKERIGNORE.name, *context_files(root)):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     digest.update(images.layers()["base"].key.encode())
     return digest.hexdigest()[:16]
 
 
-def archive_path() -> Path:
-    return cache_dir() / "images" / "app" / f"the0-k8s-{content_key()}.tar"
+def archive_path(key: str | None = None) -> Path:
+    return cache_dir() / "images" / "app" / f"the0-k8s-{key or content_key()}.tar"
+
+
+def _snapshot(into: Path) -> Path:
+    """The build context copied (the files the key hashes, nothing else): what is built is
+    exactly what its key names, even if the tree changes during the build."""
+    for path in (DOCKERFILE, DOCKERIGNORE, *context_files()):
+        target = into / path.relative_to(REPO_ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    return into
 
 
 def _storage() -> Path:
@@ -156,7 +170,9 @@ def build(progress: Callable[[str], None] = lambda _m: None) -> Path:
     out = archive_path()
     if out.exists():
         return out
-    with _locked():
+    with _locked(), tempfile.TemporaryDirectory(dir=_storage()) as tmp:
+        context = _snapshot(Path(tmp) / "context")
+        out = archive_path(content_key(context))
         if out.exists():
             return out
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -171,16 +187,17 @@ def build(progress: Callable[[str], None] = lambda _m: None) -> Path:
         ca_args = (["--build-arg", "PIP_CERT=/run/host-ca.crt",
                     "--volume", f"{ca}:/run/host-ca.crt:ro"] if ca else [])
         _run([*buildah(), "bud", "--pull=never", "--isolation", "chroot", "--network", "host",
-              "--layers", *ca_args, "--tag", image_ref(), "--file", str(DOCKERFILE),
-              str(REPO_ROOT)], log, "buildah bud")
-        tmp = out.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
+              "--layers", *ca_args, "--tag", image_ref(),
+              "--file", str(context / DOCKERFILE.name), str(context)], log, "buildah bud")
+        pushed = out.with_suffix(".tmp")
+        pushed.unlink(missing_ok=True)
         _run([*buildah(), "push", "--quiet", f"localhost/{image_ref()}",
-              f"docker-archive:{tmp}:{image_ref()}"], log, "buildah push (the archive)")
-        tmp.rename(out)
+              f"docker-archive:{pushed}:{image_ref()}"], log, "buildah push (the archive)")
+        pushed.rename(out)
         for old in out.parent.glob("the0-k8s-*.tar"):
-            if old != out:
-                old.unlink(missing_ok=True)  # one archive: the current content's
+            # A day old: no test that asked for it a moment ago is still importing it.
+            if old != out and time.time() - old.stat().st_mtime > 86400:
+                old.unlink(missing_ok=True)
         progress(f"{image_ref()} built in {time.monotonic() - started:.0f} s: {out} "
                  f"({out.stat().st_size / 1e6:.0f} MB)")
     return out

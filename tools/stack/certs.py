@@ -54,8 +54,16 @@ def _leaf(ca: x509.Certificate, ca_key: rsa.RSAPrivateKey, common_name: str, *,
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
+# Service IPs: a range reserved for benchmarking (RFC 2544), so an in-cluster stack's
+# kube-proxy rules, which also catch the host's own traffic to the range, can never shadow a
+# real network of the host. The first address is `kubernetes.default`.
+SERVICE_CLUSTER_IP_RANGE = "198.18.0.0/24"
+KUBERNETES_SERVICE_IP = "198.18.0.1"
+
+
 def write_pki(directory: Path, *, kubelet_ips: list[str] | None = None) -> dict[str, Path]:
-    """Writes ca.crt, server.crt/key (SAN 127.0.0.1, localhost), sa.key/sa.pub and the
+    """Writes ca.crt, server.crt/key (SAN 127.0.0.1, localhost, the `kubernetes` Service's
+    IP and name), sa.key/sa.pub and the
     kubelet-client pair the API server presents to kubelets into directory. With
     `kubelet_ips`, also kubelet.crt/key: the real node's serving certificate (IP SANs)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -86,7 +94,7 @@ def write_pki(directory: Path, *, kubelet_ips: list[str] | None = None) -> dict[
             x509.SubjectAlternativeName(
                 [
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+                    x509.IPAddress(ipaddress.ip_address(KUBERNETES_SERVICE_IP)),
                     x509.DNSName("localhost"),
                     x509.DNSName("kubernetes.default.svc"),
                 ]

@@ -37,7 +37,7 @@ HOST_PATHS = ("/var/lib/kubelet", "/var/lib/cni", "/run/containerd", "/usr/libex
 # starts; a container process left behind keeps its cgroup, which the cgroups list shows.)
 PROCESS_NAMES = ("containerd", "containerd-shim", "kubelet", "pause", "redis-server",
                  "nats-server", "etcd", "kube-apiserver", "kube-controller", "kube-scheduler",
-                 "kwok", "ferretdb", "versitygw", "postgres")
+                 "kwok", "ferretdb", "versitygw", "postgres", "kube-proxy")
 
 
 @dataclass(frozen=True)

@@ -664,6 +664,11 @@ class RealNode:
         tables are host-wide."""
         assert self.slot is not None
         slot, w = self.slot, self.workdir
+        if f"table ip {KUBE_PROXY_TABLE}" in hoststate.nft_objects():
+            raise ServerFailed(
+                f"real node {self.name}: nftables table `ip {KUBE_PROXY_TABLE}` exists: another "
+                "kube-proxy (another in-cluster stack, or this host's own) runs here; one per "
+                "machine")
         ports = {name: _free_port(slot.gateway) for name in targets}
         self._server("service-forwarder", [
             sys.executable, "-m", "tools.stack.forward",
@@ -693,8 +698,18 @@ class RealNode:
             "healthzBindAddress": f"127.0.0.1:{healthz}",
             "metricsBindAddress": f"127.0.0.1:{_free_port('127.0.0.1')}",
         }, indent=1))
+        # Only `nft` on its PATH: at start kube-proxy also clears the iptables and IPVS
+        # modes' rules (KUBE-* chains, every IPVS virtual server, after `modprobe ip_vs`),
+        # which on a host that is itself a node would be that node's. Without the tools
+        # those clean-ups are skipped; nftables mode needs nothing else.
+        tools = w / "kube-proxy-path"
+        tools.mkdir(exist_ok=True)
+        nft = tools / "nft"
+        if not nft.exists():
+            nft.symlink_to(shutil.which("nft") or "/usr/sbin/nft")
         self._server("kube-proxy", [str(kube_proxy), f"--config={config}", "--v=1"],
-                     probe=lambda: _healthy(f"http://127.0.0.1:{healthz}/healthz"), timeout=60)
+                     probe=lambda: _healthy(f"http://127.0.0.1:{healthz}/healthz"), timeout=60,
+                     env={"PATH": str(tools)})
         self.progress(f"real node {self.name}: kube-proxy routes Service IPs "
                       f"({cluster_ip_range}); on the pod network: "
                       + ", ".join(f"{n} {slot.gateway}:{p}" for n, p in ports.items()))

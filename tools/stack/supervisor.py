@@ -51,8 +51,7 @@ CONTROLLER_RBAC = (("Role", "the0-controller"), ("RoleBinding", "the0-controller
 S3_ACCESS_KEY = "the0-test-access"
 KWOK_NODES = 3
 KWOK_PODS_PER_NODE = 5000
-# Service IPs; the first (10.0.0.1, `kubernetes.default`) is in the API server's certificate.
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+SERVICE_CLUSTER_IP_RANGE = certs.SERVICE_CLUSTER_IP_RANGE
 KWOK_POD_CIDR = "10.128.0.0/14"  # fake pod IPs written into status only; no traffic goes there
 DEFAULT_NODE = NodeConfig()  # real-node-1 in the first free slot (cni-the0, 10.89.0.0/24)
 # PostgreSQL under FerretDB: a throwaway test database (no crash safety wanted), trust auth on
@@ -547,10 +546,10 @@ class Stack:
             if self.in_cluster:
                 self._start_services(api_port=api_port, redis_port=redis_port,
                                      mongo_port=mongo_port, nats_port=nats_port, ca=ca,
-                                     proxy_token=proxy_token)
+                                     proxy_token=proxy_token, admin_token=admin_token)
 
     def _start_services(self, *, api_port: int, redis_port: int, mongo_port: int,
-                        nats_port: int, ca: str, proxy_token: str) -> None:
+                        nats_port: int, ca: str, proxy_token: str, admin_token: str) -> None:
         """In-cluster mode, once the node is Ready: forwarders and kube-proxy on the node, and
         the `kubernetes` Service's endpoint (the API server runs with
         --endpoint-reconciler-type=none: nothing else writes it) on the API's forwarder."""
@@ -570,6 +569,17 @@ class Stack:
             "endpoints": [{"addresses": [gateway], "conditions": {"ready": True}}],
             "ports": [{"name": "https", "port": ports["kube-apiserver"], "protocol": "TCP"}],
         }))
+        # kube-proxy's /healthz says healthy while it is still starting: wait until the
+        # Service really routes (its rules catch the host's own connections too).
+        def routed() -> bool:
+            try:
+                return _http_ok(f"https://{certs.KUBERNETES_SERVICE_IP}/readyz",
+                                token=admin_token, ca=ca)
+            except OSError:
+                return False
+
+        self._wait(routed, "kubernetes.default routed by kube-proxy", timeout=30,
+                   server="kube-proxy")
         self.env = dataclasses.replace(
             self.env, redis_pod_url=f"redis://{gateway}:{ports['redis']}/0",
             mongo_pod_uri=f"mongodb://{gateway}:{ports['ferretdb']}/",

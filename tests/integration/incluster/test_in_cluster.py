@@ -36,7 +36,7 @@ from kubernetes import watch
 from minio import Minio
 
 from tests.support.bots import wait_for
-from tests.support.watching import SELECTOR, bot_of
+from tests.support.watching import MARK, SELECTOR, bot_of
 from tools.image import build as image
 from tools.stack import hoststate
 from tools.stack.paths import REPO_ROOT
@@ -92,7 +92,8 @@ def write_overlay(directory: Path, env: StackEnv, flower_login: str) -> Path:
 
 class PodWatcher:
     """The checker: every change to bot pods from a list onwards, as admin, in a thread. It
-    counts the pods of each bot at every instant and keeps every deletion."""
+    counts the pods of each bot at every instant and keeps every deletion. `stop()` proves it
+    was still watching at the end (a change made then must reach it)."""
 
     def __init__(self, core: Any) -> None:
         self.core = core
@@ -100,6 +101,7 @@ class PodWatcher:
         self.most: dict[str, int] = {}
         self.deleted: list[str] = []
         self.errors: list[str] = []
+        self.marks: set[str] = set()
         self._stop = threading.Event()
         listed = core.list_namespaced_pod(NAMESPACE, label_selector=SELECTOR)
         for pod in listed.items:
@@ -117,14 +119,17 @@ class PodWatcher:
         stream = watch.Watch()
         while not self._stop.is_set():
             try:
+                # Bookmarks keep the resume point fresh while bot pods do not change (a
+                # rollout of the controllers changes other pods), so no resume is too old.
                 for event in stream.stream(self.core.list_namespaced_pod, NAMESPACE,
                                            label_selector=SELECTOR,
-                                           resource_version=self._version, timeout_seconds=2):
-                    if event["type"] == "ERROR":
-                        self.errors.append(str(event["raw_object"]))
-                        return
+                                           resource_version=self._version, timeout_seconds=2,
+                                           allow_watch_bookmarks=True, _request_timeout=10):
                     pod = event["object"]
                     self._version = pod.metadata.resource_version
+                    if event["type"] == "BOOKMARK":
+                        continue
+                    self.marks.add((pod.metadata.annotations or {}).get(MARK, ""))
                     if event["type"] == "DELETED":
                         self.current.pop(pod.metadata.uid, None)
                         self.deleted.append(pod.metadata.name)
@@ -135,9 +140,16 @@ class PodWatcher:
                 self.errors.append(repr(exc))
                 return
 
-    def stop(self) -> None:
+    def stop(self, pod_name: str) -> None:
+        """Marks one bot pod, waits for the watch to see it, then ends the watch."""
+        token = secrets.token_hex(4)
+        self.core.patch_namespaced_pod(pod_name, NAMESPACE,
+                                       {"metadata": {"annotations": {MARK: token}}})
+        wait_for(lambda: token in self.marks or bool(self.errors),
+                 "the watcher sees a change made at the end", timeout=30)
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=15)
+        assert not self._thread.is_alive(), "the pod watch did not end"
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +237,8 @@ def test_the_controller_runs_in_the_cluster_and_the_demo_bots_run(
         assert "KUBECONFIG" not in env_names  # the in-cluster config is found, not given
         by_component.setdefault(pod.metadata.labels["app.kubernetes.io/component"],
                                 set()).add(pod.spec.service_account_name)
+    settings = core.read_namespaced_config_map("the0-k8s", NAMESPACE).data
+    assert "KUBECONFIG" not in settings and settings["KUBE_MODE"] == "auto"
     # Only the controller and the log collector carry a token, each its own identity.
     assert by_component.pop("worker") == {"the0-controller"}
     assert by_component.pop("log-worker") == {"the0-log-collector"}
@@ -257,7 +271,10 @@ def test_readyz_answers_through_the_api_service_and_names_the_missing_worker(
         wait_for(lambda: http_get(url)[0] == 503, f"{url} not ready without workers",
                  timeout=120)
         _status, body = http_get(url)
-        assert "workers" in json.loads(body)["failing"], body
+        readiness = json.loads(body)
+        assert "workers" in readiness["failing"], body
+        workers = next(c for c in readiness["checks"] if c["name"] == "workers")
+        assert "no live worker takes the reconcile, bots queues" in workers["detail"], body
     finally:
         apps.patch_namespaced_deployment_scale("the0-worker", NAMESPACE,
                                                {"spec": {"replicas": 2}})
@@ -295,7 +312,7 @@ def test_a_rollout_restart_of_every_deployment_keeps_the_invariants(
         # The new controllers' first passes (beat fires every RECONCILE_INTERVAL, 30 s).
         time.sleep(40)
     finally:
-        watcher.stop()
+        watcher.stop(next(iter(running_bot_pods(api).values())).metadata.name)
     assert not watcher.errors, watcher.errors
     assert {bot: n for bot, n in watcher.most.items() if n > 1} == {}
     # Nothing changed in Mongo: no bot pod may have been deleted or replaced.
@@ -304,15 +321,13 @@ def test_a_rollout_restart_of_every_deployment_keeps_the_invariants(
     assert after == before
 
 
-def test_kubectl_delete_k_removes_everything(cluster: Stack, api: k8s.ApiClient,
-                                             deployed: dict[str, Any]) -> None:
+def test_kubectl_delete_k_removes_everything(cluster: Stack, deployed: dict[str, Any]) -> None:
     deleted = kubectl(cluster, "delete", "-k", str(deployed["overlay"]), "--wait=true",
                       "--timeout=240s")
     assert deleted.returncode == 0, deleted.stderr
     wait_for(lambda: kubectl(cluster, "get", "namespace", NAMESPACE).returncode != 0,
              "namespace the0 gone", timeout=240)
-    # Everything the base makes carries its label; nothing cluster-wide may be left either.
-    left = kubectl(cluster, "get", "namespaces,clusterroles,clusterrolebindings",
-                   "-l", "app.kubernetes.io/part-of=the0", "-o", "name")
+    # Every object the overlay names is gone (the namespace took the bots' pods with it).
+    left = kubectl(cluster, "get", "-k", str(deployed["overlay"]), "--ignore-not-found",
+                   "-o", "name")
     assert left.returncode == 0 and left.stdout.strip() == "", left
-    assert k8s.CoreV1Api(api).list_namespaced_pod(NAMESPACE).items == []
