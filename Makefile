@@ -56,12 +56,12 @@ image: stack-build
 # files dealt out longest first (tests/conftest.py: xdist's own order put the 100 s files
 # last, where they alone made the tail); then, on one stack alone, the stack's own host-state
 # tests (another stack's node on the same machine would show up in their before/after
-# comparison), and the in-cluster test (kube-proxy's nftables tables are host-wide: one such
-# stack per machine). The bots on the real node run with the rest: each worker's stack has a
-# node of its own (its own bridge, subnet and cgroup root).
+# comparison). The bots on the real node run with the rest: each worker's stack has a node of
+# its own (its own bridge, subnet and cgroup root); so does the in-cluster test, the one stack
+# with a kube-proxy (host-wide tables, its own Service range: one such stack per machine).
 # "No test ran" (pytest's 5) in the serial part passes only when PYTEST_ARGS selected tests.
 TEST_WORKERS ?= 4
-SERIAL_TESTS := tests/integration/stack/test_real_node.py tests/integration/incluster
+SERIAL_TESTS := tests/integration/stack/test_real_node.py
 test: setup stack-build image
 	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(SERIAL_TESTS:%=--ignore=%) $(PYTEST_ARGS)
 	@$(BIN)/python -m pytest $(SERIAL_TESTS) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && [ -n "$(PYTEST_ARGS)" ]; }

@@ -10,8 +10,8 @@ controller finds its in-cluster config by itself (KUBE_MODE auto), the demo bots
 and Flower answer through their Services, a rollout restart of every Deployment keeps the
 invariants, and `kubectl delete -k` removes it all.
 
-Runs in `make test`'s serial part: kube-proxy's nftables tables are host-wide, so one
-in-cluster stack per machine at a time.
+The only in-cluster stack of a `make test` run (kube-proxy's nftables tables are host-wide:
+one such stack per machine; the stack refuses a second), beside the other workers' stacks.
 """
 
 from __future__ import annotations
