@@ -190,7 +190,8 @@ build_images() {
 # `build.sh` builds everything; `build.sh ferretdb kwok` only the named parts. Debian's packages
 # come first (the images need debootstrap); the rest runs side by side: module downloads are
 # network-bound and links single-threaded, so overlapping them with other parts' compiles keeps
-# both cores busy. Cold, on 2 cores: 711 s side by side (904 s one after the other); the
+# both cores busy. Cold, on 2 cores: 862 s side by side (2026-12-01; 711 s before kube-proxy
+# and Helm, 904 s one after the other then); the
 # compiles are then CPU-bound (~1,350 CPU-seconds), kube-apiserver & co. the largest part.
 build_part() {
   case $1 in
