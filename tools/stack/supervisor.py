@@ -727,10 +727,13 @@ class Stack:
     def kustomize_base(self) -> list[dict[str, Any]]:
         """Every object of k8s/ as `kubectl apply -k k8s/` would send it (kustomize built into
         the pinned kubectl), as JSON."""
-        rendered = self.kubectl("kustomize", str(KUSTOMIZE_BASE))
+        return self.normalised(self.kubectl("kustomize", str(KUSTOMIZE_BASE)))
+
+    def normalised(self, manifests: str) -> list[dict[str, Any]]:
+        """YAML manifests as `kubectl apply -f` would send them: one JSON object each."""
         # One JSON document per object, one after another (not a List).
         stream = self.kubectl("create", "--dry-run=client", "-o", "json", "-f", "-",
-                              input_text=rendered)
+                              input_text=manifests)
         decoder, items, at = json.JSONDecoder(), [], 0
         while stream[at:].strip():
             at += len(stream[at:]) - len(stream[at:].lstrip())

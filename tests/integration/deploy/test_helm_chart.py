@@ -67,20 +67,9 @@ def render(*args: str) -> str:
     return result.stdout
 
 
-def json_stream(text: str) -> list[dict[str, Any]]:
-    """One JSON document after another (what `kubectl create -o json` prints for a stream)."""
-    decoder, items, at = json.JSONDecoder(), [], 0
-    while text[at:].strip():
-        at += len(text[at:]) - len(text[at:].lstrip())
-        item, at = decoder.raw_decode(text, at)
-        items.append(item)
-    return items
-
-
 def normalised(stack: Stack, manifests: str) -> list[dict[str, Any]]:
     """The objects as `kubectl apply -f` would send them, as Stack.kustomize_base() has them."""
-    return json_stream(stack.kubectl("create", "--dry-run=client", "-o", "json", "-f", "-",
-                                     input_text=manifests))
+    return stack.normalised(manifests)
 
 
 def by_key(objects: list[dict[str, Any]]) -> dict[Key, dict[str, Any]]:
