@@ -7,10 +7,14 @@ log, so a test run fails with the reason on screen instead of a hang or a skip.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
+import random
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,10 +25,47 @@ class ServerFailed(RuntimeError):
     """A stack server could not be started or did not become ready."""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Ports handed out in the last PORT_HOLD_S seconds, by every process on this machine (stacks
+# of parallel test workers start side by side), so no two picks meet before their servers bind.
+PORTS_FILE = Path(tempfile.gettempdir()) / "the0-k8s-stack-ports.json"
+PORT_HOLD_S = 300.0
+
+
+def _port_range() -> tuple[int, int]:
+    """Below the kernel's ephemeral range: a port picked there cannot be taken as the source
+    port of some outgoing connection between the pick and the server's bind (it was: postgres
+    failed with "Address already in use" on a port bind(0) had just handed out)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return (10000, low - 1) if low > 12000 else (low - 2000, low - 1)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host` now, not handed out to anyone else here in the last few minutes."""
+    first, last = _port_range()
+    with PORTS_FILE.with_suffix(".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        now = time.time()
+        try:
+            recent = {int(p): t for p, t in json.loads(PORTS_FILE.read_text()).items()
+                      if now - t < PORT_HOLD_S}
+        except (OSError, ValueError, AttributeError):
+            recent = {}
+        for _ in range(500):
+            port = random.randint(first, last)
+            if port in recent:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            recent[port] = now
+            PORTS_FILE.write_text(json.dumps({str(p): t for p, t in recent.items()}))
+            return port
+    raise ServerFailed(f"no free port on {host} in {first}-{last} after 500 tries")
 
 
 def start_time(pid: int) -> int | None:

@@ -43,6 +43,7 @@ from tools.stack.paths import REPO_ROOT, cache_dir
 from tools.stack.process import (
     Server,
     ServerFailed,
+    free_port,
     log_tail,
     same_process,
     start_time,
@@ -119,9 +120,7 @@ def node_ip() -> str:
 
 
 def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_port(host)
 
 
 def _run(argv: list[str], *, timeout: float = 20) -> subprocess.CompletedProcess[str]:
