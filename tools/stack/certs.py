@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 from pathlib import Path
 
 from cryptography import x509
@@ -52,6 +53,19 @@ def _leaf(ca: x509.Certificate, ca_key: rsa.RSAPrivateKey, common_name: str, *,
         builder = builder.add_extension(x509.SubjectAlternativeName(
             [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]), critical=False)
     return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def write_token_kubeconfig(path: Path, *, server: str, ca: str, user: str, token: str) -> None:
+    """A kubeconfig that authenticates with a bearer token, readable by its owner only."""
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "the0-test", "cluster": {"server": server,
+                                                        "certificate-authority": ca}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "the0-test", "context": {"cluster": "the0-test", "user": user}}],
+        "current-context": "the0-test",
+    }, indent=2))
+    path.chmod(0o600)
 
 
 # Service IPs: a range reserved for benchmarking (RFC 2544), so an in-cluster stack's

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tools.stack import hoststate, images
+from tools.stack import certs, hoststate, images
 from tools.stack.paths import REPO_ROOT, cache_dir
 from tools.stack.process import (
     Server,
@@ -117,10 +117,6 @@ def node_ip() -> str:
         raise ServerFailed("real node: no default IPv4 route, so no node address for the "
                            "kubelet (`ip -4 route get 1.1.1.1` names no src)")
     return out[out.index("src") + 1]
-
-
-def _free_port(host: str) -> int:
-    return free_port(host)
 
 
 def _run(argv: list[str], *, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -587,7 +583,7 @@ class RealNode:
                      probe=self._containerd_ready, timeout=30)
         self._import_images()
         # Pods reach versitygw on the bridge gateway (they cannot reach 127.0.0.1).
-        self.s3_port = _free_port(slot.gateway)
+        self.s3_port = free_port(slot.gateway)
         self._server("s3-forwarder", [sys.executable, "-m", "tools.stack.forward",
                                       f"{slot.gateway}:{self.s3_port}=127.0.0.1:{s3_port}"],
                      env={"PYTHONPATH": str(REPO_ROOT)},
@@ -628,15 +624,8 @@ class RealNode:
         slot, w = self.slot, self.workdir
         began = time.monotonic()
         kubeconfig = w / "kubelet.kubeconfig"
-        kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "stack", "cluster": {"server": api_url,
-                                                        "certificate-authority": ca_file}}],
-            "users": [{"name": self.name, "user": {"token": token}}],
-            "contexts": [{"name": "stack", "context": {"cluster": "stack", "user": self.name}}],
-            "current-context": "stack",
-        }))
-        kubeconfig.chmod(0o600)
+        certs.write_token_kubeconfig(kubeconfig, server=api_url, ca=ca_file, user=self.name,
+                                     token=token)
         kubelet_config = w / "kubelet.json"
         kubelet_config.write_text(json.dumps(self._kubelet_config(ca_file, serving_cert,
                                                                   serving_key), indent=1))
@@ -668,23 +657,16 @@ class RealNode:
                 f"real node {self.name}: nftables table `ip {KUBE_PROXY_TABLE}` exists: another "
                 "kube-proxy (another in-cluster stack, or this host's own) runs here; one per "
                 "machine")
-        ports = {name: _free_port(slot.gateway) for name in targets}
+        ports = {name: free_port(slot.gateway) for name in targets}
         self._server("service-forwarder", [
             sys.executable, "-m", "tools.stack.forward",
             *(f"{slot.gateway}:{ports[n]}=127.0.0.1:{port}" for n, port in targets.items())],
             env={"PYTHONPATH": str(REPO_ROOT)},
             probe=lambda: all(_connects(slot.gateway, p) for p in ports.values()), timeout=15)
         kubeconfig = w / "kube-proxy.kubeconfig"
-        kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "stack", "cluster": {"server": api_url,
-                                                        "certificate-authority": ca_file}}],
-            "users": [{"name": "kube-proxy", "user": {"token": token}}],
-            "contexts": [{"name": "stack", "context": {"cluster": "stack", "user": "kube-proxy"}}],
-            "current-context": "stack",
-        }))
-        kubeconfig.chmod(0o600)
-        healthz = _free_port("127.0.0.1")
+        certs.write_token_kubeconfig(kubeconfig, server=api_url, ca=ca_file, user="kube-proxy",
+                                     token=token)
+        healthz = free_port("127.0.0.1")
         config = w / "kube-proxy.json"
         config.write_text(json.dumps({
             "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
@@ -695,7 +677,7 @@ class RealNode:
             "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
                           "tcpCloseWaitTimeout": "0s"},
             "healthzBindAddress": f"127.0.0.1:{healthz}",
-            "metricsBindAddress": f"127.0.0.1:{_free_port('127.0.0.1')}",
+            "metricsBindAddress": f"127.0.0.1:{free_port('127.0.0.1')}",
         }, indent=1))
         # Only `nft` on its PATH: at start kube-proxy also clears the iptables and IPVS
         # modes' rules (KUBE-* chains, every IPVS virtual server, after `modprobe ip_vs`),
@@ -834,8 +816,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.devmapper", "io.containerd.sna
             # This VM boots cgroup v1 ("maintenance mode" upstream; still supported in 1.34).
             "failCgroupV1": False,
             # Bound on the node address (trap 2): the API server reaches it for logs/exec.
-            "address": self.address, "port": _free_port(self.address),
-            "healthzBindAddress": "127.0.0.1", "healthzPort": _free_port("127.0.0.1"),
+            "address": self.address, "port": free_port(self.address),
+            "healthzBindAddress": "127.0.0.1", "healthzPort": free_port("127.0.0.1"),
             "readOnlyPort": 0,
             # Only the API server (client cert signed by the stack CA) may talk to it, and what
             # it may do is asked of the API server (SubjectAccessReview).

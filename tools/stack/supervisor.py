@@ -215,21 +215,6 @@ def _mongo_ping(uri: str) -> bool:
         client.close()
 
 
-def _kubeconfig(server: str, ca: str, user: str, token: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "the0-test", "cluster": {"server": server,
-                                                            "certificate-authority": ca}}],
-            "users": [{"name": user, "user": {"token": token}}],
-            "contexts": [{"name": "the0-test", "context": {"cluster": "the0-test", "user": user}}],
-            "current-context": "the0-test",
-        },
-        indent=2,
-    )
-
-
 def _kwok_node(name: str) -> dict[str, Any]:
     resources = {"cpu": "2k", "memory": "4Ti", "pods": str(KWOK_PODS_PER_NODE)}
     return {
@@ -447,12 +432,11 @@ class Stack:
         ], probe=lambda: _http_ok(f"{api_url}/readyz", token=admin_token, ca=ca), timeout=90)
 
         admin_kubeconfig = w / "admin.kubeconfig"
-        admin_kubeconfig.write_text(_kubeconfig(api_url, ca, "admin", admin_token))
+        certs.write_token_kubeconfig(admin_kubeconfig, server=api_url, ca=ca, user="admin",
+                                     token=admin_token)
         controller_kubeconfig = w / "controller.kubeconfig"
-        controller_kubeconfig.write_text(
-            _kubeconfig(api_url, ca, CONTROLLER_USER, controller_token))
-        for path in (admin_kubeconfig, controller_kubeconfig):
-            path.chmod(0o600)
+        certs.write_token_kubeconfig(controller_kubeconfig, server=api_url, ca=ca,
+                                     user=CONTROLLER_USER, token=controller_token)
         kwok_logs = w / "kwok-logs"
         kwok_logs.mkdir(exist_ok=True)
         self.env = StackEnv(

@@ -36,7 +36,7 @@ from kubernetes import watch
 from minio import Minio
 
 from tests.support.bots import wait_for
-from tests.support.watching import MARK, SELECTOR, bot_of
+from tests.support.watching import MARK, SELECTOR, Event, bot_of, list_pods, most_at_once
 from tools.image import build as image
 from tools.stack import hoststate
 from tools.stack.paths import REPO_ROOT
@@ -91,29 +91,27 @@ def write_overlay(directory: Path, env: StackEnv, flower_login: str) -> Path:
 
 
 class PodWatcher:
-    """The checker: every change to bot pods from a list onwards, as admin, in a thread. It
-    counts the pods of each bot at every instant and keeps every deletion. `stop()` proves it
-    was still watching at the end (a change made then must reach it)."""
+    """The checker: every change to bot pods from a list onwards, as admin, in a thread: the
+    most pods of each bot at one instant (`most`) and every deletion. `stop()` proves it was
+    still watching at the end (a change made then must reach it)."""
 
     def __init__(self, core: Any) -> None:
         self.core = core
-        self.current: dict[str, str] = {}  # pod uid -> bot id
-        self.most: dict[str, int] = {}
-        self.deleted: list[str] = []
+        self.events: list[Event] = []
         self.errors: list[str] = []
         self.marks: set[str] = set()
         self._stop = threading.Event()
-        listed = core.list_namespaced_pod(NAMESPACE, label_selector=SELECTOR)
-        for pod in listed.items:
-            self.current[pod.metadata.uid] = bot_of(pod)
-        self._count()
-        self._version = listed.metadata.resource_version
+        self._listed, self._version = list_pods(core, NAMESPACE)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _count(self) -> None:
-        for bot in set(self.current.values()):
-            self.most[bot] = max(self.most.get(bot, 0), list(self.current.values()).count(bot))
+    @property
+    def most(self) -> dict[str, int]:
+        return most_at_once(self._listed, self.events)
+
+    @property
+    def deleted(self) -> list[str]:
+        return [pod.metadata.name for kind, pod in self.events if kind == "DELETED"]
 
     def _run(self) -> None:
         stream = watch.Watch()
@@ -130,12 +128,7 @@ class PodWatcher:
                     if event["type"] == "BOOKMARK":
                         continue
                     self.marks.add((pod.metadata.annotations or {}).get(MARK, ""))
-                    if event["type"] == "DELETED":
-                        self.current.pop(pod.metadata.uid, None)
-                        self.deleted.append(pod.metadata.name)
-                    else:
-                        self.current[pod.metadata.uid] = bot_of(pod)
-                    self._count()
+                    self.events.append((event["type"], pod))
             except Exception as exc:  # the test reports it
                 self.errors.append(repr(exc))
                 return
