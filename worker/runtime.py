@@ -138,11 +138,13 @@ class Runtime:
 
         return self._once(f"parse-memo:{kind.value}", build)
 
-    def read_objects(self, resource: str, selector: str, keep: Callable[[Json], T | None]
-                     ) -> list[T]:
-        """Our `resource` objects ("pods", "cronjobs", "jobs") matching `selector`, as `keep`
+    def read_objects(self, resource: str, selector: str, keep: Callable[[Json], T | None], *,
+                     written_as: str | None = None) -> list[T]:
+        """The `resource` objects ("pods", "cronjobs", "jobs") matching `selector`, as `keep`
         makes them: from this process's watched cache (KUBE_WATCH, see worker/informer.py),
-        else by a full list. Either raises ReadFailed rather than answer partly."""
+        else by a full list. Either raises ReadFailed rather than answer partly. The cache
+        answers once it shows this process's writes remembered as `written_as` (default:
+        `resource`; see KubeClient.written_version)."""
         kube = self.kube
         lists = {"pods": kube.list_pods_versioned, "cronjobs": kube.list_cronjobs_versioned,
                  "jobs": kube.list_jobs_versioned}
@@ -158,14 +160,15 @@ class Runtime:
                 return watches[resource](selector, resource_version=version, timeout_s=timeout,
                                          on_open=on_open)
 
-            return Informer(resource, list_all=partial(lists[resource], selector), watch=watch,
-                            keep=keep, max_age=self.settings.KUBE_CACHE_RELIST_INTERVAL,
+            return Informer(written_as or resource, list_all=partial(lists[resource], selector),
+                            watch=watch, keep=keep,
+                            max_age=self.settings.KUBE_CACHE_RELIST_INTERVAL,
                             on_deleted=self._pod_deleted if resource == "pods" else None)
 
         # One cache per (resource, selector, keep): a caller keeping other fields gets its own.
         informer = self._once(f"informer:{resource}:{selector}:{keep.__module__}."
                               f"{keep.__qualname__}", build)
-        return informer.read(min_version=kube.written_version(resource))
+        return informer.read(min_version=kube.written_version(written_as or resource))
 
     def _pod_deleted(self, pod: Any) -> None:
         """A cached pod was deleted: unless this process deleted it, someone else did (an

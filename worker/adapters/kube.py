@@ -246,7 +246,8 @@ class KubeClient:
             return uid in self._deleted_pods
 
     def written_version(self, resource: str) -> int:
-        """The highest resourceVersion this process's writes of `resource` returned (0: none)."""
+        """The highest resourceVersion this process's writes of `resource` (or of what a write
+        named `watched_as`) returned (0: none)."""
         with self._written_lock:
             return self._written.get(resource, 0)
 
@@ -282,18 +283,19 @@ class KubeClient:
         self._wrote("pods", result)
         return result
 
-    def delete_pod(self, name: str, *, uid: str | None = None, cached: bool = True) -> bool:
+    def delete_pod(self, name: str, *, uid: str | None = None, watched_as: str = "pods"
+                   ) -> bool:
         """Deletes (background propagation). False when already gone. `uid` guards against
-        deleting a newer pod of the same name. `cached=False`: a pod no watched cache follows
-        (the original runtime's), so no read waits for this write to show."""
+        deleting a newer pod of the same name. `watched_as`: the watched cache this write must
+        show in before a read of it answers (`written_version`); the original runtime's pods
+        have a cache of their own, which never sees our pods' writes."""
         options: Json = {"propagationPolicy": "Background"}
         if uid:
             options["preconditions"] = {"uid": uid}
         try:
             deleted = self._call("delete", "pods", self.core.delete_namespaced_pod, name,
                                  self.namespace, body=options)
-            if cached:
-                self._wrote("pods", deleted)
+            self._wrote(watched_as, deleted)
             self._remember_deleted(str((deleted.get("metadata") or {}).get("uid") or uid or ""))
             return True
         except NotFound:
@@ -417,19 +419,18 @@ class KubeClient:
         return result
 
     def delete_cronjob(self, name: str, *, uid: str | None = None,
-                       propagation: str = "Background", cached: bool = True) -> bool:
+                       propagation: str = "Background", watched_as: str = "cronjobs") -> bool:
         """Deletes the CronJob; the garbage collector removes its Jobs, their pods and its
         Secret (all owned by it) in the background — or, with `propagation="Foreground"`,
         first: the CronJob stays (terminating) until its Jobs and their pods are gone.
-        `cached=False`: as for `delete_pod`."""
+        `watched_as`: as for `delete_pod`."""
         options: Json = {"propagationPolicy": propagation}
         if uid:
             options["preconditions"] = {"uid": uid}
         try:
             deleted = self._call("delete", "cronjobs", self.batch.delete_namespaced_cron_job,
                                  name, self.namespace, body=options)
-            if cached:
-                self._wrote("cronjobs", deleted)
+            self._wrote(watched_as, deleted)
             return True
         except (NotFound, Conflict):
             return False

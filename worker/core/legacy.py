@@ -40,10 +40,16 @@ LEGACY_POD_PREFIX = "bot-"
 LEGACY_CRONJOB_PREFIX = "schedule-"
 LEGACY_MAX_CRONJOB_NAME = 52
 
-# The one extra list per kind a pass makes. Job pods (they carry the schedule id) and ours are
-# left out by the API server already; the recognisers below check again.
+# The original runtime's objects, read by a pass (through a watched cache of their own). Job
+# pods (they carry the schedule id) and ours are left out by the API server already; the
+# recognisers below check again.
 POD_SELECTOR = f"{LABEL_MANAGED_BY},{LABEL_BOT_ID},!{LABEL_SCHEDULE_ID},!{OUR_MANAGED_BY}"
 CRONJOB_SELECTOR = f"{LABEL_MANAGED_BY},{LABEL_SCHEDULE_ID},!{OUR_MANAGED_BY}"
+# What our writes of the original's objects are remembered as (KubeClient.written_version):
+# their cache waits for these writes only — it never sees ours, which a wait on "pods" would
+# expect.
+WATCHED_AS_PODS = "legacy-pods"
+WATCHED_AS_CRONJOBS = "legacy-cronjobs"
 
 REASON_LEGACY = "LegacyRuntime"
 REASON_NAME_TAKEN = "NameTaken"

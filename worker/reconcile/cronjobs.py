@@ -7,7 +7,7 @@ its Jobs, their pods and its Secret. A failed run is never retried behind the us
 (backoffLimit 0). The code URL in a CronJob's Secret is re-signed by an update the kind plans
 itself once half the URL's lifetime has passed.
 
-Cut-over: a pass also lists the CronJobs of the0's original runtime (worker/core/legacy.py),
+Cut-over: a pass also reads the CronJobs of the0's original runtime (worker/core/legacy.py),
 and a task also reads the original's name for its bot. Such a CronJob is never updated: a
 takeover deletes it with foreground propagation (it is gone only once its Jobs and their pods
 are), waits until it is gone, then creates ours — never two runs of one bot; a disabled or
@@ -31,6 +31,7 @@ from worker.core.cronspec import build_cronjob, build_cronjob_secret
 from worker.core.errors import InvalidBot, TemporaryError
 from worker.core.legacy import CRONJOB_SELECTOR as LEGACY_SELECTOR
 from worker.core.legacy import (
+    WATCHED_AS_CRONJOBS,
     legacy_cronjob_name,
     note_cutover,
     observe_legacy_cronjob,
@@ -74,9 +75,9 @@ class CronJobKind:
         with ThreadPoolExecutor(max_workers=1) as pool:
             jobs_future = pool.submit(self.rt.read_objects, "jobs", SELECTOR, slim_job)
             cronjobs = self.rt.read_objects("cronjobs", SELECTOR, slim_cronjob)
-            # The original runtime's CronJobs: one list a pass, no cache (see pods.py).
-            legacy, foreign = partition(self.rt.kube.list_cronjobs_versioned(
-                LEGACY_SELECTOR, keep=_observe_legacy)[0])
+            # The original runtime's CronJobs, from a cache of their own (see pods.py).
+            legacy, foreign = partition(self.rt.read_objects(
+                "cronjobs", LEGACY_SELECTOR, _observe_legacy, written_as=WATCHED_AS_CRONJOBS))
             jobs = jobs_future.result()
         return _actual(cronjobs, jobs, legacy=legacy, foreign=foreign)
 
@@ -135,10 +136,11 @@ class CronJobKind:
         bot = observation.state.bots.get(action.bot_id)
         # A takeover checks the code BEFORE it deletes: a bot we cannot start keeps its runs.
         urls = self._prepare(bot) if action.kind is ActionKind.TAKEOVER and bot else None
-        # The original's CronJob: gone only with its Jobs' pods; no watched cache follows it.
+        # The original's CronJob: gone only with its Jobs' pods; its cache is its own.
         self.rt.kube.delete_cronjob(cronjob.name, uid=cronjob.uid or None,
                                     propagation="Foreground" if cronjob.legacy else "Background",
-                                    cached=not cronjob.legacy)
+                                    watched_as=(WATCHED_AS_CRONJOBS if cronjob.legacy
+                                                else "cronjobs"))
         if action.kind is ActionKind.DELETE:
             origin = " of the0's original runtime" if cronjob.legacy else ""
             steps.event(_observed_ref(cronjob), "Deleted",

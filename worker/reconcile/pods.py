@@ -5,8 +5,8 @@ create (never two pods), a create takes a token from the cluster-wide create rat
 deleted pod's last log lines are shipped first. The presigned URLs in a running pod's Secret
 are re-signed by the pass before they expire (the kubelet updates the mounted files).
 
-Cut-over: a pass also lists the pods of the0's original runtime (worker/core/legacy.py; one
-extra list, served from the API server's watch cache), and a task also reads the original's
+Cut-over: a pass also reads the pods of the0's original runtime (worker/core/legacy.py; a
+watched cache of their own, so a pass makes no list), and a task also reads the original's
 name for its bot. Such a pod is taken over like a replace — the code is checked and the URLs
 signed first, so a failure leaves it running — or deleted; never adopted.
 """
@@ -23,6 +23,7 @@ from worker.core.bot import Bot, BotId, BotKind
 from worker.core.errors import InvalidBot, PermanentError, TemporaryError
 from worker.core.legacy import POD_SELECTOR as LEGACY_POD_SELECTOR
 from worker.core.legacy import (
+    WATCHED_AS_PODS,
     legacy_pod_name,
     note_cutover,
     observe_legacy_pod,
@@ -55,10 +56,10 @@ class PodKind:
     # ------------------------------------------------------------------ reading
     def observe(self) -> Actual:
         ours = self.rt.read_objects("pods", POD_SELECTOR, observed_pod)
-        # The original runtime's pods: one list a pass, no cache (after the cut-over it finds
-        # nothing; a watch cache of it would wait for our writes it never sees).
-        legacy, foreign = partition(self.rt.kube.list_pods(LEGACY_POD_SELECTOR,
-                                                           keep=observe_legacy_pod))
+        # The original runtime's pods, from a cache of their own that waits only for our
+        # writes of them (after the cut-over it holds nothing and costs no request a pass).
+        legacy, foreign = partition(self.rt.read_objects(
+            "pods", LEGACY_POD_SELECTOR, observe_legacy_pod, written_as=WATCHED_AS_PODS))
         return Actual(ours + legacy, foreign=tuple(foreign))
 
     def object_names(self, bot_id: BotId, planned: str | None) -> list[str]:
@@ -162,7 +163,7 @@ class PodKind:
         if pod.legacy:
             # The original runtime's sidecar ships its own logs and state, and it has no
             # Secret of ours.
-            self.rt.kube.delete_pod(pod.name, uid=pod.uid or None, cached=False)
+            self.rt.kube.delete_pod(pod.name, uid=pod.uid or None, watched_as=WATCHED_AS_PODS)
             return
         if self.settings.LOG_COLLECT_ON_DELETE:
             # The pod's log goes with it: ship the lines written since the last log pass.
