@@ -123,7 +123,7 @@ def binaries() -> Binaries:
         kwok=kwok / "kwok",
         kwok_stages=kwok / "stages",
         kwok_crds=kwok / "crds",
-        ferretdb=bin_dir / f"ferretdb-{v['FERRETDB_VERSION']}" / "ferretdb",
+        ferretdb=bin_dir / f"ferretdb-{v['FERRETDB_VERSION']}-{v['FERRETDB_PATCH']}" / "ferretdb",
         versitygw=bin_dir / f"versitygw-{v['VERSITYGW_VERSION']}" / "versitygw",
         redis_server=_which("redis-server"),
         nats_server=_which("nats-server"),
