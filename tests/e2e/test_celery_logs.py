@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.botlogs import LoggedPod, messages, now_ts, shipped
+from tests.support.bots import wait_for
 from tests.support.procs import Procs
 from worker.core import logcursor as lc
 
@@ -51,7 +52,12 @@ def test_kill_9_during_collection_loses_and_duplicates_nothing(
             worker = procs.start(f"worker-{round_}", [
                 sys.executable, "-m", "tests.support.slow_celery", "-A", "worker", "worker",
                 "-Q", "logs", "--loglevel=INFO", "-n", f"w{round_}@%h"], **fast)
-            time.sleep(rng.uniform(4.0, 7.0))  # start-up (~2 s), then passes every second
+            # Killed 2 to 5 s after it is up (passes every second). Timed from its start, as
+            # before, a worker on a loaded machine was killed before it ever collected: no
+            # bucket, no interrupted write to adopt.
+            wait_for(lambda w=worker: w.assert_alive() or " ready." in w.output(),
+                     f"worker-{round_} ready", timeout=60, interval=0.2)
+            time.sleep(rng.uniform(2.0, 5.0))
             worker.assert_alive()
             worker.kill9()
             kills += 1

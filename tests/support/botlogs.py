@@ -122,7 +122,8 @@ def shipped(s3: Any, bucket: str, key: str) -> list[dict[str, Any]]:
     try:
         response = s3.get_object(bucket, key)
     except Exception as exc:
-        if getattr(exc, "code", "") in ("NoSuchKey", "NoSuchObject"):
+        # No bucket yet: the log worker creates it before its first upload.
+        if getattr(exc, "code", "") in ("NoSuchKey", "NoSuchObject", "NoSuchBucket"):
             return []
         raise
     try:
