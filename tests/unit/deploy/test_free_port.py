@@ -24,9 +24,18 @@ def test_picks_lie_below_the_ephemeral_range_and_never_repeat() -> None:
 
 
 def test_a_port_in_use_is_never_picked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two neighbours below the ephemeral range, the second free when chosen: beside a port
+    # from bind(0), the next one was once an outgoing connection's on a loaded machine.
     with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        busy = listener.getsockname()[1]
+        for busy in range(*process._port_range(), 2):
+            try:
+                listener.bind(("127.0.0.1", busy))
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", busy + 1))
+                break
+            except OSError:
+                listener.close()
+                listener = socket.socket()
         monkeypatch.setattr(process, "_port_range", lambda: (busy, busy + 1))
         assert process.free_port() == busy + 1
 
