@@ -167,6 +167,8 @@ class PodWatch:
                 allow_watch_bookmarks=True, timeout_seconds=60, _preload_content=False)
             try:
                 for event in _lines(response):
+                    if self._stop.is_set():
+                        return
                     if event["type"] == "ERROR":
                         return  # expired (410): list again
                     obj = event["object"]
@@ -451,6 +453,7 @@ def main() -> int:
                     raise SystemExit(f"worker exited; see {logs / 'worker.log'}")
                 time.sleep(1)
             cold_start_s = time.monotonic() - started
+            watch.stop()  # its thread would share this process's GIL with the passes below
             if args.schedules:
                 batch = client.BatchV1Api(core.api_client)
                 while count_cronjobs(batch) < args.schedules:

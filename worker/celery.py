@@ -5,6 +5,8 @@ process with one message listing every problem.
 """
 
 from worker.app import create_app
+from worker.malloc import limit_arenas
 from worker.settings import load_settings
 
+limit_arenas()  # before the pool's threads: worker/malloc.py
 app = create_app(load_settings())

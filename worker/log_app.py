@@ -8,6 +8,8 @@ worker/settings.py).
 """
 
 from worker.app import create_app
+from worker.malloc import limit_arenas
 from worker.settings import load_settings
 
+limit_arenas()  # before the pool's threads: worker/malloc.py
 app = create_app(load_settings(role="logs"))
