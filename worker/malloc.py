@@ -11,7 +11,6 @@ than glibc this does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 M_ARENA_MAX = -8  # glibc's <malloc.h>
@@ -23,11 +22,10 @@ def limit_arenas(arenas: int = ARENAS, *, environ: dict[str, str] | None = None)
     the cap was set by this call."""
     if "MALLOC_ARENA_MAX" in (os.environ if environ is None else environ):
         return False
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
     try:
-        mallopt = ctypes.CDLL(name).mallopt
+        # The process's own symbols, libc's among them: find_library("c") would run ldconfig
+        # at every start.
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
     return bool(mallopt(M_ARENA_MAX, arenas))
