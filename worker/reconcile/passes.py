@@ -1,8 +1,9 @@
 """The reconcile pass, written once for both kinds of bot (live → Pods, scheduled → CronJobs).
 
     1. take the pass lock (one pass per kind at a time, across every worker);
-    2. read the desired documents (Mongo) and the actual objects (Kubernetes), both before any
-       write — a failed read raises ReadFailed and the pass ends with nothing written;
+    2. read the desired documents (Mongo), the actual objects (Kubernetes) and the memo of
+       what our status documents hold, all before any write — a failed read raises
+       ReadFailed and the pass ends with nothing written;
     3. parse the documents into desired state (pure, memoized per document);
     4. plan (pure) — plus the kind's own actions;
     5. enqueue one per-bot task per action, skipping bots with an action in flight — first,
@@ -30,7 +31,7 @@ from worker.core.planner import Action, ActionKind, Plan, plan
 from worker.core.resources import WARNING_REASON as RESOURCES_IGNORED
 from worker.core.status import with_warnings
 from worker.reconcile.kind import Kind, Observation
-from worker.reconcile.statuses import record_statuses
+from worker.reconcile.statuses import record_statuses, stored_fingerprints
 from worker.runtime import Runtime
 from worker.telemetry import ACTION_KINDS, record_pass
 
@@ -87,9 +88,13 @@ def run_pass(rt: Runtime, kind: Kind, enqueue: Enqueue) -> PassReport:
             steps[name] = round(time.monotonic() - mark, 3)
             mark = time.monotonic()
 
-        # 2.-3. read desired and actual, parse
+        # 2.-3. read desired and actual, parse; meanwhile the memo of what our status
+        # documents hold (rebuilt from them after Redis lost it: a read of its own, at once)
         as_of = rt.clock()
-        observation = observe(rt, kind)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            stored_statuses = pool.submit(stored_fingerprints, rt, bot_kind)
+            observation = observe(rt, kind)
+            stored = stored_statuses.result()
         state = observation.state
         warnings: dict[str, tuple[str, ...]] = {
             bot_id: bot.warnings for bot_id, bot in state.bots.items() if bot.warnings}
@@ -116,7 +121,8 @@ def run_pass(rt: Runtime, kind: Kind, enqueue: Enqueue) -> PassReport:
         # 6. record
         report.status_writes = record_statuses(
             rt, bot_kind, with_warnings(kind.statuses(observation, now=now), warnings,
-                                        reason=RESOURCES_IGNORED), now=now)
+                                        reason=RESOURCES_IGNORED),
+            stored=stored, now=now)
         reset_recovered_backoff(rt, kind, observation, now=now)
         step_done("record")
         # 7. upkeep

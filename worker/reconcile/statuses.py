@@ -47,7 +47,7 @@ def stored_fingerprints(rt: Runtime, kind: BotKind) -> dict[str, str]:
         return memo
     # A Refused status (the events consumer's, for a bot whose create it refused) is not the
     # pass's: never in the memo, so a pass never removes it as "gone".
-    rebuilt = {doc["id"]: fingerprint(doc) for doc in rt.store(kind).read_statuses()
+    rebuilt = {doc["id"]: stored_fingerprint(doc) for doc in rt.store(kind).read_statuses()
                if isinstance(doc.get("id"), str) and doc.get("phase") != PHASE_REFUSED}
     log.info("%s status memo rebuilt from %d status documents (%d marks kept)", kind.value,
              len(rebuilt), len(memo))
@@ -56,15 +56,28 @@ def stored_fingerprints(rt: Runtime, kind: BotKind) -> dict[str, str]:
     return rebuilt
 
 
+def stored_fingerprint(doc: Mapping[str, Any]) -> str:
+    """A stored document's fingerprint; one that is not plain JSON (someone else's edit: a
+    date, an ObjectId) matches nothing the pass computes, so it is rewritten — it must not
+    stop the pass."""
+    try:
+        return fingerprint(doc)
+    except (TypeError, ValueError):
+        return STALE_FINGERPRINT
+
+
 def record_statuses(rt: Runtime, kind: BotKind, current: Mapping[str, dict[str, Any]], *,
-                    now: float) -> int:
-    """Writes the statuses that changed since the last write, errors first, bounded in count
-    (STATUS_WRITES_PER_PASS) and in time (half an interval): a pass must end well before its
-    lock expires, and what is left is written by the next pass (the memo records only what
-    was really written). Statuses of bots that are gone are deleted."""
+                    stored: Mapping[str, str], now: float) -> int:
+    """Writes the statuses that changed since the last write (`stored`: the memo, as the pass
+    read it), errors first, bounded in count (STATUS_WRITES_PER_PASS) and in time (half an
+    interval): a pass must end well before its lock expires, and what is left is written by
+    the next pass (the memo records only what was really written). Statuses of bots that are
+    gone are deleted. A task's stale mark made after the pass read the memo is either kept
+    (nothing written for its bot) or replaced by what was written: the next pass compares
+    with what the document really holds either way."""
     settings = rt.settings
     store = rt.store(kind)
-    diff = diff_statuses(current, stored=stored_fingerprints(rt, kind),
+    diff = diff_statuses(current, stored=stored,
                          last_errors=rt.redis.load_last_errors(kind.value), updated_at=iso(now))
     budget = time.monotonic() + settings.RECONCILE_INTERVAL / 2
     limit = min(len(diff.changed), settings.STATUS_WRITES_PER_PASS)
