@@ -177,23 +177,44 @@ def main() -> int:
                 or time.monotonic()
             timeline.add("storm over: churn and faults stopped")
 
-            # Convergence after the storm.
+            # Convergence after the storm: a full report, then only the bots it found
+            # unconverged (by id: the full reads, repeated every 2 s, slowed the passes they
+            # were timing) until none is; a full report then confirms it — or the bots it
+            # finds are followed in turn. Converged = when the last check found none.
             converge_s: float | None = None
+            pending: dict[str, set[str]] | None = None  # None: check every bot
+            every_bot = 0
+            none_left_at: float | None = None
             while True:
                 fleet.check_alive()
                 try:
-                    report = converged_report(mongo, checker, model)
+                    report = converged_report(mongo, checker, model, only=pending)
                 except Exception as exc:
-                    report = {"mismatched": -1, "error": repr(exc)}
-                if report["total"]:
-                    converged.append((time.monotonic(), report["matched"] / report["total"]))
-                    timeline.add(f"converged {report['matched']}/{report['total']}", quiet=True)
+                    report = {"total": 0, "mismatched": -1, "sample": [], "error": repr(exc)}
+                checked_at = time.monotonic()
+                if pending is None and report["total"]:
+                    every_bot = report["total"]
+                if report["mismatched"] >= 0 and every_bot:
+                    matched = every_bot - report["mismatched"]
+                    converged.append((checked_at, matched / every_bot))
+                    timeline.add(f"converged {matched}/{every_bot}"
+                                 + ("" if pending is None else " (by id)")
+                                 + "".join(f"; {why}" for why in report["sample"][:3]),
+                                 quiet=True)
                 if report["mismatched"] == 0:
-                    converge_s = time.monotonic() - last_fault_end
-                    break
+                    none_left_at = none_left_at or checked_at
+                    if pending is None:
+                        converge_s = none_left_at - last_fault_end
+                        break
+                    pending = None
+                    continue
+                none_left_at = None
+                if report["mismatched"] > 0:
+                    pending = report["mismatched_ids"]
                 if time.monotonic() - last_fault_end > args.converge_timeout:
                     break
                 time.sleep(2)
+            report.pop("mismatched_ids", None)
             timeline.add(f"after the storm: {report}")
             # /readyz must say 200 again: wait for it (the events consumer's NATS reconnect
             # backoff reaches NATS_RECONNECT_WAIT_CAP), then let unacked drain.
