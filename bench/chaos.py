@@ -50,7 +50,15 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from chaos_checker import Checker, Model, ReadyPoller, RssSampler, Timeline, converged_report
+from chaos_checker import (
+    Checker,
+    ConvergenceWatch,
+    Model,
+    ReadyPoller,
+    RssSampler,
+    Timeline,
+    converged_report,
+)
 from chaos_churn import Churn, seed_bots
 from chaos_faults import KINDS, Faults, Fleet
 from chaos_plot import plot_svg
@@ -129,14 +137,20 @@ def main() -> int:
         rss.start()
         try:
             t0 = time.monotonic()
+            warm_up = ConvergenceWatch(mongo, checker, model)
             while True:
-                report = converged_report(mongo, checker, model)
-                if report["mismatched"] == 0:
+                report, done = warm_up.check()
+                if done:
                     break
+                if report["mismatched"] == 0:
+                    continue  # none left: the full check that confirms it, at once
                 fleet.check_alive()
                 print(f"  warm-up: {report['matched']}/{report['total']} converged after "
-                      f"{time.monotonic() - t0:.0f} s", flush=True)
+                      f"{time.monotonic() - t0:.0f} s" + (f" ({report['error']})"
+                                                         if "error" in report else ""),
+                      flush=True)
                 if time.monotonic() - t0 > args.warmup_timeout:
+                    report.pop("mismatched_ids", None)
                     raise SystemExit(f"not converged before the storm: {report}")
                 time.sleep(2)
             timeline.add(f"converged before the storm after {time.monotonic() - t0:.0f} s")
@@ -177,40 +191,25 @@ def main() -> int:
                 or time.monotonic()
             timeline.add("storm over: churn and faults stopped")
 
-            # Convergence after the storm: a full report, then only the bots it found
-            # unconverged (by id: the full reads, repeated every 2 s, slowed the passes they
-            # were timing) until none is; a full report then confirms it — or the bots it
-            # finds are followed in turn. Converged = when the last check found none.
+            # Convergence after the storm (see ConvergenceWatch).
             converge_s: float | None = None
-            pending: dict[str, set[str]] | None = None  # None: check every bot
-            every_bot = 0
-            none_left_at: float | None = None
+            after_storm = ConvergenceWatch(mongo, checker, model)
             while True:
                 fleet.check_alive()
-                try:
-                    report = converged_report(mongo, checker, model, only=pending)
-                except Exception as exc:
-                    report = {"total": 0, "mismatched": -1, "sample": [], "error": repr(exc)}
-                checked_at = time.monotonic()
-                if pending is None and report["total"]:
-                    every_bot = report["total"]
-                if report["mismatched"] >= 0 and every_bot:
-                    matched = every_bot - report["mismatched"]
-                    converged.append((checked_at, matched / every_bot))
-                    timeline.add(f"converged {matched}/{every_bot}"
-                                 + ("" if pending is None else " (by id)")
+                report, done = after_storm.check()
+                if report["mismatched"] >= 0 and report["total"]:
+                    converged.append((report["checked_at"],
+                                      report["matched"] / report["total"]))
+                    timeline.add(f"converged {report['matched']}/{report['total']}"
+                                 + (" (by id)" if report["by_id"] else "")
                                  + "".join(f"; {why}" for why in report["sample"][:3]),
                                  quiet=True)
+                if done:
+                    assert after_storm.none_left_at is not None
+                    converge_s = after_storm.none_left_at - last_fault_end
+                    break
                 if report["mismatched"] == 0:
-                    none_left_at = none_left_at or checked_at
-                    if pending is None:
-                        converge_s = none_left_at - last_fault_end
-                        break
-                    pending = None
-                    continue
-                none_left_at = None
-                if report["mismatched"] > 0:
-                    pending = report["mismatched_ids"]
+                    continue  # none left: the full check that confirms it, at once
                 if time.monotonic() - last_fault_end > args.converge_timeout:
                     break
                 time.sleep(2)
