@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from worker.adapters.kube import Conflict
@@ -42,6 +42,9 @@ from worker.runtime import Runtime
 
 log = logging.getLogger("the0.reconcile.pods")
 POD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY_BOT}"
+# A pending pod whose Secret its create task recorded as made is checked this many
+# SECRET_REPAIR_AFTERs after its creation (someone may have deleted the Secret since), not 1.
+SECRET_RECHECK_FACTOR = 10
 
 
 class PodKind:
@@ -212,8 +215,11 @@ class PodKind:
                       and p.assessment.health is not PodHealth.TERMINATING
                       and (want := observation.state.desired.get(p.bot_id)) is not None
                       and want.config_hash == p.config_hash}
-        done = self._repair_missing_secrets(candidates, observation, now=now)
         recorded = self.rt.redis.load_urls_signed([p.uid for p in observation.objects if p.uid])
+        # One request each, on a server that may be loaded: bounded in time as statuses are.
+        budget = time.monotonic() + s.RECONCILE_INTERVAL / 2
+        done = self._repair_missing_secrets(candidates, recorded, observation, now=now,
+                                            budget=budget)
         # No record yet: the pod's create task is still running (it records right after the
         # Secret), or an older controller made it. Its URLs were signed just before the pod
         # was created, so its creation time stands in.
@@ -221,6 +227,8 @@ class PodKind:
         stale = sorted((signed[uid], uid) for uid in candidates
                        if now - signed[uid] > s.CODE_URL_TTL / 2)
         for _signed_at, uid in stale[:max(0, s.URL_RESIGN_PER_PASS - done)]:
+            if time.monotonic() > budget:
+                break  # the oldest were first: the next pass goes on from here
             pod = candidates[uid]
             bot = observation.state.bots[pod.bot_id]
             try:
@@ -236,20 +244,30 @@ class PodKind:
 
 
     def _repair_missing_secrets(self, candidates: dict[str, ObservedPod],
-                                observation: Observation, *, now: float) -> int:
+                                recorded: Mapping[str, float], observation: Observation, *,
+                                now: float, budget: float) -> int:
         """A pod whose Secret is missing — its create task was killed between the pod and the
         Secret, or someone deleted it — cannot start (the kubelet waits for the volume) or
         restart its bot (BOT_CONFIG is a secretKeyRef). The pods not running after
-        SECRET_REPAIR_AFTER are checked (one GET each, at most URL_RESIGN_PER_PASS a pass) and a
-        missing Secret is made again, owned by the pod; a running pod's comes back with its next
-        re-signing at the latest."""
+        SECRET_REPAIR_AFTER are checked (one GET each, at most URL_RESIGN_PER_PASS a pass,
+        until `budget`) and a missing Secret is made again, owned by the pod; a running pod's
+        comes back with its next re-signing at the latest. A pod whose Secret is recorded as
+        made (`recorded`: its create task got that far) is checked only after
+        SECRET_RECHECK_FACTOR times as long: in a 10,000-bot cold start thousands of pods wait
+        minutes for a node, and checking 200 of them every pass made passes last 100-180 s."""
         s = self.settings
+
+        def due(pod: ObservedPod) -> bool:
+            after = s.SECRET_REPAIR_AFTER * (SECRET_RECHECK_FACTOR if pod.uid in recorded else 1)
+            return bool(pod.created_at) and now - pod.created_at > after
+
         stuck = sorted((p for p in candidates.values()
-                        if p.assessment.health is not PodHealth.RUNNING
-                        and p.created_at and now - p.created_at > s.SECRET_REPAIR_AFTER),
+                        if p.assessment.health is not PodHealth.RUNNING and due(p)),
                        key=lambda p: p.created_at)[:s.URL_RESIGN_PER_PASS]
         repaired = 0
         for pod in stuck:
+            if time.monotonic() > budget:
+                break
             name = secret_name(pod.name)
             try:
                 if self.rt.kube.secret_exists(name):
