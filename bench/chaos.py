@@ -50,15 +50,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from chaos_checker import (
-    Checker,
-    ConvergenceWatch,
-    Model,
-    ReadyPoller,
-    RssSampler,
-    Timeline,
-    converged_report,
-)
+from chaos_checker import Checker, Model, ReadyPoller, RssSampler, Timeline, converged_report
 from chaos_churn import Churn, seed_bots
 from chaos_faults import KINDS, Faults, Fleet
 from chaos_plot import plot_svg
@@ -137,20 +129,14 @@ def main() -> int:
         rss.start()
         try:
             t0 = time.monotonic()
-            warm_up = ConvergenceWatch(mongo, checker, model)
             while True:
-                report, done = warm_up.check()
-                if done:
-                    break
+                report = converged_report(mongo, checker, model)
                 if report["mismatched"] == 0:
-                    continue  # none left: the full check that confirms it, at once
+                    break
                 fleet.check_alive()
                 print(f"  warm-up: {report['matched']}/{report['total']} converged after "
-                      f"{time.monotonic() - t0:.0f} s" + (f" ({report['error']})"
-                                                         if "error" in report else ""),
-                      flush=True)
+                      f"{time.monotonic() - t0:.0f} s", flush=True)
                 if time.monotonic() - t0 > args.warmup_timeout:
-                    report.pop("mismatched_ids", None)
                     raise SystemExit(f"not converged before the storm: {report}")
                 time.sleep(2)
             timeline.add(f"converged before the storm after {time.monotonic() - t0:.0f} s")
@@ -191,29 +177,23 @@ def main() -> int:
                 or time.monotonic()
             timeline.add("storm over: churn and faults stopped")
 
-            # Convergence after the storm (see ConvergenceWatch).
+            # Convergence after the storm.
             converge_s: float | None = None
-            after_storm = ConvergenceWatch(mongo, checker, model)
             while True:
                 fleet.check_alive()
-                report, done = after_storm.check()
-                if report["mismatched"] >= 0 and report["total"]:
-                    converged.append((report["checked_at"],
-                                      report["matched"] / report["total"]))
-                    timeline.add(f"converged {report['matched']}/{report['total']}"
-                                 + (" (by id)" if report["by_id"] else "")
-                                 + "".join(f"; {why}" for why in report["sample"][:3]),
-                                 quiet=True)
-                if done:
-                    assert after_storm.none_left_at is not None
-                    converge_s = after_storm.none_left_at - last_fault_end
-                    break
+                try:
+                    report = converged_report(mongo, checker, model)
+                except Exception as exc:
+                    report = {"mismatched": -1, "error": repr(exc)}
+                if report["total"]:
+                    converged.append((time.monotonic(), report["matched"] / report["total"]))
+                    timeline.add(f"converged {report['matched']}/{report['total']}", quiet=True)
                 if report["mismatched"] == 0:
-                    continue  # none left: the full check that confirms it, at once
+                    converge_s = time.monotonic() - last_fault_end
+                    break
                 if time.monotonic() - last_fault_end > args.converge_timeout:
                     break
                 time.sleep(2)
-            report.pop("mismatched_ids", None)
             timeline.add(f"after the storm: {report}")
             # /readyz must say 200 again: wait for it (the events consumer's NATS reconnect
             # backoff reaches NATS_RECONNECT_WAIT_CAP), then let unacked drain.

@@ -11,8 +11,6 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -356,47 +354,27 @@ class Checker:
                 "wrong": wrong, "deletions": dict(counts)}
 
 
-def converged_report(mongo: Any, checker: Checker, model: Model, timeout_ms: int = 10000,
-                     only: Mapping[str, set[str]] | None = None) -> dict[str, Any]:
-    """Bots in Mongo vs Kubernetes now (a fresh list as admin): every bot, or `only` these
-    (kind → bot ids: their documents and statuses read by id, which spares the database the
-    full reads that slow the controller's passes). The reads go at once: the report is as
-    fresh as its slowest read (one after the other they took 12-54 s at 10,000 bots under
-    load, and the convergence time is taken when the report ends). `mismatched_ids`: kind →
-    the bots that do not match."""
-    out: dict[str, Any] = {"total": 0, "matched": 0, "mismatched": 0, "sample": [],
-                           "mismatched_ids": {}}
-    kinds = (("pod", "bot_runner", "bots", "bot_status"),
-             ("cronjob", "bot_scheduler", "bot_schedules", "schedule_status"))
-
-    def find(kind: str, db: str, coll: str, key: str,
-             fields: dict[str, int]) -> list[dict[str, Any]]:
-        selector = {} if only is None else {key: {"$in": sorted(only.get(kind, ()))}}
-        if only is not None and not only.get(kind):
-            return []
-        return list(mongo[db][coll].find(selector, {"_id": 0, "id": 1, **fields},
+def converged_report(mongo: Any, checker: Checker, model: Model,
+                     timeout_ms: int = 10000) -> dict[str, Any]:
+    """Every bot in Mongo vs Kubernetes now (a fresh list as admin)."""
+    out: dict[str, Any] = {"total": 0, "matched": 0, "mismatched": 0, "sample": []}
+    for kind, db, coll, status_coll in (("pod", "bot_runner", "bots", "bot_status"),
+                                        ("cronjob", "bot_scheduler", "bot_schedules",
+                                         "schedule_status")):
+        docs = list(mongo[db][coll].find({}, {"_id": 0, "id": 1, "enabled": 1, "config": 1},
                                          max_time_ms=timeout_ms))
-
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        reads = [(kind,
-                  pool.submit(find, kind, db, coll, "id", {"enabled": 1, "config": 1}),
-                  pool.submit(find, kind, db, status_coll, "_id", {"desired_config_hash": 1}),
-                  pool.submit(checker.list_raw, kind))
-                 for kind, db, coll, status_coll in kinds]
-    for kind, docs_read, status_read, list_read in reads:
-        docs = docs_read.result()
-        status = {s["id"]: s for s in status_read.result() if "id" in s}
-        items, _rv = list_read.result()
+        status = {s["id"]: s for s in mongo[db][status_coll].find(
+            {}, {"_id": 0, "id": 1, "desired_config_hash": 1}, max_time_ms=timeout_ms)
+            if "id" in s}
+        items, _rv = checker.list_raw(kind)
         objects: dict[str, list[str]] = defaultdict(list)
         for obj in items:
             meta = obj["metadata"]
             if meta.get("deletionTimestamp"):
                 continue
             ann = meta.get("annotations") or {}
-            bot_id = ann.get(BOT_ID) or (meta.get("labels") or {}).get("bot-id", "")
-            if only is None or bot_id in only.get(kind, ()):
-                objects[bot_id].append(ann.get(CONFIG_HASH, ""))
-        mismatched: set[str] = out["mismatched_ids"].setdefault(kind, set())
+            objects[ann.get(BOT_ID) or (meta.get("labels") or {}).get("bot-id", "")].append(
+                ann.get(CONFIG_HASH, ""))
         ids = set()
         for doc in docs:
             bot = doc["id"]
@@ -419,61 +397,14 @@ def converged_report(mongo: Any, checker: Checker, model: Model, timeout_ms: int
                 out["matched"] += 1
             else:
                 out["mismatched"] += 1
-                mismatched.add(bot)
                 if len(out["sample"]) < 6:
                     out["sample"].append(why)
         for bot in set(objects) - ids:
             out["total"] += 1
             out["mismatched"] += 1
-            mismatched.add(bot)
             if len(out["sample"]) < 6:
                 out["sample"].append(f"{kind} {bot}: not in Mongo but {len(objects[bot])} objects")
     return out
-
-
-BY_ID_AT_MOST = 300
-
-
-class ConvergenceWatch:
-    """Checks until every bot matches Mongo: a full check, then only the bots it found
-    unconverged (by id, when at most BY_ID_AT_MOST) until none is left, then a full check to
-    confirm — or the bots that one finds are followed in turn. Full checks every 2 s (each
-    12-54 s at 10,000 bots under load) slowed the passes being timed. Converged = when the
-    last check found none."""
-
-    def __init__(self, mongo: Any, checker: Checker, model: Model) -> None:
-        self.mongo, self.checker, self.model = mongo, checker, model
-        self.pending: dict[str, set[str]] | None = None  # None: check every bot
-        self.every_bot = 0
-        self.none_left_at: float | None = None
-
-    def check(self) -> tuple[dict[str, Any], bool]:
-        """One check: (its report, with `checked_at`, `matched` and `total` over every bot;
-        whether every bot is converged, confirmed by a full check). A check that failed (a
-        read timed out on a loaded database) says so in `error` and changes nothing."""
-        try:
-            report = converged_report(self.mongo, self.checker, self.model, only=self.pending)
-        except Exception as exc:
-            return {"total": self.every_bot, "matched": 0, "mismatched": -1, "sample": [],
-                    "error": repr(exc), "checked_at": time.monotonic()}, False
-        report["checked_at"] = checked_at = time.monotonic()
-        report["by_id"] = self.pending is not None
-        if self.pending is None:
-            self.every_bot = report["total"]
-        report["total"] = self.every_bot
-        report["matched"] = self.every_bot - report["mismatched"]
-        if report["mismatched"] == 0:
-            self.none_left_at = self.none_left_at or checked_at
-            if self.pending is None:
-                return report, True
-            self.pending = None
-            return report, False
-        self.none_left_at = None
-        pending: dict[str, set[str]] = report["mismatched_ids"]
-        # By id only when few: FerretDB answers an `$in` of thousands of ids slower than a
-        # full read (10 s timeouts at 5,000 in a 10,000-bot warm-up).
-        self.pending = pending if sum(map(len, pending.values())) <= BY_ID_AT_MOST else None
-        return report, False
 
 
 class Sampler:
