@@ -10,6 +10,7 @@ retry without a deadline; read the URL files itself (the caller passes the reade
 
 import http.client
 import re
+import select
 import socket
 import time
 import urllib.error
@@ -23,6 +24,7 @@ from botpod.urls import UrlReader
 
 CHUNK = 64 * 1024
 MAX_ATTEMPT_TIMEOUT = 10.0  # seconds per socket operation: short enough to end within a grace
+ABORT_POLL = 0.1  # seconds between two looks at `should_abort` while a PUT's socket is stuck
 _S3_CODE = re.compile(rb"<Code>([A-Za-z]{1,64})</Code>")
 
 T = TypeVar("T")
@@ -93,21 +95,40 @@ def put_file(
 ) -> None:
     """PUT `size` bytes of `body` (from its start) to `url()`. One attempt.
 
-    `should_abort` is polled between chunks, so a signal or a passed deadline stops the upload
-    at once instead of after the whole body. With `deadline` (time.monotonic()), no socket
-    operation — a chunk sent, the answer awaited — may last past it. The connection is closed
+    `should_abort` is polled every ABORT_POLL seconds while the body is sent and the answer
+    awaited — also while a stuck server keeps the socket from taking more — so a signal or a
+    passed deadline stops the upload at once, not after a socket timeout. With `deadline`
+    (time.monotonic()), no socket operation may last past it. The connection is closed
     however the attempt ends: an upload stopped halfway must not leave a socket open (the
     server would wait for the rest of its body) while the next attempt starts.
     """
     op_timeout = _bounded(timeout)
 
-    def bounded_by_deadline() -> None:
-        if deadline is None or connection is None or connection.sock is None:
-            return
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise Aborted(f"{what}: its time ran out before the upload finished")
-        connection.sock.settimeout(min(op_timeout, left))
+    def wait_for_socket(event: int) -> None:
+        # Up to `op_timeout` without progress (the deadline's end at the latest), in short
+        # slices: a SIGTERM during a stuck regular upload must not eat the final sync's budget.
+        assert connection is not None and connection.sock is not None
+        poller = select.poll()
+        poller.register(connection.sock, event)
+        give_up = time.monotonic() + op_timeout
+        while True:
+            if should_abort():
+                raise Aborted(f"{what}: stopped before the upload finished")
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise Aborted(f"{what}: its time ran out before the upload finished")
+            if now >= give_up:
+                raise TimeoutError("timed out")
+            left = min(give_up, deadline if deadline is not None else give_up) - now
+            if poller.poll(max(1, round(min(ABORT_POLL, left) * 1000))):
+                return
+
+    def send_all(chunk: bytes) -> None:
+        assert connection is not None and connection.sock is not None
+        view = memoryview(chunk)
+        while view:
+            wait_for_socket(select.POLLOUT)
+            view = view[connection.sock.send(view):]
 
     body.seek(0)
     address = url()
@@ -129,11 +150,10 @@ def put_file(
         connection.putheader("Content-Type", content_type)
         connection.endheaders()
         while chunk := body.read(CHUNK):
-            if should_abort():
-                raise Aborted(f"{what}: stopped before the upload finished")
-            bounded_by_deadline()
-            connection.send(chunk)
-        bounded_by_deadline()
+            send_all(chunk)
+        wait_for_socket(select.POLLIN)  # the answer's first bytes; the rest come at once
+        if deadline is not None and connection.sock is not None:
+            connection.sock.settimeout(max(min(op_timeout, deadline - time.monotonic()), 0.01))
         response = connection.getresponse()
         answer = response.read(4096)  # S3 answers 200 with an empty body, errors with XML
         if not 200 <= response.status < 300:
