@@ -238,10 +238,19 @@ def real(stack_env: StackEnv, settings_env: dict[str, str], s3: Any, bucket: str
     deadline = time.monotonic() + 30
     while core.list_namespaced_pod(restricted_namespace).items and time.monotonic() < deadline:
         time.sleep(0.5)
-    if s3.bucket_exists(state_bucket):
+    # A pod gone from the API may still be stopping on the node (grace 0 is the API's word,
+    # not the kubelet's): its sidecar's last upload can land after the bucket was listed.
+    for attempt in range(20):
+        if not s3.bucket_exists(state_bucket):
+            break
         for obj in s3.list_objects(state_bucket, recursive=True):
             s3.remove_object(state_bucket, obj.object_name)
-        s3.remove_bucket(state_bucket)
+        try:
+            s3.remove_bucket(state_bucket)
+        except Exception as error:
+            if getattr(error, "code", "") != "BucketNotEmpty" or attempt == 19:
+                raise
+            time.sleep(0.5)
 
 
 @pytest.fixture
