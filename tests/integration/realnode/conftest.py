@@ -36,8 +36,11 @@ def main(bot_id, config):
     path = os.path.join(os.environ["STATE_DIR"], "count.txt")
     count = int(open(path).read()) if os.path.exists(path) else 0
     count += 1
-    with open(path, "w") as out:
+    # A new file renamed over the old, as the SDKs' state API writes: the sidecar's snapshot
+    # of a file truncated and not yet written again would save an empty count (it did once).
+    with open(path + ".new", "w") as out:
         out.write(str(count))
+    os.replace(path + ".new", path)
     print(f"{greeting()} {bot_id} run {count} symbol={config['symbol']} "
           f"amount={config['amount']} cwd={os.getcwd()}", flush=True)
     logging.info("logging reaches the log too")
