@@ -326,6 +326,24 @@ class Checker:
         with self.lock:
             return len(self.live.get((kind, bot), ()))
 
+    def objects_now(self, kind: str) -> dict[str, list[str]]:
+        """bot → config hashes of its non-terminating objects, as the watch has seen them."""
+        with self.lock:
+            return {bot: [self.objs[uid]["hash"] for uid in uids]
+                    for (k, bot), uids in self.live.items() if k == kind and uids}
+
+    def wait_seen(self, uids: set[str], timeout: float) -> set[str]:
+        """Waits until the watch has seen every one of `uids` (objects a fresh list returned);
+        returns those it still has not. Judging deletions before then could miss a
+        replacement the list showed and the watch had not delivered yet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                unseen = {uid for uid in uids if uid not in self.objs}
+            if not unseen or time.monotonic() > deadline:
+                return unseen
+            time.sleep(0.2)
+
     def findings(self, model: Model) -> dict[str, Any]:
         wrong: list[dict[str, Any]] = []
         counts: dict[str, int] = defaultdict(int)
@@ -355,9 +373,13 @@ class Checker:
 
 
 def converged_report(mongo: Any, checker: Checker, model: Model,
-                     timeout_ms: int = 10000) -> dict[str, Any]:
-    """Every bot in Mongo vs Kubernetes now (a fresh list as admin)."""
-    out: dict[str, Any] = {"total": 0, "matched": 0, "mismatched": 0, "sample": []}
+                     timeout_ms: int = 10000, *, from_watch: bool = False) -> dict[str, Any]:
+    """Every bot in Mongo vs Kubernetes now: a fresh list as admin, or (`from_watch`) what the
+    checker's watch has seen — seconds cheaper at 10,000 objects, behind by the watch's lag.
+    `k8s_at`: when the Kubernetes side was taken (after Mongo's); `uids`: what a list
+    returned."""
+    out: dict[str, Any] = {"total": 0, "matched": 0, "mismatched": 0, "sample": [],
+                           "k8s_at": 0.0, "uids": set()}
     for kind, db, coll, status_coll in (("pod", "bot_runner", "bots", "bot_status"),
                                         ("cronjob", "bot_scheduler", "bot_schedules",
                                          "schedule_status")):
@@ -366,15 +388,20 @@ def converged_report(mongo: Any, checker: Checker, model: Model,
         status = {s["id"]: s for s in mongo[db][status_coll].find(
             {}, {"_id": 0, "id": 1, "desired_config_hash": 1}, max_time_ms=timeout_ms)
             if "id" in s}
-        items, _rv = checker.list_raw(kind)
         objects: dict[str, list[str]] = defaultdict(list)
-        for obj in items:
-            meta = obj["metadata"]
-            if meta.get("deletionTimestamp"):
-                continue
-            ann = meta.get("annotations") or {}
-            objects[ann.get(BOT_ID) or (meta.get("labels") or {}).get("bot-id", "")].append(
-                ann.get(CONFIG_HASH, ""))
+        if from_watch:
+            objects.update(checker.objects_now(kind))
+        else:
+            items, _rv = checker.list_raw(kind)
+            for obj in items:
+                meta = obj["metadata"]
+                out["uids"].add(meta["uid"])
+                if meta.get("deletionTimestamp"):
+                    continue
+                ann = meta.get("annotations") or {}
+                objects[ann.get(BOT_ID) or (meta.get("labels") or {}).get("bot-id", "")
+                        ].append(ann.get(CONFIG_HASH, ""))
+        out["k8s_at"] = time.monotonic()
         ids = set()
         for doc in docs:
             bot = doc["id"]
