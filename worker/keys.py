@@ -15,7 +15,7 @@ STATUS_FINGERPRINTS = f"{PREFIX}:status-fp:{{kind}}"   # hash bot_id → fingerp
 # A field of that hash no bot id can be (ids with control characters are refused): set when a
 # pass built the memo from the status documents, lost with the hash when Redis is.
 STATUS_MEMO_COMPLETE = "\x00complete"
-LAST_ERRORS = f"{PREFIX}:last-error:{{kind}}"          # hash bot_id → last task error (no secrets)
+LAST_ERRORS = f"{PREFIX}:last-error:{{kind}}"  # hash bot_id → last task error, "" once cleared
 EVENT_PENDING = f"{PREFIX}:event-pending:{{kind}}:{{bot_id}}"  # an event's reconcile is queued
 URLS_SIGNED = f"{PREFIX}:urls-signed"  # hash pod uid → when its Secret's URLs were signed (epoch s)
 

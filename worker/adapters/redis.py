@@ -212,11 +212,20 @@ class RedisState:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     def set_last_error(self, kind: str, bot_id: str, message: str) -> None:
+        """"" records a success: kept (not deleted) so that restoring the errors after a Redis
+        restart cannot bring back one a task has cleared since."""
         with _temporary_on_redis_error():
-            if message:
-                self.client.hset(keys.last_errors(kind), bot_id, message)
-            else:
-                self.client.hdel(keys.last_errors(kind), bot_id)
+            self.client.hset(keys.last_errors(kind), bot_id, message)
+
+    def restore_last_errors(self, kind: str, errors: Mapping[str, str]) -> None:
+        """Errors read back from the status documents, for bots no task has reported on since
+        Redis lost the hash (HSETNX: a newer outcome wins)."""
+        if errors:
+            with _temporary_on_redis_error():
+                pipe = self.client.pipeline(transaction=False)
+                for bot_id, message in errors.items():
+                    pipe.hsetnx(keys.last_errors(kind), bot_id, message)
+                pipe.execute()
 
     def forget_last_errors(self, kind: str, bot_ids: Sequence[str]) -> None:
         if bot_ids:

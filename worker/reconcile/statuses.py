@@ -47,10 +47,16 @@ def stored_fingerprints(rt: Runtime, kind: BotKind) -> dict[str, str]:
         return memo
     # A Refused status (the events consumer's, for a bot whose create it refused) is not the
     # pass's: never in the memo, so a pass never removes it as "gone".
-    rebuilt = {doc["id"]: stored_fingerprint(doc) for doc in rt.store(kind).read_statuses()
-               if isinstance(doc.get("id"), str) and doc.get("phase") != PHASE_REFUSED}
-    log.info("%s status memo rebuilt from %d status documents (%d marks kept)", kind.value,
-             len(rebuilt), len(memo))
+    documents = [doc for doc in rt.store(kind).read_statuses()
+                 if isinstance(doc.get("id"), str) and doc.get("phase") != PHASE_REFUSED]
+    rebuilt = {doc["id"]: stored_fingerprint(doc) for doc in documents}
+    # The tasks' last errors went with the same Redis: without them the next write of each
+    # such status would clear an error nothing has fixed.
+    errors = {doc["id"]: doc["last_error"] for doc in documents
+              if isinstance(doc.get("last_error"), str) and doc["last_error"]}
+    rt.redis.restore_last_errors(kind.value, errors)
+    log.info("%s status memo rebuilt from %d status documents (%d marks kept, %d last errors "
+             "restored)", kind.value, len(rebuilt), len(memo), len(errors))
     rebuilt.update(memo)
     rt.redis.save_status_fingerprints(kind.value, rebuilt, complete=True)
     return rebuilt

@@ -89,15 +89,20 @@ def test_a_status_memo_lost_with_redis_is_rebuilt_from_the_status_documents(
     """Redis restarted without persistence loses the memo of what the status documents hold:
     the next pass rebuilds it from them — it rewrites nothing unchanged (at 10,000 bots every
     status rewritten, 1,000 a pass, kept changed bots' statuses stale for 80 s) and still
-    removes the status of a bot deleted meanwhile."""
+    removes the status of a bot deleted meanwhile. The tasks' last errors, lost with it, come
+    back from the documents: a bot's error stays in its status until a task clears it."""
     bots.insert_many([bot_doc(f"m{i}") for i in range(5)])
     run_pass(controller)
     wait_for(lambda: all(p.status.phase == "Running"
                          for p in pods_of(core, restricted_namespace).values()), "pods Running")
+    for bot in ("m2", "m3"):  # a task of each failed (a takeover refused, say)
+        record_outcome(controller.rt, BotKind.LIVE, bot, last_error=f"{bot}: it failed")
     run_pass(controller)  # the Running statuses, written once
     written = {d["id"]: d["updated_at"] for d in statuses.find({})}
-    assert len(written) == 5
-    redis_client.delete(keys.status_fingerprints("live"))  # what a Redis restart does
+    assert len(written) == 5 and statuses.find_one({"id": "m2"})["last_error"] == "m2: it failed"
+    # What a Redis restart does:
+    redis_client.delete(keys.status_fingerprints("live"), keys.last_errors("live"))
+    record_outcome(controller.rt, BotKind.LIVE, "m3", last_error="")  # m3's next task succeeds
     # A task that ran before the next pass marks its bot's status stale in the new, otherwise
     # empty memo (the chaos run's Redis restart: ~7,000 statuses rewritten, as this was taken
     # for the whole memo).
@@ -107,7 +112,10 @@ def test_a_status_memo_lost_with_redis_is_rebuilt_from_the_status_documents(
     statuses.update_one({"id": "m1"}, {"$set": {"reviewed_at": datetime.now(UTC)}})
     bots.delete_one({"id": "m4"})
     report, _outcomes = run_pass(controller)
-    assert report.status_writes == 3  # m0's (marked stale), m1's, m4's (no longer wanted)
+    # m0's, m3's (marked stale by their tasks), m1's, m4's (no longer wanted)
+    assert report.status_writes == 4
+    assert statuses.find_one({"id": "m2"})["last_error"] == "m2: it failed"
+    assert statuses.find_one({"id": "m3"})["last_error"] == ""
     assert statuses.find_one({"id": "m4"})["desired_config_hash"] == ""
     assert "reviewed_at" not in statuses.find_one({"id": "m1"})
     wait_for(lambda: "bot-m4" not in pods_of(core, restricted_namespace), "m4's pod gone")
@@ -115,8 +123,7 @@ def test_a_status_memo_lost_with_redis_is_rebuilt_from_the_status_documents(
     assert report.status_writes == 1  # m4's, removed
     after = {d["id"]: d["updated_at"] for d in statuses.find({})}
     assert sorted(after) == ["m0", "m1", "m2", "m3"] and after["m0"] != written["m0"]
-    assert {bot: after[bot] for bot in ("m2", "m3")} == {
-        bot: written[bot] for bot in ("m2", "m3")}  # the others never rewritten
+    assert after["m2"] == written["m2"]  # never rewritten: its error kept as it was
     report, _outcomes = run_pass(controller)
     assert report.status_writes == 0
 
