@@ -72,7 +72,8 @@ def wait_converged(mongo: Any, checker: Checker, model: Model, fleet: Fleet,
     """(when every bot matched Mongo, the confirming report) — or (None, the last report) at
     `give_up_at`. Checked against the checker's watch (a fresh list of 10,000 pods under load
     took 12-54 s, which the figure then included), and confirmed by a fresh list before it
-    counts: the watch can only lag, so a match it shows too early is caught there."""
+    counts. The time is the watch view's: early by at most the watch's lag (it only lags),
+    late by at most one check."""
     report: dict[str, Any] = {"mismatched": -1}
     while True:
         fleet.check_alive()
