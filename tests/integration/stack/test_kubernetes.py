@@ -176,6 +176,16 @@ def test_pod_security_restricted_rejects_privileged_pod(admin_api: Any, namespac
         "pod-security.kubernetes.io/enforce": "restricted"}}})
     privileged = simple_pod("root")
     privileged["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    # The admission plugin reads the label from its own cache of namespaces: on a loaded
+    # machine a pod created right after the patch was once admitted. Dry runs (nothing is
+    # stored) until the label is in effect; the real create must then be refused.
+    def refused() -> bool:
+        try:
+            core.create_namespaced_pod(namespace, privileged, dry_run="All")
+        except ApiException as exc:
+            return exc.status == 403
+        return False
+    wait_for(refused, "the restricted label in effect", timeout=30)
     with pytest.raises(ApiException) as info:
         core.create_namespaced_pod(namespace, privileged)
     assert info.value.status == 403
