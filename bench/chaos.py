@@ -186,13 +186,15 @@ def main() -> int:
             sampler_stop = threading.Event()
             converged: list[tuple[float, float]] = [(storm_start, 1.0)]
 
+            def note_convergence(r: dict[str, Any]) -> None:
+                converged.append((r["k8s_at"], r["matched"] / max(r["total"], 1)))
+                timeline.add(f"converged {r['matched']}/{r['total']}", quiet=True)
+
             def sample_convergence() -> None:
                 while not sampler_stop.wait(15):
                     try:
-                        r = converged_report(mongo, checker, model, timeout_ms=3000,
-                                             from_watch=True)
-                        converged.append((time.monotonic(), r["matched"] / max(r["total"], 1)))
-                        timeline.add(f"converged {r['matched']}/{r['total']}", quiet=True)
+                        note_convergence(converged_report(mongo, checker, model,
+                                                          timeout_ms=3000, from_watch=True))
                     except Exception as exc:
                         timeline.add(f"converged ?: {type(exc).__name__}", quiet=True)
 
@@ -212,13 +214,9 @@ def main() -> int:
             timeline.add("storm over: churn and faults stopped")
 
             # Convergence after the storm.
-            def after_storm_progress(r: dict[str, Any]) -> None:
-                converged.append((r["k8s_at"], r["matched"] / max(r["total"], 1)))
-                timeline.add(f"converged {r['matched']}/{r['total']}", quiet=True)
-
             at, report = wait_converged(mongo, checker, model, fleet, timeline,
                                         give_up_at=last_fault_end + args.converge_timeout,
-                                        progress=after_storm_progress)
+                                        progress=note_convergence)
             converge_s = None if at is None else max(at - last_fault_end, 0.0)
             if at is not None:
                 converged.append((at, 1.0))
