@@ -186,9 +186,12 @@ class Runtime:
         return [value for name, value in built if name.startswith("informer:")]
 
     def close(self) -> None:
-        """Stops the watches of this runtime's caches (tests build many runtimes per process)."""
+        """Stops the watches of this runtime's caches and posts its pending events (tests build
+        many runtimes per process)."""
         for informer in self.informers():
             informer.stop()
+        if "kube" in self._built:
+            self.kube.flush_events()
 
 
 _process_runtime: Runtime | None = None

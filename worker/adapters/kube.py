@@ -25,6 +25,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
+from worker.adapters.event_sender import EventSender
 from worker.core.errors import PermanentError, ReadFailed, TemporaryError
 
 T = TypeVar("T")
@@ -118,6 +119,7 @@ class KubeClient:
         self._written_lock = threading.Lock()
         # uids of pods this process deleted (bounded): their DELETED events are ours.
         self._deleted_pods: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._events = EventSender(self._post_event)
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, verb: str, resource: str, fn: Callable[..., Any], *args: Any,
@@ -360,8 +362,9 @@ class KubeClient:
     # ------------------------------------------------------------------ events
     def record_event(self, *, involved: Json, reason: str, message: str,
                      event_type: str = "Normal", component: str) -> None:
-        """A core/v1 Event about `involved` (a pod or cronjob dict). Best effort by design:
-        a lost event must not fail the action it describes."""
+        """A core/v1 Event about `involved` (a pod or cronjob dict), posted in the
+        background (worker/adapters/event_sender.py). Best effort by design: a lost event must
+        neither fail nor slow the action it describes."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         metadata = involved.get("metadata", {})
         body = {
@@ -377,11 +380,22 @@ class KubeClient:
             "reportingInstance": os.environ.get("HOSTNAME", "the0-controller"),
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
+        self._events.send(body)
+
+    def _post_event(self, body: Json) -> None:
         try:
             self._call("create", "events", self.core.create_namespaced_event, self.namespace,
                        body)
         except (TemporaryError, PermanentError):
             pass
+
+    def flush_events(self, timeout: float = 5.0) -> bool:
+        """Waits until the events recorded so far are posted (shutdown, tests)."""
+        return self._events.flush(timeout)
+
+    @property
+    def events_dropped(self) -> int:
+        return self._events.dropped
 
     # ------------------------------------------------------------------ cronjobs and jobs
     def list_cronjobs_versioned(self, label_selector: str, *,

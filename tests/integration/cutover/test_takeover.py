@@ -348,6 +348,7 @@ def test_a_namespace_of_the_originals_objects_ends_with_exactly_ours(
 
     mis = statuses.find_one({"id": "mis"})
     assert mis["reason"] == REASON_NAME_TAKEN and "bot-mis" in mis["message"]
+    assert live.rt.kube.flush_events(), "events still queued after 5 s"
     events = core.list_namespaced_event(
         namespace, field_selector="involvedObject.name=bot-take01").items
     assert "TookOver" in {e.reason for e in events}

@@ -346,6 +346,7 @@ def test_a_corpus_of_awkward_documents_affects_only_itself(
             text += logging.Formatter().formatException(record.exc_info)
         _no_secret_in(text, corpus.secrets, f"log record of {record.name}")
     _no_secret_in(caplog.text, corpus.secrets, "captured log text")
+    assert controller.rt.kube.flush_events(), "events still queued after 5 s"
     events = core.list_namespaced_event(restricted_namespace).items
     _no_secret_in(" ".join(str(e.message) for e in events), corpus.secrets, "events")
     serialise = client.ApiClient().sanitize_for_serialization

@@ -78,6 +78,7 @@ def test_each_enabled_bot_gets_exactly_one_pod_with_a_safe_spec(
     assert status["phase"] == "Running" and status["last_error"] == ""
     assert status["object_name"] == "bot-alpha" and status["namespace"] == restricted_namespace
     assert status["observed_config_hash"] == pod.metadata.annotations[ANNOTATION_CONFIG_HASH]
+    assert controller.rt.kube.flush_events(), "events still queued after 5 s"
     events = core.list_namespaced_event(restricted_namespace,
                                         field_selector="involvedObject.name=bot-alpha").items
     assert "Created" in {e.reason for e in events}
@@ -418,6 +419,7 @@ def test_a_missing_code_object_is_a_per_bot_error(
     status = statuses.find_one({"id": "no-code"})
     assert status["phase"] == "BackingOff" and "code_not_found" in status["last_error"]
     # The operator's `kubectl get events` says so too: one Warning about the bot's pod name.
+    assert controller.rt.kube.flush_events(), "events still queued after 5 s"
     events = core.list_namespaced_event(restricted_namespace,
                                         field_selector="involvedObject.name=bot-no-code").items
     assert [(e.type, e.reason) for e in events] == [("Warning", "Failed")]
