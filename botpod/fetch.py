@@ -92,6 +92,7 @@ def put_file(
     timeout: float,
     should_abort: Callable[[], bool],
     deadline: float | None = None,
+    answer_grace: float = 0.0,
 ) -> None:
     """PUT `size` bytes of `body` (from its start) to `url()`. One attempt.
 
@@ -101,19 +102,26 @@ def put_file(
     (time.monotonic()), no socket operation may last past it. The connection is closed
     however the attempt ends: an upload stopped halfway must not leave a socket open (the
     server would wait for the rest of its body) while the next attempt starts.
+
+    Once the whole body is sent, an abort still waits up to `answer_grace` seconds for the
+    answer: the server has the body and stores it whether or not anyone listens, so a caller
+    that hung up and uploaded again at once could see the older upload land after the newer.
     """
     op_timeout = _bounded(timeout)
 
-    def wait_for_socket(event: int) -> None:
+    def wait_for_socket(event: int, *, grace: float = 0.0) -> None:
         # Up to `op_timeout` without progress (the deadline's end at the latest), in short
         # slices: a SIGTERM during a stuck regular upload must not eat the final sync's budget.
         assert connection is not None and connection.sock is not None
         poller = select.poll()
         poller.register(connection.sock, event)
         give_up = time.monotonic() + op_timeout
+        abort_seen: float | None = None
         while True:
             if should_abort():
-                raise Aborted(f"{what}: stopped before the upload finished")
+                abort_seen = abort_seen if abort_seen is not None else time.monotonic()
+                if time.monotonic() - abort_seen >= grace:
+                    raise Aborted(f"{what}: stopped before the upload finished")
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise Aborted(f"{what}: its time ran out before the upload finished")
@@ -151,7 +159,8 @@ def put_file(
         connection.endheaders()
         while chunk := body.read(CHUNK):
             send_all(chunk)
-        wait_for_socket(select.POLLIN)  # the answer's first bytes; the rest come at once
+        # The answer's first bytes; the rest come at once.
+        wait_for_socket(select.POLLIN, grace=answer_grace)
         if deadline is not None and connection.sock is not None:
             connection.sock.settimeout(max(min(op_timeout, deadline - time.monotonic()), 0.01))
         response = connection.getresponse()

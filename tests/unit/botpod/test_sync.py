@@ -336,3 +336,26 @@ def test_the_ready_file_appears_only_once_sigterm_is_handled(pod, store) -> None
     sync.signal(signal.SIGTERM)
     assert sync.wait() == 0
     assert len(store.puts(pod.STATE_PATH)) == 1
+
+
+def test_a_stopped_upload_the_store_has_whole_cannot_land_after_the_final_one(
+        pod, store) -> None:
+    # The regular upload's body reached the store whole, its answer is late, SIGTERM comes
+    # meanwhile: the store commits that body whether or not the sidecar listens. Hanging up at
+    # once let the final upload land first and the older state over it (seen here: the
+    # stored object was the regular upload's body). The sidecar now waits for that answer
+    # (up to 5 s) before the final upload.
+    _first_run(pod)
+    sync = pod.start_sync(STATE_SYNC_INTERVAL="0.2", STATE_FINAL_SYNC_SECONDS="10")
+    sync.wait_for("watching the state")
+    store.answer_slowly(pod.STATE_PATH, 2.0)
+    (pod.state_dir / "first.json").write_text('{"n": 1}')
+    store.wait_for_puts(pod.STATE_PATH, 1)  # the body is in; its answer comes in 2 s
+    (pod.state_dir / "last.json").write_text('{"n": 2}')
+    sync.signal(signal.SIGTERM)
+    assert sync.wait(timeout=15) == 0, sync.output
+    puts = store.wait_for_puts(pod.STATE_PATH, 2)
+    assert [put.complete for put in puts] == [True, True]
+    time.sleep(2.5)  # past the late answer: nothing older may land after the final upload
+    assert store.objects[pod.STATE_PATH] == puts[-1].body, sync.output
+    assert "botpod sync: state synced: 2 files" in sync.output
