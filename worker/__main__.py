@@ -22,6 +22,10 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
+from worker.lazy_kube import install as import_kubernetes_lazily
+
+import_kubernetes_lazily()  # before anything imports kubernetes: worker/lazy_kube.py
+
 from worker.core.buckets import problems as bucket_problems
 from worker.core.errors import The0Error
 from worker.core.planner import Action

@@ -4,6 +4,10 @@ Settings are loaded once, at import, from the environment; a bad configuration s
 process with one message listing every problem.
 """
 
+from worker.lazy_kube import install as import_kubernetes_lazily
+
+import_kubernetes_lazily()  # before anything imports kubernetes: worker/lazy_kube.py
+
 from worker.app import create_app
 from worker.malloc import limit_arenas
 from worker.settings import load_settings
