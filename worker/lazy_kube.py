@@ -1,15 +1,16 @@
 """The kubernetes client package, imported a module at a time.
 
-`import kubernetes` runs package initialisers that import every API group (64 modules) and every
-typed model (694 modules) — 61 MB of resident memory in each process before it does anything
-(measured: a bare interpreter 10.5 MB, after `import kubernetes.client` 71.6 MB). This
-controller never builds a typed model (it reads raw JSON, worker/adapters/kube.py) and calls
-two API groups. `install()`, called by a process's entry point before anything imports
-kubernetes, registers the four package modules (`kubernetes`, `kubernetes.client`, its `api`
-and `models`) as lazy modules: the same names resolve to the same objects, each imported from
-its own submodule on first use, as the initialisers name them. A name an initialiser defines
-itself (not an import) loads that initialiser whole, so every attribute still resolves.
-`kubernetes.config` is left as it is (its initialiser is the auth loaders the adapter uses).
+`import kubernetes` runs package initialisers that import every API group (64 modules), every
+typed model (694 modules) and every way to load a kubeconfig (google-auth, OAuth, YAML): 61 MB
+of resident memory in each process before it does anything (measured: a bare interpreter
+10.5 MB, after `import kubernetes.client` 71.6 MB). This controller never builds a typed model
+(it reads raw JSON, worker/adapters/kube.py), calls two API groups, and in a cluster needs only
+the in-cluster config. `install()`, called by a process's entry point before anything imports
+kubernetes, registers the package modules (`kubernetes`, `kubernetes.client`, its `api` and
+`models`, `kubernetes.config`) as lazy modules: the same names resolve to the same objects,
+each imported from its own submodule on first use, as the initialisers name them. A name an
+initialiser defines itself (not an import) loads that initialiser whole, so every attribute
+still resolves.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from typing import Any
 # `from kubernetes.client.api.core_v1_api import CoreV1Api` — every line of the initialisers
 # that are made lazy (checked by tests/unit/worker/test_lazy_kube.py on the pinned version).
 _IMPORT_LINE = re.compile(r"^from (kubernetes\.client(?:\.\w+)*) import (\w+)\s*$", re.M)
+# `from .incluster_config import load_incluster_config`, `from .kube_config import (a,\n b)`
+_RELATIVE_IMPORT = re.compile(r"^from \.(\w+) import (?:\(([\w\s,]*)\)|(\w+)\s*$)", re.M)
 _VERSION_LINE = re.compile(r"^__version__ = \"([^\"]+)\"\s*$", re.M)
 LAZY_PACKAGES = ("kubernetes", "kubernetes.client", "kubernetes.client.api",
-                 "kubernetes.client.models")
+                 "kubernetes.client.models", "kubernetes.config")
 
 
 class _LazyPackage(types.ModuleType):
@@ -49,6 +52,9 @@ class _LazyPackage(types.ModuleType):
             self.__version__ = version.group(1)
         self._the0_source = source
         self._the0_exports = {attr: module for module, attr in _IMPORT_LINE.findall(source)}
+        for module, listed, single in _RELATIVE_IMPORT.findall(source):
+            attrs = (a.strip() for a in (listed or single).split(","))
+            self._the0_exports.update(dict.fromkeys(filter(None, attrs), f"{name}.{module}"))
         self._the0_loaded = False
 
     def __getattr__(self, attr: str) -> Any:

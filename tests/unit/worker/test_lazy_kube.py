@@ -43,7 +43,12 @@ for name in ("config", "watch", "stream", "__version__"):
     out["kubernetes." + name] = getattr(value, "__name__", value)
 out["client.rest.ApiException"] = kubernetes.client.rest.ApiException.__qualname__
 out["client.__version__"] = kubernetes.client.__version__
-out["config.load_kube_config"] = kubernetes.config.load_kube_config.__module__
+for name in ("load_kube_config", "load_incluster_config", "load_config", "ConfigException",
+             "new_client_from_config_dict", "list_kube_config_contexts"):
+    value = getattr(kubernetes.config, name)
+    out["kubernetes.config." + name] = value.__module__ + "." + value.__qualname__
+out["kubernetes.config.KUBE_CONFIG_DEFAULT_LOCATION"] = (
+    kubernetes.config.KUBE_CONFIG_DEFAULT_LOCATION)
 print(json.dumps(out))
 """
 
@@ -60,17 +65,19 @@ import json, resource, sys
 import worker.celery
 worker.celery.app.loader.import_default_modules()
 from worker.runtime import Runtime
-from kubernetes import client
+from kubernetes import client, config
 client.CoreV1Api, client.BatchV1Api, client.ApiClient, client.Configuration
+config.load_incluster_config  # what a pod of the controller loads its credentials with
 print(json.dumps({"models": sum(m.startswith("kubernetes.client.models.") for m in sys.modules),
+                  "kubeconfig_loader": "kubernetes.config.kube_config" in sys.modules,
                   "apis": sorted(m for m in sys.modules if m.startswith("kubernetes.client.api.")),
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
     # worker.celery installs the lazy package itself (the entry point's first import).
     lazy = _run(worker, lazy=False)
-    assert lazy["models"] == 0
+    assert lazy["models"] == 0 and lazy["kubeconfig_loader"] is False
     assert lazy["apis"] == ["kubernetes.client.api.batch_v1_api",
                             "kubernetes.client.api.core_v1_api"]
     eager = _run("import kubernetes\n" + worker, lazy=False)
-    assert eager["models"] == 694
-    assert float(eager["rss_mb"]) - float(lazy["rss_mb"]) > 15, (eager, lazy)  # type: ignore[arg-type]
+    assert eager["models"] == 694 and eager["kubeconfig_loader"] is True
+    assert float(eager["rss_mb"]) - float(lazy["rss_mb"]) > 25, (eager, lazy)  # type: ignore[arg-type]
