@@ -6,6 +6,10 @@ REDIS_URL and no Mongo or storage credentials, so those Deployments are given no
 (ROLE_REQUIRES in worker/settings.py).
 """
 
+from worker.lazy_kube import install as import_kubernetes_lazily
+
+import_kubernetes_lazily()  # before anything imports kubernetes: worker/lazy_kube.py
+
 from worker.app import create_app
 from worker.settings import load_settings
 

@@ -6,6 +6,10 @@ none, serves the dashboard — task names, arguments, worker control — to anyo
 password exists anywhere, and Flower does not start until the operator sets one.
 """
 
+from worker.lazy_kube import install as import_kubernetes_lazily
+
+import_kubernetes_lazily()  # before anything imports kubernetes: worker/lazy_kube.py
+
 import os
 
 from worker.app import create_app

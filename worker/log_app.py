@@ -7,6 +7,10 @@ credentials and no Mongo URI, so its Deployment is given none (ROLE_REQUIRES in
 worker/settings.py).
 """
 
+from worker.lazy_kube import install as import_kubernetes_lazily
+
+import_kubernetes_lazily()  # before anything imports kubernetes: worker/lazy_kube.py
+
 from worker.app import create_app
 from worker.malloc import limit_arenas
 from worker.settings import load_settings

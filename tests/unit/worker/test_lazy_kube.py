@@ -9,19 +9,23 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 WORKER_ENV = {"MONGO_URI": "mongodb://127.0.0.1:1", "REDIS_URL": "redis://127.0.0.1:1",
-              "MINIO_ENDPOINT": "127.0.0.1:1", "MINIO_ACCESS_KEY": "a", "MINIO_SECRET_KEY": "b"}
+              "MINIO_ENDPOINT": "127.0.0.1:1", "MINIO_ACCESS_KEY": "a", "MINIO_SECRET_KEY": "b",
+              "FLOWER_BASIC_AUTH": "operator:" + "x7Qk2mZr9vLp4sWn"}
 
 
-def _run(code: str, *, lazy: bool) -> dict[str, object]:
+def _run(code: str, *, lazy: bool) -> dict[str, Any]:
     prelude = "from worker.lazy_kube import install\nassert install()\n" if lazy else ""
     done = subprocess.run([sys.executable, "-c", prelude + code], cwd=ROOT, text=True,
                           capture_output=True, timeout=120,
                           env={**os.environ, **WORKER_ENV, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-3000:]
-    result: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
     return result
 
 
@@ -80,4 +84,16 @@ print(json.dumps({"models": sum(m.startswith("kubernetes.client.models.") for m 
                             "kubernetes.client.api.core_v1_api"]
     eager = _run("import kubernetes\n" + worker, lazy=False)
     assert eager["models"] == 694 and eager["kubeconfig_loader"] is True
-    assert float(eager["rss_mb"]) - float(lazy["rss_mb"]) > 25, (eager, lazy)  # type: ignore[arg-type]
+    assert eager["rss_mb"] - lazy["rss_mb"] > 25, (eager, lazy)
+
+
+@pytest.mark.parametrize("entry", ["worker.celery", "worker.log_app", "worker.broker_app",
+                                   "worker.flower_app", "worker.__main__"])
+def test_every_entry_point_makes_the_package_lazy_before_it_is_imported(entry: str) -> None:
+    # `celery -A <entry>` and `python -m worker` import the entry module first.
+    found = _run(f"""
+import json, sys, {entry}
+print(json.dumps({{"lazy": type(sys.modules["kubernetes"]).__name__,
+                  "models": sum(m.startswith("kubernetes.client.models.") for m in sys.modules)}}))
+""", lazy=False)
+    assert found == {"lazy": "_LazyPackage", "models": 0}
