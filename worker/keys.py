@@ -18,6 +18,9 @@ STATUS_MEMO_COMPLETE = "\x00complete"
 LAST_ERRORS = f"{PREFIX}:last-error:{{kind}}"  # hash bot_id → last task error, "" once cleared
 EVENT_PENDING = f"{PREFIX}:event-pending:{{kind}}:{{bot_id}}"  # an event's reconcile is queued
 URLS_SIGNED = f"{PREFIX}:urls-signed"  # hash pod uid → when its Secret's URLs were signed (epoch s)
+# A pod the controller deleted (by uid, from any worker process): its DELETED event, seen by
+# every process's pod watch, is not someone else's deletion to react to.
+DELETED_POD = f"{PREFIX}:deleted-pod:{{uid}}"
 
 # The Celery queues: on the Redis broker each is a list of this name. /readyz asks that a live
 # worker takes each (its heartbeat says which it consumes).
@@ -83,6 +86,10 @@ def worker_heartbeat(hostname: str) -> str:
 
 def event_pending(kind: str, bot_id: str) -> str:
     return EVENT_PENDING.format(kind=kind, bot_id=bot_id)
+
+
+def deleted_pod(uid: str) -> str:
+    return DELETED_POD.format(uid=uid)
 
 
 def events_heartbeat(hostname: str) -> str:

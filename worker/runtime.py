@@ -21,6 +21,7 @@ from worker.adapters.s3 import CodeStore, LogStore
 from worker.adapters.telemetry import TelemetryStore
 from worker.core.bot import BotKind
 from worker.core.desired import parse_desired, parse_desired_schedule
+from worker.core.errors import TemporaryError
 from worker.core.metrics import MetricBuffer
 from worker.informer import Informer
 from worker.parse_memo import ParseMemo
@@ -171,12 +172,18 @@ class Runtime:
         return informer.read(min_version=kube.written_version(written_as or resource))
 
     def _pod_deleted(self, pod: Any) -> None:
-        """A cached pod was deleted: unless this process deleted it, someone else did (an
-        operator, an eviction, a node going away): re-converge its bot now."""
+        """A cached pod was deleted: unless the controller deleted it (this process, or another
+        worker: its Redis mark), someone else did (an operator, an eviction, a node going
+        away): re-converge its bot now. Redis unreachable: re-converge (idempotent)."""
         uid, bot_id = getattr(pod, "uid", ""), getattr(pod, "bot_id", "")
         hook = self.on_foreign_pod_delete
         if hook is None or not bot_id or (uid and self.kube.deleted_by_us(uid)):
             return
+        try:
+            if uid and self.redis.pod_deleted_by_controller(uid):
+                return
+        except TemporaryError:
+            pass
         hook(str(bot_id))
 
     def informers(self) -> list[Informer[Any]]:

@@ -97,6 +97,16 @@ class RedisState:
         with _temporary_on_redis_error():
             self.client.delete(keys.event_pending(kind, bot_id))
 
+    def mark_pod_deleted(self, uid: str, *, ttl: float) -> None:
+        """Before the controller deletes a pod: any worker process's watch that sees it go
+        can tell it from a deletion by someone else."""
+        with _temporary_on_redis_error():
+            self.client.set(keys.deleted_pod(uid), "1", px=int(ttl * 1000))
+
+    def pod_deleted_by_controller(self, uid: str) -> bool:
+        with _temporary_on_redis_error():
+            return bool(self.client.exists(keys.deleted_pod(uid)))
+
     # --- mutual exclusion -------------------------------------------------------------------
     @contextmanager
     def hold(self, name: str, *, ttl: float) -> Iterator[Held | None]:

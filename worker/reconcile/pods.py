@@ -45,6 +45,9 @@ POD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY_BOT}"
 # A pending pod whose Secret its create task recorded as made is checked this many
 # SECRET_REPAIR_AFTERs after its creation (someone may have deleted the Secret since), not 1.
 SECRET_RECHECK_FACTOR = 10
+# How long a pod this controller deleted stays marked as such (keys.DELETED_POD): far longer
+# than a watch lags behind the delete.
+DELETED_POD_MARK_TTL = 900.0
 
 
 class PodKind:
@@ -163,6 +166,8 @@ class PodKind:
             time.sleep(min(wait, 1.0))
 
     def _delete(self, pod: ObservedPod, renew: Callable[[], None]) -> None:
+        if pod.uid:  # the other workers' watches see it go too: not someone else's deletion
+            self.rt.redis.mark_pod_deleted(pod.uid, ttl=DELETED_POD_MARK_TTL)
         if pod.legacy:
             # The original runtime's sidecar ships its own logs and state, and it has no
             # Secret of ours.

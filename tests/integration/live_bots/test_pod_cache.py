@@ -88,3 +88,26 @@ def _deleted(core: Any, namespace: str, name: str) -> bool:
 
 def _gone(core: Any, namespace: str, name: str) -> bool:
     return name not in {p.metadata.name for p in core.list_namespaced_pod(namespace).items}
+
+
+def test_a_deletion_by_another_worker_is_not_taken_for_someone_elses(
+        make_controller: Callable[..., LiveBotController], bots: Any, core: Any,
+        restricted_namespace: str) -> None:
+    # Two worker processes each watch every pod. A pod one of them deletes (a replace, a
+    # disable) was taken by the other for a deletion by someone else and reconciled again at
+    # once — a spare task per deletion, retried while the first still held the bot's lock
+    # (the 10,000-bot chaos run: hundreds during its storm). A deletion by anyone else still is.
+    bots.insert_many([bot_doc("d1"), bot_doc("d2")])
+    acting, watching = make_controller(), make_controller()
+    run_pass(acting)
+    foreign: list[str] = []
+    watching.rt.on_foreign_pod_delete = foreign.append
+    cache_sees(watching, lambda pods: sorted(pods) == ["bot-d1", "bot-d2"], "both pods")
+    bots.update_one({"id": "d1"}, {"$set": {"enabled": False}})
+    assert acting.converge("d1", intent="event") == "deleted"
+    cache_sees(watching, lambda pods: "bot-d1" not in pods, "the disabled bot's pod gone")
+    core.delete_namespaced_pod("bot-d2", restricted_namespace)
+    # The watch thread calls the hook just after it drops the pod, and one event at a time:
+    # once d2's call came, d1's is over.
+    wait_for(lambda: foreign, "the hand deletion taken for someone else's", timeout=10)
+    assert foreign == ["d2"]
