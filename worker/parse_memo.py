@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import orjson
@@ -45,7 +46,7 @@ class ParseMemo:
                 self._memo[bot_id] = (key, bot, want)
         return bot, want
 
-    def retain(self, bot_ids: set[str]) -> None:
+    def retain(self, bot_ids: AbstractSet[str]) -> None:
         """Forgets bots no longer in the collection (called after each full read)."""
         with self._lock:
             for bot_id in self._memo.keys() - bot_ids:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -142,8 +142,15 @@ class BotStore:
     # --- desired state (read-only) ----------------------------------------------------------
     def load_all(self) -> list[Doc]:
         """Every document (enabled or not), projected; ReadFailed if the read is incomplete."""
+        return list(self.iter_all())
+
+    def iter_all(self) -> Iterator[Doc]:
+        """Every document, projected, one batch in memory at a time: a pass parses them as
+        they come instead of holding 10,000 at once (~23 MB) beside the parsed bots. A read
+        that fails midway raises ReadFailed from the iteration: the consumer must not use
+        what it took before (the pass builds nothing from a partial read)."""
         try:
-            return list(self.desired.find({}, BOT_PROJECTION, batch_size=2000))
+            yield from self.desired.find({}, BOT_PROJECTION, batch_size=2000)
         except pymongo.errors.PyMongoError as exc:
             raise ReadFailed(f"mongo: reading {self.desired.full_name} failed: "
                              f"{type(exc).__name__}") from None

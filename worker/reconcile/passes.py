@@ -145,14 +145,15 @@ def observe(rt: Runtime, kind: Kind) -> Observation:
     """Steps 2 and 3: the desired documents and the actual objects (each waits on another
     server: both at once), parsed. Reads only; ReadFailed rather than a partial answer."""
     settings, bot_kind = rt.settings, kind.bot_kind
+    memo = rt.parse_memo(bot_kind)
     with ThreadPoolExecutor(max_workers=1) as pool:
         actual_future = pool.submit(kind.observe)
-        docs = rt.store(bot_kind).load_all()
+        # Parsed as they are read: the documents are never all in memory at once.
+        state = desired_state(rt.store(bot_kind).iter_all(), kind=bot_kind,
+                              template=settings.pod_template,
+                              resources=settings.resource_policy, parse=memo)
         actual = actual_future.result()
-    memo = rt.parse_memo(bot_kind)
-    state = desired_state(docs, kind=bot_kind, template=settings.pod_template,
-                          resources=settings.resource_policy, parse=memo)
-    memo.retain({str(doc.get("id")) for doc in docs})
+    memo.retain(state.known)
     return Observation(state=state, objects=actual.objects,
                        backoff=rt.redis.load_backoff(bot_kind.value), detail=actual.detail,
                        foreign=actual.foreign)

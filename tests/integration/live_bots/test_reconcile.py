@@ -378,6 +378,23 @@ def test_mongo_stopped_means_no_deletions_and_no_writes(
     assert after == before
 
 
+def test_a_read_of_the_bots_cut_midway_fails_rather_than_ending_early(
+        stack: Stack, controller: LiveBotController, bots: Any) -> None:
+    # A pass parses the documents as they are read (never all in memory at once); Mongo gone
+    # after the first batch must fail the read, never look like a shorter collection (a bot
+    # missing from a partial read would be deleted).
+    bots.insert_many([bot_doc(f"many{i:04d}") for i in range(2100)])  # > one batch of 2,000
+    documents = controller.rt.store(BotKind.LIVE).iter_all()
+    assert next(documents)["id"].startswith("many")
+    with stack.stopped("ferretdb"):
+        try:
+            taken = 1 + sum(1 for _ in documents)
+        except ReadFailed as exc:
+            assert "mongo" in str(exc)
+        else:
+            raise AssertionError(f"the read ended after {taken} of 2,100 documents, no error")
+
+
 def test_a_failed_kubernetes_list_ends_the_pass_with_no_writes(
         make_controller: Callable[..., LiveBotController], bots: Any, statuses: Any) -> None:
     bots.insert_many([bot_doc("x1"), bot_doc("x2")])
