@@ -77,7 +77,10 @@ def test_events_sent_while_no_consumer_runs_are_applied_in_order_when_one_starts
     for i in range(1, 5):
         wait_for(lambda i=i: live_pods(core, restricted_namespace, f"d-{i}"),
                  f"d-{i}'s pod", timeout=30)
-    assert not live_pods(core, restricted_namespace, "d-0")
+    # d-0's create may have made its pod before its delete was applied (both reconciles queue
+    # at once; the second waits for the first's lock): it must be gone in the end.
+    wait_for(lambda: not live_pods(core, restricted_namespace, "d-0"), "d-0's pod gone",
+             timeout=30, interval=0.2)
     wait_for(lambda: consumer_state(stack_env.nats_url, settings_env["EVENTS_DURABLE"])
              == {"ack_pending": 0, "redelivered": 0, "pending": 0},
              "every message acknowledged", timeout=15, interval=0.2)
