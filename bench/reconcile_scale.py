@@ -330,7 +330,8 @@ def seed(stack_env: Any, n: int) -> None:
 
 def worker_pass_durations(redis_url: str, *, count: int, timeout: float = 300.0
                           ) -> list[float]:
-    """Durations of the next `count` live passes the worker records that wrote no status."""
+    """Durations of the next `count` live passes the worker records that wrote no status
+    (each one's seconds per step printed: where a no-op pass spends its time)."""
     rds = redis.Redis.from_url(redis_url)
     raw = rds.get(keys.last_reconcile("live"))
     already = json.loads(raw).get("at") if raw else None  # maybe this process's own pass
@@ -343,6 +344,9 @@ def worker_pass_durations(redis_url: str, *, count: int, timeout: float = 300.0
         record = json.loads(raw) if raw else {}
         if (record.get("at") != already and record.get("ok")
                 and record.get("status_writes") == 0 and "duration_s" in record):
+            if record.get("at") not in seen:
+                print(f"  a worker no-op pass: {record['duration_s']} s, steps "
+                      f"{record.get('steps_s')}", flush=True)
             seen.setdefault(record.get("at"), float(record["duration_s"]))
         time.sleep(1)
     return list(seen.values())
@@ -496,7 +500,8 @@ def main() -> int:
             noop_writes = sum(m.writes for m in noops)
             noop_list_requests = sum(m.list_requests for m in noops)
             print(f"  no-op pass: {noop_pass_s:.3f} s (median of 3), {noop_writes} writes, "
-                  f"{noop_list_requests} list requests", flush=True)
+                  f"{noop_list_requests} list requests; steps of each: "
+                  f"{[m.report.steps_s for m in noops]}", flush=True)
             schedule_pass_s, schedule_writes = 0.0, 0
             if args.schedules:
                 schedules = ScheduleController(rt)

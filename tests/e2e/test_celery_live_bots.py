@@ -45,6 +45,16 @@ def live_pods(core: Any, namespace: str, bot_id: str) -> list[Any]:
             if p.metadata.deletion_timestamp is None]
 
 
+def successor(core: Any, namespace: str, bot_id: str, first: Any) -> Any:
+    """The bot's one live pod if it replaced `first` (another uid and config hash), else None."""
+    now = live_pods(core, namespace, bot_id)
+    if (len(now) == 1 and now[0].metadata.uid != first.metadata.uid
+            and now[0].metadata.annotations[ANNOTATION_CONFIG_HASH]
+            != first.metadata.annotations[ANNOTATION_CONFIG_HASH]):
+        return now[0]
+    return None
+
+
 def test_a_worker_starts_and_answers_a_ping(
         start_worker: Start, celery_client: Celery) -> None:
     worker = start_worker("w1")
@@ -180,8 +190,9 @@ def test_kill_9_of_a_worker_mid_task_converges_without_a_duplicate(
     wait_for(lambda: core.read_namespaced_pod(first.metadata.name, restricted_namespace)
              .metadata.deletion_timestamp is not None, "the replace to delete the old pod",
              timeout=20)
-    assert redis_client.exists("the0:lock:live:victim"), "the replace is not mid-flight"
-    assert redis_client.hlen("unacked") >= 1  # acks_late: the message is still unacknowledged
+    # Mid-flight: waiting for the pod in its thread, or handed back with its continuation
+    # queued or reserved (waiting.py) — either way a message not yet acknowledged or queued.
+    assert redis_client.hlen("unacked") + redis_client.llen("bots") >= 1
     w1.kill9()
     killed = time.monotonic()
 
@@ -196,10 +207,7 @@ def test_kill_9_of_a_worker_mid_task_converges_without_a_duplicate(
 
     def converged() -> Any:
         w2.assert_alive()
-        now = live_pods(core, restricted_namespace, "victim")
-        return (len(now) == 1 and now[0].metadata.uid != first.metadata.uid
-                and now[0].metadata.annotations[ANNOTATION_CONFIG_HASH]
-                != first.metadata.annotations[ANNOTATION_CONFIG_HASH]) and now[0]
+        return successor(core, restricted_namespace, "victim", first)
     # The message is restored within a sweep (≤ 1 s here) of its visibility timeout (10 s),
     # then waits for the dead worker's lock to expire (15 s after its last renewal).
     new = wait_for(converged, "the redelivered replace to create the new pod", timeout=60,
@@ -217,6 +225,52 @@ def test_kill_9_of_a_worker_mid_task_converges_without_a_duplicate(
     assert status["object_name"] == pod_name("victim")
     assert status["desired_config_hash"] == new.metadata.annotations[ANNOTATION_CONFIG_HASH]
     w2.assert_alive()
+
+
+@pytest.mark.slow(seconds=15)
+def test_a_replace_waiting_for_its_old_pod_hands_its_thread_to_other_bots(
+        start_worker: Start, celery_client: Celery, code: str, bots: Any, core: Any,
+        restricted_namespace: str, census: Callable[[], PodCensus]) -> None:
+    """One thread: while a replace's old pod terminates, the task has handed the thread back
+    (worker/reconcile/waiting.py), so another bot's create runs; once the old pod is gone
+    the replace's continuation creates the new one, announced as the replace."""
+    ns = restricted_namespace
+    w1 = start_worker("w1", WORKER_CONCURRENCY="1")
+    wait_for_worker(celery_client, w1, "w1")
+    bots.insert_one(bot_doc("slow"))
+    celery_client.send_task("bots.create", args=("slow",), kwargs={"reason": "missing"})
+    first = wait_for(lambda: live_pods(core, ns, "slow"), "slow's pod", timeout=20)[0]
+    pods = census()
+    core.patch_namespaced_pod(first.metadata.name, ns,
+                              {"metadata": {"finalizers": ["test.the0.dev/hold"]}})
+    try:
+        bots.update_one({"id": "slow"}, {"$set": {"config.risk": "high"}})
+        celery_client.send_task("bots.replace", args=("slow",), kwargs={"reason": "config"})
+        wait_for(lambda: core.read_namespaced_pod(first.metadata.name, ns)
+                 .metadata.deletion_timestamp is not None, "the replace to delete the old pod",
+                 timeout=20)
+        bots.insert_one(bot_doc("other"))
+        celery_client.send_task("bots.create", args=("other",), kwargs={"reason": "missing"})
+        # Before: the only thread waited out POD_GONE_TIMEOUT (90 s) for the held pod.
+        wait_for(lambda: live_pods(core, ns, "other"), "another bot's pod while the replace "
+                 "waits for its old one", timeout=15)
+        assert [p.metadata.uid for p in pods_by_bot(core, ns)["slow"]] == [first.metadata.uid]
+    finally:
+        core.patch_namespaced_pod(first.metadata.name, ns, {"metadata": {"finalizers": None}})
+
+    def replaced() -> Any:
+        w1.assert_alive()
+        return successor(core, ns, "slow", first)
+    new = wait_for(replaced, "the continuation to create the new pod", timeout=30, interval=0.25)
+    pods.check()
+
+    def announced() -> set[str]:  # ours only (the scheduler posts one too)
+        return {e.reason for e in core.list_namespaced_event(
+            ns, field_selector=f"involvedObject.name={new.metadata.name}").items
+            if e.involved_object.uid == new.metadata.uid
+            and e.reporting_component == "the0-bot-controller"}
+    assert wait_for(announced, "the new pod's Event", timeout=10) == {"Replaced"}
+    w1.assert_alive()
 
 
 def test_a_pod_deleted_by_someone_else_is_replaced_before_the_next_pass(

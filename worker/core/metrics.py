@@ -43,7 +43,8 @@ PLANNED_ACTIONS = Family(
     "Actions planned by full passes (create, delete, replace, recreate).", ("kind", "action"))
 ACTIONS = Family(
     "the0_actions_total", "counter",
-    "Per-bot tasks by kind, action and outcome (done, noop, failed, held, retry, error).",
+    "Per-bot tasks by kind, action and outcome (done, noop, failed, held, continued — handed "
+    "its thread back while an old pod terminates —, retry, error).",
     ("kind", "action", "outcome"))
 TASK_RETRIES = Family(
     "the0_task_retries_total", "counter",
@@ -159,6 +160,8 @@ def action_outcome(result: str) -> str:
         return "failed"
     if result.startswith("held"):
         return "held"  # a removal the global deletion budget held back
+    if result.startswith("continued"):
+        return "continued"  # its continuation completes it (worker/reconcile/waiting.py)
     return "noop"
 
 

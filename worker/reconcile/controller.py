@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from worker.core.planner import Plan
-from worker.reconcile.converge import converge
+from worker.reconcile.converge import Call, converge
 from worker.reconcile.cronjobs import CronJobKind
 from worker.reconcile.kind import Kind, Observation
 from worker.reconcile.passes import Enqueue, PassReport, observe, plan_pass, run_pass
@@ -28,9 +28,12 @@ class Controller:
         """One full pass (see passes.py)."""
         return run_pass(self.rt, self.kind, enqueue)
 
-    def converge(self, bot_id: str, *, intent: str, pod: str | None = None) -> str:
-        """One bot, now (see converge.py). `pod`: the object the pass planned for."""
-        return converge(self.rt, self.kind, bot_id, intent=intent, planned_object=pod)
+    def converge(self, bot_id: str, *, intent: str, pod: str | None = None,
+                 call: Call | None = None) -> str:
+        """One bot, now (see converge.py). `pod`: the object the pass planned for (a shorthand
+        for `call`, which says how a task calls it)."""
+        return converge(self.rt, self.kind, bot_id, intent=intent,
+                        call=call or Call(planned_object=pod))
 
 
 class LiveBotController(Controller):

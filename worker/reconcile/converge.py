@@ -3,7 +3,8 @@
     1. take the bot's lock (short, renewed while waiting: a killed worker blocks it briefly);
     2. read the bot's documents (Mongo, by `id`, now) and its objects (Kubernetes, by name);
     3. plan with the pass's rules (one bot: no mass-deletion guard) plus the kind's own;
-    4. an object of the bot is still terminating: wait until it is gone, then plan again;
+    4. an object of the bot is still terminating: wait until it is gone, then plan again
+       (a task waits briefly, then hands its thread back and continues later: waiting.py);
     5. act — one action; bad input found while acting (InvalidBot) or a refusal
        (PermanentError) backs the bot off and is recorded for its status; a temporary error
        propagates (the task retries);
@@ -17,6 +18,8 @@ beside a terminating object, and a replace waits until the old pod is gone.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from worker import keys
@@ -24,12 +27,19 @@ from worker.adapters.redis import Held
 from worker.core.bot import BotId, BotKind
 from worker.core.desired import desired_state
 from worker.core.errors import InvalidBot, PermanentError, TemporaryError
-from worker.core.planner import REASON_REMOVED, Action, ActionKind, next_backoff, plan
+from worker.core.planner import (
+    REASON_REMOVED,
+    Action,
+    ActionKind,
+    ObservedPod,
+    next_backoff,
+    plan,
+)
 from worker.core.podstatus import PodHealth
 from worker.reconcile.kind import Kind, Observation
 from worker.reconcile.passes import with_extra_actions
 from worker.reconcile.statuses import record_outcome
-from worker.reconcile.waiting import wait_until_gone
+from worker.reconcile.waiting import Resume, StillTerminating, wait_until_gone
 from worker.runtime import Runtime
 
 log = logging.getLogger("the0.reconcile")
@@ -39,16 +49,37 @@ class BotBusy(TemporaryError):
     """Another task holds this bot's lock; try again shortly."""
 
 
+@dataclass(frozen=True)
+class Call:
+    """How converge is called, besides the bot. `planned_object`: the object the pass planned
+    for, when it is not the bot's own fixed name (an extra or legacy one to delete).
+    `inline_wait`: how long to wait for a terminating object before raising StillTerminating
+    (a task, which then continues later); None waits the whole POD_GONE_TIMEOUT inline.
+    `resumes`: the replace an earlier run of the task began (waiting.py)."""
+
+    planned_object: str | None = None
+    inline_wait: float | None = None
+    resumes: Resume | None = None
+
+
 class _Steps:
     """The helpers a kind uses while it acts on one bot (the `Steps` protocol)."""
 
     def __init__(self, rt: Runtime, kind: Kind, held: Held, observation: Observation,
-                 bot_id: BotId) -> None:
+                 bot_id: BotId, call: Call) -> None:
         self._rt, self._kind, self._held = rt, kind, held
-        self._observation, self._bot_id = observation, bot_id
+        self._observation, self._bot_id, self._call = observation, bot_id, call
+
+    @property
+    def resumes(self) -> Resume | None:
+        return self._call.resumes
 
     def renew_lock(self) -> None:
         self._held.renew()
+
+    def await_gone(self, objects: Sequence[ObservedPod], *, resumes: Resume | None) -> None:
+        await_gone(self._rt, self._kind, self._held, objects, self._call.inline_wait,
+                   resumes=resumes)
 
     def bump_backoff(self) -> None:
         bump_backoff(self._rt, self._kind, self._observation, self._bot_id)
@@ -61,18 +92,17 @@ class _Steps:
                                    event_type=event_type, component=self._kind.component)
 
 
-def converge(rt: Runtime, kind: Kind, bot_id: str, *, intent: str,
-             planned_object: str | None = None) -> str:
+def converge(rt: Runtime, kind: Kind, bot_id: str, *, intent: str, call: Call = Call()) -> str:
     """Returns what it did ("created", "deleted", "replaced", "updated", "nothing",
-    "backing off", "failed: <reason>", …). `planned_object`: the object the pass planned for,
-    when it is not the bot's own fixed name (an extra or legacy one to delete)."""
+    "backing off", "failed: <reason>", …); StillTerminating when `call.inline_wait` ran out
+    while an old object terminates (see Call)."""
     settings, bot_kind = rt.settings, kind.bot_kind
     # 1. the bot's lock
     with rt.redis.hold(keys.lock(bot_kind.value, bot_id), ttl=settings.BOT_LOCK_TTL) as held:
         if held is None:
             raise BotBusy(f"another task is acting on {bot_kind.value} bot {bot_id!r}")
         the_id = BotId(bot_id)
-        names = kind.object_names(the_id, planned_object)
+        names = kind.object_names(the_id, call.planned_object)
         for _attempt in range(2):
             # 2. read
             observation = observe_one(rt, kind, the_id, names)
@@ -86,11 +116,9 @@ def converge(rt: Runtime, kind: Kind, bot_id: str, *, intent: str,
                 the_plan, kind.extra_actions(observation, the_plan, now=now))
             # 4. wait for a terminating object, then plan again (once)
             if the_plan.waiting:
-                wait_until_gone(kind.get_object,
-                                [o for o in observation.objects
-                                 if o.assessment.health is PodHealth.TERMINATING],
-                                held.renew, timeout=settings.POD_GONE_TIMEOUT,
-                                what=kind.object_kind[1])
+                await_gone(rt, kind, held, [o for o in observation.objects
+                                            if o.assessment.health is PodHealth.TERMINATING],
+                           call.inline_wait, resumes=call.resumes)
                 continue
             if the_plan.name_taken:
                 return name_taken(rt, kind, observation, the_id)
@@ -104,7 +132,7 @@ def converge(rt: Runtime, kind: Kind, bot_id: str, *, intent: str,
             if action.kind is not ActionKind.CREATE and intent == "create":
                 log.info("%s bot %r: queued as create, now needs %s", bot_kind.value, bot_id,
                          action.kind.value)
-            steps = _Steps(rt, kind, held, observation, the_id)
+            steps = _Steps(rt, kind, held, observation, the_id, call)
             try:
                 outcome = kind.act(action, observation, steps)
             except InvalidBot as error:
@@ -117,6 +145,21 @@ def converge(rt: Runtime, kind: Kind, bot_id: str, *, intent: str,
             record_outcome(rt, bot_kind, the_id, last_error="")
             return outcome
         return "waiting for a terminating object"
+
+
+def await_gone(rt: Runtime, kind: Kind, held: Held, objects: Sequence[ObservedPod],
+               inline_wait: float | None, *, resumes: Resume | None) -> None:
+    """Returns once `objects` are gone; see Steps.await_gone."""
+    timeout = rt.settings.POD_GONE_TIMEOUT
+    if inline_wait is not None:
+        timeout = min(inline_wait, timeout)
+    if wait_until_gone(kind.get_object, objects, held.renew, timeout=timeout):
+        return
+    what = f"{kind.object_kind[1]} {', '.join(o.name for o in objects)}"
+    if inline_wait is None:
+        raise TemporaryError(f"{what} still terminating after {timeout:.0f} s")
+    raise StillTerminating(f"{what} still terminating: continued once it is gone",
+                           resumes=resumes)
 
 
 def observe_one(rt: Runtime, kind: Kind, bot_id: BotId, names: list[str]) -> Observation:

@@ -43,7 +43,7 @@ from worker.core.planner import Action, ActionKind, ForeignObject, ObservedPod, 
 from worker.core.podspec import SignedUrls
 from worker.core.status import observed_schedule_status
 from worker.reconcile.kind import Actual, Observation, Steps
-from worker.reconcile.waiting import wait_until_gone
+from worker.reconcile.waiting import Resume
 from worker.runtime import Runtime
 
 REASON_REFRESH = "code URL re-signed"
@@ -122,6 +122,8 @@ class CronJobKind:
         bot = observation.state.bots.get(action.bot_id)
         assert bot is not None
         result = self._apply(bot, current)
+        if (resumed := steps.resumes) is not None and current is None:
+            return _took_over(result, resumed.old, steps)  # the second half of a takeover
         verb = "Created" if current is None else "Updated"
         steps.event(_ref(result), verb, f"{verb} CronJob ({action.reason})")
         return verb.lower()
@@ -146,14 +148,10 @@ class CronJobKind:
             steps.event(_observed_ref(cronjob), "Deleted",
                         f"Deleted CronJob{origin} ({action.reason})")
             return "deleted"
-        wait_until_gone(self.get_object, [cronjob], steps.renew_lock,
-                        timeout=self.settings.POD_GONE_TIMEOUT, what="cronjob")
+        steps.await_gone([cronjob], resumes=Resume(action.kind, action.reason, cronjob.name))
         assert bot is not None
         steps.renew_lock()
-        result = self._apply(bot, None, urls=urls)
-        steps.event(_ref(result), "TookOver", "Took over from the0's original runtime "
-                                              f"(deleted its CronJob {cronjob.name})")
-        return "replaced"  # a takeover replaces the original's CronJob (counted as done)
+        return _took_over(self._apply(bot, None, urls=urls), cronjob.name, steps)
 
     def _prepare(self, bot: Bot) -> SignedUrls:
         """What a create needs before it may touch anything: the code exists, URLs signed."""
@@ -302,3 +300,9 @@ def next_run_time(schedule: str, timezone: str, *, now: float) -> str | None:
         _NEXT_RUNS.clear()
     _NEXT_RUNS[key] = (now, following.timestamp(), text)
     return text
+
+
+def _took_over(result: dict[str, Any], old: str, steps: Steps) -> str:
+    steps.event(_ref(result), "TookOver",
+                f"Took over from the0's original runtime (deleted its CronJob {old})")
+    return "replaced"  # a takeover replaces the original's CronJob (counted as done)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from worker.core.bot import BotId, BotKind
 from worker.core.desired import DesiredState
 from worker.core.planner import Action, Backoff, ForeignObject, ObservedPod, Plan
+from worker.reconcile.waiting import Resume
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,18 @@ class Actual:
 class Steps(Protocol):
     """What converge lends a kind while it acts on one bot."""
 
+    @property
+    def resumes(self) -> Resume | None:
+        """The replace whose delete an earlier run of this task did (waiting.py): a create
+        now is its second half, reported and announced as that replace."""
+
     def renew_lock(self) -> None:
         """Keep the bot's lock while waiting (a replace waits for the old pod)."""
+
+    def await_gone(self, objects: Sequence[ObservedPod], *, resumes: Resume | None) -> None:
+        """Returns once these objects are gone. Waits inline only as long as the caller
+        allows (waiting.py), then raises StillTerminating carrying `resumes`; TemporaryError
+        once POD_GONE_TIMEOUT has passed."""
 
     def bump_backoff(self) -> None:
         """The bot's object was broken and is being recreated: hold the next recreate back."""

@@ -37,7 +37,7 @@ from worker.core.podstatus import PodHealth
 from worker.core.status import observed_status
 from worker.log_collector import LogCollector
 from worker.reconcile.kind import Actual, Observation, Steps
-from worker.reconcile.waiting import wait_until_gone
+from worker.reconcile.waiting import Resume
 from worker.runtime import Runtime
 
 log = logging.getLogger("the0.reconcile.pods")
@@ -93,8 +93,9 @@ class PodKind:
         if action.kind is ActionKind.CREATE:
             assert bot is not None
             created = self._create(bot)
-            steps.event(_ref(created), "Created", f"Created pod for bot ({action.reason})")
-            return "created"
+            if (resumed := steps.resumes) is not None:  # the second half of a replace
+                return _announce(created, resumed.action, resumed.reason, resumed.old, steps)
+            return _announce(created, ActionKind.CREATE, action.reason, None, steps)
         pod = next((p for p in observation.objects if p.name == action.pod_name), None)
         if pod is None:  # the planner only names pods it observed
             raise TemporaryError(f"pod {action.pod_name} was not observed; planning again")
@@ -106,20 +107,15 @@ class PodKind:
             origin = " of the0's original runtime" if pod.legacy else ""
             steps.event(_pod_ref(pod), "Deleted", f"Deleted bot pod{origin} ({action.reason})")
             return "deleted"
-        wait_until_gone(self.get_object, [pod], steps.renew_lock,
-                        timeout=self.settings.POD_GONE_TIMEOUT, what="pod")
         if action.kind is ActionKind.RECREATE:
             steps.bump_backoff()  # its pod was broken: the next recreate waits longer
+        # Never two pods: the new one only once the old one is gone. A task that would wait
+        # long hands its thread back here; its continuation creates (StillTerminating).
+        steps.await_gone([pod], resumes=Resume(action.kind, action.reason, pod.name))
         assert bot is not None
         steps.renew_lock()
         created = self._create(bot, urls=urls)
-        if action.kind is ActionKind.TAKEOVER:
-            steps.event(_ref(created), "TookOver",
-                        f"Took over from the0's original runtime (deleted its pod {pod.name})")
-            return "replaced"  # a takeover replaces the original's pod (counted as done)
-        verb = "Replaced" if action.kind is ActionKind.REPLACE else "Recreated"
-        steps.event(_ref(created), verb, f"{verb} bot pod ({action.reason})")
-        return verb.lower()
+        return _announce(created, action.kind, action.reason, pod.name, steps)
 
     def _prepare(self, bot: Bot) -> SignedUrls:
         """What a create needs before it may touch anything: the code exists, URLs signed."""
@@ -296,6 +292,22 @@ def _representative(pods: Sequence[ObservedPod]) -> ObservedPod | None:
     """The pod a status should describe: a live one before a terminating one."""
     live = [p for p in pods if p.assessment.health is not PodHealth.TERMINATING]
     return min(live or pods, key=lambda p: p.name) if pods else None
+
+
+def _announce(created: dict[str, Any], done: ActionKind, reason: str, old: str | None,
+              steps: Steps) -> str:
+    """The Event for a pod just created as `done` (create, or the second half of a replace,
+    recreate or takeover), and the outcome the task reports."""
+    if done is ActionKind.TAKEOVER:
+        steps.event(_ref(created), "TookOver",
+                    f"Took over from the0's original runtime (deleted its pod {old})")
+        return "replaced"  # a takeover replaces the original's pod (counted as done)
+    if done is ActionKind.CREATE:
+        steps.event(_ref(created), "Created", f"Created pod for bot ({reason})")
+        return "created"
+    verb = "Replaced" if done is ActionKind.REPLACE else "Recreated"
+    steps.event(_ref(created), verb, f"{verb} bot pod ({reason})")
+    return verb.lower()
 
 
 def _ref(pod: dict[str, Any]) -> dict[str, Any]:

@@ -22,12 +22,23 @@ from worker.core.errors import TemporaryError
 from worker.core.metrics import TASK_RETRIES
 from worker.core.planner import Action
 from worker.core.text import excerpt
+from worker.reconcile.converge import Call
 from worker.reconcile.passes import Enqueue, PassReport
+from worker.reconcile.waiting import Resume, StillTerminating
 from worker.runtime import Runtime, process_runtime
 from worker.settings import Settings
 from worker.telemetry import counted_action, record_failed_pass
 
 log = logging.getLogger("the0.tasks")
+# A per-bot task waits this long for a terminating object (a replace's old pod) in its thread,
+# then hands the thread back and sends its continuation, CONTINUE_AFTER seconds later
+# (worker/reconcile/waiting.py). Most deletions finish within it on an idle cluster; under
+# load the wait was most of a replace, with a thread held for it.
+INLINE_GONE_WAIT = 2.0
+CONTINUE_AFTER = 1.0
+CONTINUED = "continued: the old object is still terminating"
+
+
 def reconcile_bot_soon(app: Any, rt: Runtime, bot_id: str) -> None:
     """Queues `reconcile.bot` for a bot whose pod someone else deleted, once per burst (the
     NATS consumer's Redis mark): its replacement need not wait for the next pass. If Redis
@@ -73,24 +84,50 @@ class RuntimeTask(Task):  # type: ignore[misc]
             self.rt.metrics.inc(TASK_RETRIES, task=self.name)
         return self.retry(exc=exc, countdown=delay, max_retries=s.TASK_MAX_RETRIES)
 
+    def converge(self, body: ConvergeBot, bot_id: str, pod: str | None, *,
+                 resumes: object, gone_by: float | None, resend: dict[str, Any]) -> str:
+        """Runs `body` for one bot, waiting at most INLINE_GONE_WAIT for a terminating
+        object; if that is not enough, sends this task again (its continuation) and returns
+        CONTINUED. Past POD_GONE_TIMEOUT since the first such wait, StillTerminating
+        propagates as the temporary error it is (retried with backoff)."""
+        call = Call(planned_object=pod, inline_wait=INLINE_GONE_WAIT,
+                    resumes=Resume.from_message(resumes))
+        try:
+            return body(self.rt, bot_id, call)
+        except StillTerminating as waiting:
+            now = self.rt.clock()
+            deadline = gone_by if gone_by is not None else now + self.settings.POD_GONE_TIMEOUT
+            if now >= deadline:
+                raise
+            resumed = waiting.resumes.as_message() if waiting.resumes else None
+            self.apply_async(args=(bot_id,), countdown=CONTINUE_AFTER,
+                             kwargs={**resend, "resumes": resumed, "gone_by": deadline})
+            log.info("%s %r: %s", self.name, excerpt(bot_id, limit=64), waiting)
+            return CONTINUED
+
 
 # ------------------------------------------------------------------ task decorators
-ConvergeBot = Callable[[Runtime, str, str | None], str]  # (rt, bot id, planned object)
+ConvergeBot = Callable[[Runtime, str, Call], str]  # (rt, bot id, how converge is called)
 
 
 def action_task(name: str, *, kind: BotKind, intent: str) -> Callable[[ConvergeBot], Any]:
     """A per-bot action the pass fanned out (`bots.*`, `schedules.*`): its outcome counted,
     temporary errors retried with backoff (the bot stays "in flight" meanwhile), and its
-    in-flight mark released once it ends for good. `reason` and `as_of` are in the message
-    for the log and Flower; the body reads its bot afresh."""
+    in-flight mark released once it ends for good (not when it continues: its continuation
+    holds it). `reason` and `as_of` are in the message for the log and Flower; the body reads
+    its bot afresh. `resumes` and `gone_by` are a continuation's (RuntimeTask.converge)."""
     def register(body: ConvergeBot) -> Any:
         @shared_task(name=name, base=RuntimeTask, bind=True, ignore_result=True)
         def task(self: RuntimeTask, bot_id: str, reason: str = "", as_of: float | None = None,
-                 pod: str | None = None) -> str:
+                 pod: str | None = None, resumes: object = None,
+                 gone_by: float | None = None) -> str:
             release = True
             try:
-                return counted_action(self.rt.metrics, kind.value, intent,
-                                      lambda: body(self.rt, bot_id, pod))
+                outcome = counted_action(self.rt.metrics, kind.value, intent, lambda: (
+                    self.converge(body, bot_id, pod, resumes=resumes, gone_by=gone_by,
+                                  resend={"reason": reason, "as_of": as_of, "pod": pod})))
+                release = outcome != CONTINUED
+                return outcome
             except TemporaryError as exc:
                 if self.request.retries < self.settings.TASK_MAX_RETRIES:
                     release = False  # still in flight: the retry is queued
@@ -110,11 +147,13 @@ def event_task(name: str, *, kind: BotKind) -> Callable[[ConvergeBot], Any]:
     cleared BEFORE the read, so an event written after this point queues a new task."""
     def register(body: ConvergeBot) -> Any:
         @shared_task(name=name, base=RuntimeTask, bind=True, ignore_result=True)
-        def task(self: RuntimeTask, bot_id: str) -> str:
+        def task(self: RuntimeTask, bot_id: str, resumes: object = None,
+                 gone_by: float | None = None) -> str:
             try:
                 self.rt.redis.clear_event_pending(kind.value, bot_id)
-                return counted_action(self.rt.metrics, kind.value, "event",
-                                      lambda: body(self.rt, bot_id, None))
+                return counted_action(self.rt.metrics, kind.value, "event", lambda: (
+                    self.converge(body, bot_id, None, resumes=resumes, gone_by=gone_by,
+                                  resend={})))
             except TemporaryError as exc:
                 raise self.retry_later(exc) from None
 

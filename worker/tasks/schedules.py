@@ -8,6 +8,7 @@ from typing import Any
 from worker.core.bot import BotKind
 from worker.core.planner import Action
 from worker.reconcile.controller import ScheduleController
+from worker.reconcile.converge import Call
 from worker.reconcile.passes import Enqueue, PassReport
 from worker.runtime import Runtime
 from worker.tasks.base import action_task, event_task, pass_task
@@ -29,20 +30,20 @@ def reconcile_schedules(rt: Runtime, enqueue: Enqueue) -> PassReport:
 
 
 @action_task("schedules.create", kind=SCHEDULED, intent="create")
-def create(rt: Runtime, bot_id: str, _pod: str | None) -> str:
-    return ScheduleController(rt).converge(bot_id, intent="create")
+def create(rt: Runtime, bot_id: str, call: Call) -> str:
+    return ScheduleController(rt).converge(bot_id, intent="create", call=call)
 
 
 @action_task("schedules.update", kind=SCHEDULED, intent="update")
-def update(rt: Runtime, bot_id: str, _pod: str | None) -> str:
-    return ScheduleController(rt).converge(bot_id, intent="update")
+def update(rt: Runtime, bot_id: str, call: Call) -> str:
+    return ScheduleController(rt).converge(bot_id, intent="update", call=call)
 
 
 @action_task("schedules.delete", kind=SCHEDULED, intent="delete")
-def delete(rt: Runtime, bot_id: str, _pod: str | None) -> str:
-    return ScheduleController(rt).converge(bot_id, intent="delete")
+def delete(rt: Runtime, bot_id: str, call: Call) -> str:
+    return ScheduleController(rt).converge(bot_id, intent="delete", call=call)
 
 
 @event_task("reconcile.schedule", kind=SCHEDULED)
-def reconcile_schedule(rt: Runtime, bot_id: str, _pod: str | None) -> str:
-    return ScheduleController(rt).converge(bot_id, intent="event")
+def reconcile_schedule(rt: Runtime, bot_id: str, call: Call) -> str:
+    return ScheduleController(rt).converge(bot_id, intent="event", call=call)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import pytest
 from kubernetes import client
 
 from tests.support.bots import (
@@ -27,10 +28,12 @@ from worker import keys
 from worker.core.bot import BotKind
 from worker.core.errors import ReadFailed
 from worker.core.naming import ANNOTATION_BOT_ID, ANNOTATION_CONFIG_HASH
+from worker.core.planner import ActionKind
 from worker.core.podstatus import PodHealth
 from worker.reconcile.controller import LiveBotController
-from worker.reconcile.converge import BotBusy
+from worker.reconcile.converge import BotBusy, Call
 from worker.reconcile.statuses import record_outcome
+from worker.reconcile.waiting import Resume, StillTerminating
 
 SELECTOR = "managed-by=the0-bot-controller"
 
@@ -235,6 +238,55 @@ def test_a_config_change_replaces_in_one_pass_and_never_runs_two_pods(
         "two pods of one bot existed at the same moment", order)
     _, second = run_pass(controller)
     assert second == []  # converged in ONE pass
+
+
+def test_a_replace_that_would_wait_hands_back_and_its_continuation_completes_it(
+        controller: LiveBotController, bots: Any, core: Any,
+        restricted_namespace: str) -> None:
+    """A task waits only `inline_wait` for the old pod (worker/reconcile/waiting.py): then it
+    raises StillTerminating naming the replace it began, and nothing is created beside the
+    terminating pod; the continuation, once the pod is gone, creates and reports the replace."""
+    bots.insert_one(bot_doc("handoff"))
+    run_pass(controller)
+    [old] = pods_of(core, restricted_namespace).values()
+    core.patch_namespaced_pod("bot-handoff", restricted_namespace,
+                              {"metadata": {"finalizers": ["test.the0.dev/hold"]}})
+    bots.update_one({"id": "handoff"}, {"$set": {"config.risk": "high"}})
+    task_like = Call(inline_wait=0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StillTerminating) as raised:
+            controller.converge("handoff", intent="replace", call=task_like)
+        assert time.monotonic() - started < 5, "the converge waited out the old pod"
+        began = raised.value.resumes
+        assert began is not None and began.reason.startswith("config changed")
+        assert began == Resume(ActionKind.REPLACE, began.reason, "bot-handoff")
+        assert [p.metadata.uid for p in pods_of(core, restricted_namespace).values()] == [
+            old.metadata.uid]
+        assert pods_of(core, restricted_namespace)["bot-handoff"].metadata.deletion_timestamp
+        # A continuation that comes too early hands back again, still carrying the replace.
+        with pytest.raises(StillTerminating) as again:
+            controller.converge("handoff", intent="replace",
+                                call=Call(inline_wait=0.2, resumes=raised.value.resumes))
+        assert again.value.resumes == raised.value.resumes
+        assert [p.metadata.uid for p in pods_of(core, restricted_namespace).values()] == [
+            old.metadata.uid]
+    finally:
+        core.patch_namespaced_pod("bot-handoff", restricted_namespace,
+                                  {"metadata": {"finalizers": None}})
+    wait_for(lambda: not pods_of(core, restricted_namespace), "the old pod gone")
+    assert controller.converge("handoff", intent="replace", call=Call(
+        inline_wait=0.5, resumes=raised.value.resumes)) == "replaced"
+    new = pods_of(core, restricted_namespace)["bot-handoff"]
+    assert new.metadata.uid != old.metadata.uid
+    assert (new.metadata.annotations[ANNOTATION_CONFIG_HASH]
+            != old.metadata.annotations[ANNOTATION_CONFIG_HASH])
+    assert controller.rt.kube.flush_events(), "events still queued after 5 s"
+    events = core.list_namespaced_event(
+        restricted_namespace, field_selector="involvedObject.name=bot-handoff").items
+    assert f"Replaced bot pod ({began.reason})" in {
+        e.message for e in events if e.involved_object.uid == new.metadata.uid}
+    assert controller.converge("handoff", intent="replace", call=task_like) == "nothing"
 
 
 def test_a_removed_bot_loses_its_pod_and_secret(

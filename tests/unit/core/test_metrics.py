@@ -131,7 +131,8 @@ def test_decoding_skips_fields_it_does_not_understand() -> None:
 @pytest.mark.parametrize(("result", "outcome"), [
     ("created", "done"), ("deleted", "done"), ("replaced", "done"), ("recreated", "done"),
     ("updated", "done"), ("nothing", "noop"), ("backing off", "noop"),
-    ("waiting for a terminating pod", "noop"), ("failed: code_not_found", "failed")])
+    ("waiting for a terminating pod", "noop"), ("failed: code_not_found", "failed"),
+    ("continued: the old object is still terminating", "continued")])
 def test_action_outcome(result: str, outcome: str) -> None:
     assert action_outcome(result) == outcome
 
