@@ -37,6 +37,10 @@ log = logging.getLogger("the0.tasks")
 INLINE_GONE_WAIT = 2.0
 CONTINUE_AFTER = 1.0
 CONTINUED = "continued: the old object is still terminating"
+# A continuation's message headers (not arguments: a worker of the previous release, in a
+# rolling upgrade, ignores them and runs the task as any other, which re-plans and creates).
+HEADER_RESUMES = "the0_resumes"
+HEADER_GONE_BY = "the0_gone_by"
 
 
 def reconcile_bot_soon(app: Any, rt: Runtime, bot_id: str) -> None:
@@ -85,23 +89,28 @@ class RuntimeTask(Task):  # type: ignore[misc]
         return self.retry(exc=exc, countdown=delay, max_retries=s.TASK_MAX_RETRIES)
 
     def converge(self, body: ConvergeBot, bot_id: str, pod: str | None, *,
-                 resumes: object, gone_by: float | None, resend: dict[str, Any]) -> str:
+                 resend: dict[str, Any]) -> str:
         """Runs `body` for one bot, waiting at most INLINE_GONE_WAIT for a terminating
-        object; if that is not enough, sends this task again (its continuation) and returns
-        CONTINUED. Past POD_GONE_TIMEOUT since the first such wait, StillTerminating
-        propagates as the temporary error it is (retried with backoff)."""
+        object; if that is not enough, sends this task again (its continuation, `resend` its
+        keyword arguments) and returns CONTINUED. Past POD_GONE_TIMEOUT since the first such
+        wait, StillTerminating propagates as the temporary error it is (retried with
+        backoff)."""
+        resumes = getattr(self.request, HEADER_RESUMES, None)
+        gone_by = getattr(self.request, HEADER_GONE_BY, None)
         call = Call(planned_object=pod, inline_wait=INLINE_GONE_WAIT,
                     resumes=Resume.from_message(resumes))
         try:
             return body(self.rt, bot_id, call)
         except StillTerminating as waiting:
             now = self.rt.clock()
-            deadline = gone_by if gone_by is not None else now + self.settings.POD_GONE_TIMEOUT
+            deadline = (float(gone_by) if isinstance(gone_by, int | float)
+                        else now + self.settings.POD_GONE_TIMEOUT)
             if now >= deadline:
                 raise
-            resumed = waiting.resumes.as_message() if waiting.resumes else None
-            self.apply_async(args=(bot_id,), countdown=CONTINUE_AFTER,
-                             kwargs={**resend, "resumes": resumed, "gone_by": deadline})
+            self.apply_async(args=(bot_id,), kwargs=resend, countdown=CONTINUE_AFTER,
+                             headers={HEADER_RESUMES: (waiting.resumes.as_message()
+                                                       if waiting.resumes else None),
+                                      HEADER_GONE_BY: deadline})
             log.info("%s %r: %s", self.name, excerpt(bot_id, limit=64), waiting)
             return CONTINUED
 
@@ -115,16 +124,15 @@ def action_task(name: str, *, kind: BotKind, intent: str) -> Callable[[ConvergeB
     temporary errors retried with backoff (the bot stays "in flight" meanwhile), and its
     in-flight mark released once it ends for good (not when it continues: its continuation
     holds it). `reason` and `as_of` are in the message for the log and Flower; the body reads
-    its bot afresh. `resumes` and `gone_by` are a continuation's (RuntimeTask.converge)."""
+    its bot afresh (a continuation's headers: RuntimeTask.converge)."""
     def register(body: ConvergeBot) -> Any:
         @shared_task(name=name, base=RuntimeTask, bind=True, ignore_result=True)
         def task(self: RuntimeTask, bot_id: str, reason: str = "", as_of: float | None = None,
-                 pod: str | None = None, resumes: object = None,
-                 gone_by: float | None = None) -> str:
+                 pod: str | None = None) -> str:
             release = True
             try:
                 outcome = counted_action(self.rt.metrics, kind.value, intent, lambda: (
-                    self.converge(body, bot_id, pod, resumes=resumes, gone_by=gone_by,
+                    self.converge(body, bot_id, pod,
                                   resend={"reason": reason, "as_of": as_of, "pod": pod})))
                 release = outcome != CONTINUED
                 return outcome
@@ -147,13 +155,11 @@ def event_task(name: str, *, kind: BotKind) -> Callable[[ConvergeBot], Any]:
     cleared BEFORE the read, so an event written after this point queues a new task."""
     def register(body: ConvergeBot) -> Any:
         @shared_task(name=name, base=RuntimeTask, bind=True, ignore_result=True)
-        def task(self: RuntimeTask, bot_id: str, resumes: object = None,
-                 gone_by: float | None = None) -> str:
+        def task(self: RuntimeTask, bot_id: str) -> str:
             try:
                 self.rt.redis.clear_event_pending(kind.value, bot_id)
                 return counted_action(self.rt.metrics, kind.value, "event", lambda: (
-                    self.converge(body, bot_id, None, resumes=resumes, gone_by=gone_by,
-                                  resend={})))
+                    self.converge(body, bot_id, None, resend={})))
             except TemporaryError as exc:
                 raise self.retry_later(exc) from None
 
