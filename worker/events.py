@@ -58,10 +58,9 @@ from worker.core.events import (
     subscriptions,
 )
 from worker.core.metrics import EVENTS
-from worker.core.text import excerpt
+from worker.core.text import excerpt, iso
 from worker.reconcile.statuses import record_outcome
 from worker.runtime import Runtime
-from worker.telemetry import iso
 
 log = logging.getLogger("the0.events")
 

@@ -20,7 +20,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from worker.core.buckets import BucketCheck
@@ -34,15 +33,11 @@ from worker.core.metrics import (
     MetricBuffer,
     action_outcome,
 )
+from worker.core.text import iso
 from worker.runtime import Runtime
 
 log = logging.getLogger("the0.telemetry")
 ACTION_KINDS = ("create", "delete", "replace", "recreate")
-
-
-def iso(epoch: float) -> str:
-    """Epoch seconds as the RFC 3339 UTC text our records and status documents carry."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # ================================================================== passes and tasks

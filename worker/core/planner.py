@@ -20,7 +20,7 @@ A pass that would delete an unusual share of the pods holds all those deletions 
 """
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any
@@ -259,6 +259,16 @@ def plan(
         name_taken=tuple(name_taken),
         foreign=tuple(sorted(foreign, key=lambda obj: obj.name)),
     )
+
+
+def with_extra_actions(the_plan: Plan, extra: tuple[Action, ...]) -> Plan:
+    """The plan with a kind's own actions for bots the planner has nothing for."""
+    planned = {action.bot_id for action in the_plan.actions}
+    added = tuple(action for action in extra if action.bot_id not in planned)
+    if not added:
+        return the_plan
+    return replace(the_plan, actions=tuple(sorted(the_plan.actions + added,
+                                                  key=lambda a: a.bot_id)))
 
 
 class _Wait(Enum):

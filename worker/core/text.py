@@ -1,9 +1,17 @@
-"""Safe excerpts of untrusted text for error and status messages.
+"""Text for records and messages: safe excerpts of untrusted text, timestamps.
 
-Pure: no I/O. Must NOT be used on secret values: an excerpt is still a copy of the text.
+Pure: no I/O, no clock reads. Must NOT be used on secret values: an excerpt is still a copy
+of the text.
 """
 
+from datetime import UTC, datetime
+
 _ELLIPSIS = "…"
+
+
+def iso(epoch: float) -> str:
+    """Epoch seconds as the RFC 3339 UTC text our records and status documents carry."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def excerpt(text: str, *, limit: int) -> str:

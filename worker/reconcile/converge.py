@@ -34,10 +34,10 @@ from worker.core.planner import (
     ObservedPod,
     next_backoff,
     plan,
+    with_extra_actions,
 )
 from worker.core.podstatus import PodHealth
 from worker.reconcile.kind import Kind, Observation
-from worker.reconcile.passes import with_extra_actions
 from worker.reconcile.statuses import record_outcome
 from worker.reconcile.waiting import Resume, StillTerminating, wait_until_gone
 from worker.runtime import Runtime

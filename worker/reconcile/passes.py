@@ -27,7 +27,7 @@ from worker.core.bot import BotId
 from worker.core.census import census
 from worker.core.desired import desired_state
 from worker.core.metrics import PLANNED_ACTIONS
-from worker.core.planner import Action, ActionKind, Plan, plan
+from worker.core.planner import Action, ActionKind, Plan, plan, with_extra_actions
 from worker.core.resources import WARNING_REASON as RESOURCES_IGNORED
 from worker.core.status import with_warnings
 from worker.reconcile.kind import Kind, Observation
@@ -185,16 +185,6 @@ def report_cutover(kind: Kind, the_plan: Plan) -> None:
                     "not theirs: %s%s", kind.bot_kind.value, len(the_plan.name_taken), what,
                     ", ".join(repr(b) for b in the_plan.name_taken[:5]),
                     ", …" if len(the_plan.name_taken) > 5 else "")
-
-
-def with_extra_actions(the_plan: Plan, extra: tuple[Action, ...]) -> Plan:
-    """The plan with the kind's own actions for bots the planner has nothing for."""
-    planned = {action.bot_id for action in the_plan.actions}
-    added = tuple(action for action in extra if action.bot_id not in planned)
-    if not added:
-        return the_plan
-    return replace(the_plan, actions=tuple(sorted(the_plan.actions + added,
-                                                  key=lambda a: a.bot_id)))
 
 
 def enqueue_actions(rt: Runtime, kind: Kind, actions: tuple[Action, ...],

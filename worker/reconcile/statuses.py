@@ -15,8 +15,8 @@ from typing import Any
 from worker.core.bot import BotKind
 from worker.core.events import PHASE_REFUSED
 from worker.core.status import PHASE_INVALID, diff_statuses, fingerprint
+from worker.core.text import iso
 from worker.runtime import Runtime
-from worker.telemetry import iso
 
 log = logging.getLogger("the0.reconcile")
 STALE_FINGERPRINT = "stale"
