@@ -4,7 +4,7 @@ A replace deletes the old pod, then must wait until it is gone before it creates
 Under load that wait is most of the replace (kwok took ~9 s to finish a deletion in the
 10,000-bot chaos run; a real bot's grace period can be longer): a Celery task that waited it
 out held one of the worker's threads doing nothing while hundreds of other actions queued.
-So a task waits only briefly (`inline`), then raises StillTerminating: the task hands its
+So a task waits only briefly (`pace`), then raises StillTerminating: the task hands its
 thread back and sends its own continuation, which re-reads, finds the old object gone and
 completes the create as the second half of the same replace (`resumes`). Callers that want
 the old behaviour (the CLI, tests) wait the whole POD_GONE_TIMEOUT inline.
@@ -62,6 +62,21 @@ class StillTerminating(TemporaryError):
 
 def _rebuild(message: str, resumes: Resume | None) -> StillTerminating:
     return StillTerminating(message, resumes=resumes)
+
+
+# The first run of a task waits this long inline (most deletions on a quiet cluster end within
+# it); a continuation only checks once. Continuations come 1, 2, 4, 4, … s apart: under load a
+# deletion took ~9 s (kwok) and each check costs a read of the bot (lock, Mongo, GETs).
+FIRST_INLINE_WAIT = 1.0
+RECHECK_FIRST = 1.0
+RECHECK_MAX = 4.0
+
+
+def pace(waits: int) -> tuple[float, float]:
+    """(how long a run waits inline, its continuation's countdown should it need one), for a
+    run that follows `waits` continuations."""
+    inline = FIRST_INLINE_WAIT if waits <= 0 else 0.0
+    return inline, min(RECHECK_MAX, RECHECK_FIRST * 2 ** max(0, min(waits, 8)))
 
 
 def wait_until_gone(get: Callable[[str], dict[str, Any] | None], objects: Sequence[ObservedPod],

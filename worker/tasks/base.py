@@ -24,23 +24,21 @@ from worker.core.planner import Action
 from worker.core.text import excerpt
 from worker.reconcile.converge import Call
 from worker.reconcile.passes import Enqueue, PassReport
-from worker.reconcile.waiting import Resume, StillTerminating
+from worker.reconcile.waiting import Resume, StillTerminating, pace
 from worker.runtime import Runtime, process_runtime
 from worker.settings import Settings
 from worker.telemetry import counted_action, record_failed_pass
 
 log = logging.getLogger("the0.tasks")
-# A per-bot task waits this long for a terminating object (a replace's old pod) in its thread,
-# then hands the thread back and sends its continuation, CONTINUE_AFTER seconds later
-# (worker/reconcile/waiting.py). Most deletions finish within it on an idle cluster; under
-# load the wait was most of a replace, with a thread held for it.
-INLINE_GONE_WAIT = 2.0
-CONTINUE_AFTER = 1.0
+# A per-bot task waits only briefly for a terminating object (a replace's old pod) in its
+# thread, then hands the thread back and sends its continuation (worker/reconcile/waiting.py:
+# `pace`). Under load that wait was most of a replace, with a thread held for it.
 CONTINUED = "continued: the old object is still terminating"
 # A continuation's message headers (not arguments: a worker of the previous release, in a
 # rolling upgrade, ignores them and runs the task as any other, which re-plans and creates).
 HEADER_RESUMES = "the0_resumes"
 HEADER_GONE_BY = "the0_gone_by"
+HEADER_WAITS = "the0_waits"
 
 
 def reconcile_bot_soon(app: Any, rt: Runtime, bot_id: str) -> None:
@@ -90,14 +88,16 @@ class RuntimeTask(Task):  # type: ignore[misc]
 
     def converge(self, body: ConvergeBot, bot_id: str, pod: str | None, *,
                  resend: dict[str, Any]) -> str:
-        """Runs `body` for one bot, waiting at most INLINE_GONE_WAIT for a terminating
-        object; if that is not enough, sends this task again (its continuation, `resend` its
-        keyword arguments) and returns CONTINUED. Past POD_GONE_TIMEOUT since the first such
-        wait, StillTerminating propagates as the temporary error it is (retried with
-        backoff)."""
+        """Runs `body` for one bot, waiting only briefly for a terminating object (`pace`);
+        if that is not enough, sends this task again (its continuation, `resend` its keyword
+        arguments) and returns CONTINUED. Past POD_GONE_TIMEOUT since the first such wait,
+        StillTerminating propagates as the temporary error it is (retried with backoff)."""
         resumes = getattr(self.request, HEADER_RESUMES, None)
         gone_by = getattr(self.request, HEADER_GONE_BY, None)
-        call = Call(planned_object=pod, inline_wait=INLINE_GONE_WAIT,
+        waits = getattr(self.request, HEADER_WAITS, None)
+        waits = waits if isinstance(waits, int) else 0
+        inline_wait, countdown = pace(waits)
+        call = Call(planned_object=pod, inline_wait=inline_wait,
                     resumes=Resume.from_message(resumes))
         try:
             return body(self.rt, bot_id, call)
@@ -107,10 +107,10 @@ class RuntimeTask(Task):  # type: ignore[misc]
                         else now + self.settings.POD_GONE_TIMEOUT)
             if now >= deadline:
                 raise
-            self.apply_async(args=(bot_id,), kwargs=resend, countdown=CONTINUE_AFTER,
+            self.apply_async(args=(bot_id,), kwargs=resend, countdown=countdown,
                              headers={HEADER_RESUMES: (waiting.resumes.as_message()
                                                        if waiting.resumes else None),
-                                      HEADER_GONE_BY: deadline})
+                                      HEADER_GONE_BY: deadline, HEADER_WAITS: waits + 1})
             log.info("%s %r: %s", self.name, excerpt(bot_id, limit=64), waiting)
             return CONTINUED
 

@@ -12,7 +12,7 @@ from worker.core.bot import BotId
 from worker.core.errors import TemporaryError
 from worker.core.planner import ActionKind, ObservedPod
 from worker.core.podstatus import PodAssessment, PodHealth
-from worker.reconcile.waiting import Resume, StillTerminating, wait_until_gone
+from worker.reconcile.waiting import Resume, StillTerminating, pace, wait_until_gone
 from worker.tasks.base import CONTINUED
 
 
@@ -81,3 +81,9 @@ def test_the_continued_outcome_is_counted_as_its_own() -> None:
     from worker.core.metrics import action_outcome
 
     assert action_outcome(CONTINUED) == "continued"
+
+
+def test_the_first_run_waits_a_second_and_continuations_only_check_ever_less_often() -> None:
+    assert [pace(waits) for waits in range(5)] == [
+        (1.0, 1.0), (0.0, 2.0), (0.0, 4.0), (0.0, 4.0), (0.0, 4.0)]
+    assert pace(-3) == (1.0, 1.0) and pace(10**9) == (0.0, 4.0)  # a bad header is harmless
