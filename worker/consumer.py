@@ -1,5 +1,5 @@
 """Celery's task consumer, finding a broker that came back within seconds, and surviving the
-loss of a broker while it holds unacknowledged messages.
+loss of a broker while it holds unacknowledged messages, or acknowledges them.
 
 kombu's reconnect loop waits 2, 4, 6, … up to 30 s between attempts, and Celery's consumer
 uses those defaults with no setting to change them: after a Redis restart a worker took tasks
@@ -44,3 +44,25 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
                         "without giving them back (kombu: %s); they return after the "
                         "visibility timeout", error)
             self.connection = None
+
+    def call_soon_ack(self, p: Any, *args: Any, **kwargs: Any) -> Any:
+        """The ack or reject of a task message runs later, in the event loop. A task that
+        ended while Redis was gone (its retry could not be sent either: Celery rejects it)
+        leaves that call queued; it runs once the consumer has reconnected, on the channel of
+        the dropped connection, where kombu 5.7 raises the same AttributeError as above — and
+        Celery exited the worker ("Unrecoverable error", 10,000-bot chaos run, 2026-12-02).
+        That message is in Redis's unacked set of the lost connection (it comes back after
+        TASK_VISIBILITY_TIMEOUT) or went with Redis; either way the worker goes on."""
+        return super().call_soon_ack(_tolerating_a_dropped_channel(p), *args, **kwargs)
+
+
+def _tolerating_a_dropped_channel(ack: Any) -> Any:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return ack(*args, **kwargs)
+        except AttributeError as error:
+            log.warning("acknowledging a message of a lost broker connection failed (kombu: "
+                        "%s); it returns after the visibility timeout", error)
+            return None
+
+    return run
