@@ -91,9 +91,11 @@ def test_python_node_and_c_bots_run_with_their_id_and_config(
 def test_output_reaches_s3_once_across_container_restarts(
         real: RealNode, bots: Any, s3: Any, log_bucket: str) -> None:
     key = real.upload_python_bot()
-    # It fails after 4 s: the kubelet keeps only the last finished instance of a container,
-    # so an instance that starts and ends between two collections takes its lines with it.
-    bots.insert_one(live_doc("crasher", code_key=key, crash=True, crash_after=4))
+    # It fails after 10 s: the kubelet keeps only the last finished instance of a container,
+    # so an instance that starts and ends between two collections takes its lines with it
+    # (after 4 s, run 1's lines were lost once under a loaded make test: the collection after
+    # restart 1 came after run 2 had ended too).
+    bots.insert_one(live_doc("crasher", code_key=key, crash=True, crash_after=10))
     controller = real.controller(CRASH_BACKOFF_BASE="10m")  # let the kubelet restart it
     run_pass(controller)
     # The kubelet keeps the current container's log and the previous one's: collect after
