@@ -3,12 +3,13 @@
     1. take the pass lock (one pass per kind at a time, across every worker);
     2. read the desired documents (Mongo), the actual objects (Kubernetes) and the memo of
        what our status documents hold, all before any write — a failed read raises
-       ReadFailed and the pass ends with nothing written;
+       ReadFailed and the pass ends with nothing sent or written;
     3. parse the documents into desired state (pure, memoized per document);
     4. plan (pure) — plus the kind's own actions;
     5. enqueue one per-bot task per action, skipping bots with an action in flight — first,
        while the plan is fresh;
-    6. record: status documents that changed (bounded), crash backoffs that may be reset;
+    6. record: status documents that changed (bounded), crash backoffs that may be reset —
+       the memo rebuilt from the status documents first if Redis lost it;
     7. upkeep of the kind (bounded): re-sign the presigned URLs of running pods;
     8. report: the pass record and metrics (telemetry).
 """
@@ -31,7 +32,7 @@ from worker.core.planner import Action, ActionKind, Plan, plan, with_extra_actio
 from worker.core.resources import WARNING_REASON as RESOURCES_IGNORED
 from worker.core.status import with_warnings
 from worker.reconcile.kind import Kind, Observation
-from worker.reconcile.statuses import record_statuses, stored_fingerprints
+from worker.reconcile.statuses import load_stored, record_statuses, stored_fingerprints
 from worker.runtime import Runtime
 from worker.telemetry import ACTION_KINDS, record_pass
 
@@ -89,12 +90,12 @@ def run_pass(rt: Runtime, kind: Kind, enqueue: Enqueue) -> PassReport:
             mark = time.monotonic()
 
         # 2.-3. read desired and actual, parse; meanwhile the memo of what our status
-        # documents hold (rebuilt from them after Redis lost it: a read of its own, at once)
+        # documents hold (rebuilt at step 6 if Redis lost it)
         as_of = rt.clock()
         with ThreadPoolExecutor(max_workers=1) as pool:
-            stored_statuses = pool.submit(stored_fingerprints, rt, bot_kind)
+            stored_memo = pool.submit(load_stored, rt, bot_kind)
             observation = observe(rt, kind)
-            stored = stored_statuses.result()
+            memo, memo_complete = stored_memo.result()
         state = observation.state
         warnings: dict[str, tuple[str, ...]] = {
             bot_id: bot.warnings for bot_id, bot in state.bots.items() if bot.warnings}
@@ -119,6 +120,7 @@ def run_pass(rt: Runtime, kind: Kind, enqueue: Enqueue) -> PassReport:
             rt, kind, the_plan.actions, lambda action: enqueue(action, as_of))
         step_done("enqueue")
         # 6. record
+        stored = stored_fingerprints(rt, bot_kind, memo, memo_complete)
         report.status_writes = record_statuses(
             rt, bot_kind, with_warnings(kind.statuses(observation, now=now), warnings,
                                         reason=RESOURCES_IGNORED),

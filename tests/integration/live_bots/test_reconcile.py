@@ -132,6 +132,37 @@ def test_a_status_memo_lost_with_redis_is_rebuilt_from_the_status_documents(
     assert report.status_writes == 0
 
 
+def test_after_redis_lost_the_status_memo_a_pass_sends_its_tasks_before_rebuilding_it(
+        controller: LiveBotController, bots: Any, statuses: Any, core: Any,
+        restricted_namespace: str, redis_client: Any) -> None:
+    """The first pass after Redis came back is the one with a backlog to send: the status
+    documents it reads to rebuild the memo are read after the tasks are sent, not beside the
+    bots (in a 10,000-bot chaos run that read made the pass's read 9 s instead of ~5, while
+    405 bots waited for their tasks). The rebuilt memo is the same either way."""
+    bots.insert_many([bot_doc(f"r{i}") for i in range(3)])
+    run_pass(controller)
+    wait_for(lambda: all(p.status.phase == "Running"
+                         for p in pods_of(core, restricted_namespace).values()), "pods Running")
+    run_pass(controller)  # the Running statuses, written once
+    written = {d["id"]: d["updated_at"] for d in statuses.find({})}
+    assert sorted(written) == ["r0", "r1", "r2"]
+    redis_client.delete(keys.status_fingerprints("live"), keys.last_errors("live"))
+    bots.insert_one(bot_doc("r3"))
+    memo_complete_when_sent: list[bool] = []
+
+    def enqueue(_action: Any, _as_of: float) -> None:
+        memo_complete_when_sent.append(bool(redis_client.hexists(
+            keys.status_fingerprints("live"), keys.STATUS_MEMO_COMPLETE)))
+
+    report = controller.reconcile(enqueue=enqueue)
+    assert report.enqueued == 1 and memo_complete_when_sent == [False]
+    assert redis_client.hexists(keys.status_fingerprints("live"), keys.STATUS_MEMO_COMPLETE)
+    # Rebuilt from the documents: the three unchanged statuses are not rewritten, r3's is new.
+    assert report.status_writes == 1
+    assert {d["id"]: d["updated_at"] for d in statuses.find({"id": {"$ne": "r3"}})} == written
+    redis_client.delete(keys.inflight("live", "r3"))
+
+
 def test_a_converged_world_plans_nothing_and_writes_nothing(
         controller: LiveBotController, bots: Any, core: Any, restricted_namespace: str) -> None:
     bots.insert_many([bot_doc(f"b{i}") for i in range(5)])
