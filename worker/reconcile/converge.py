@@ -3,8 +3,9 @@
     1. take the bot's lock (short, renewed while waiting: a killed worker blocks it briefly);
     2. read the bot's documents (Mongo, by `id`, now) and its objects (Kubernetes, by name);
     3. plan with the pass's rules (one bot: no mass-deletion guard) plus the kind's own;
-    4. an object of the bot is still terminating: wait until it is gone, then plan again
-       (a task waits briefly, then hands its thread back and continues later: waiting.py);
+    4. an object of the bot is still terminating: if the bot wants an object, wait until it
+       is gone, then plan again (a task waits briefly, then hands its thread back and
+       continues later: waiting.py); if it wants none, nothing is left to do;
     5. act — one action; bad input found while acting (InvalidBot) or a refusal
        (PermanentError) backs the bot off and is recorded for its status; a temporary error
        propagates (the task retries);
@@ -114,7 +115,13 @@ def converge(rt: Runtime, kind: Kind, bot_id: str, *, intent: str, call: Call = 
                             foreign=observation.foreign)
             the_plan = with_extra_actions(
                 the_plan, kind.extra_actions(observation, the_plan, now=now))
-            # 4. wait for a terminating object, then plan again (once)
+            # 4. wait for a terminating object, then plan again (once) — only if something
+            # is to be created after it: a bot removed or disabled has nothing to wait for
+            # (the chaos run's deletes re-sent by a pass spent ~260 continuations on that).
+            # An event that wants the bot back queues its own task, which waits.
+            if the_plan.waiting and the_id not in observation.state.desired:
+                record_outcome(rt, bot_kind, the_id, last_error=None)
+                return "nothing"
             if the_plan.waiting:
                 await_gone(rt, kind, held, [o for o in observation.objects
                                             if o.assessment.health is PodHealth.TERMINATING],

@@ -389,6 +389,35 @@ def test_a_terminating_pod_is_waited_for_not_duplicated(
     assert outcomes == ["created"]
 
 
+def test_a_task_for_a_removed_bot_does_not_wait_for_its_terminating_pod(
+        controller: LiveBotController, bots: Any, core: Any, restricted_namespace: str) -> None:
+    """Nothing is to be created after the pod of a bot removed (or disabled) goes, so a task
+    that finds it terminating ends at once instead of waiting for it (a pass re-sends deletes
+    its cache has not seen done: ~260 continuations spent waiting in a chaos run). A bot
+    wanted again still waits: nothing beside a terminating pod."""
+    bots.insert_one(bot_doc("leaving"))
+    run_pass(controller)
+    core.patch_namespaced_pod("bot-leaving", restricted_namespace,
+                              {"metadata": {"finalizers": ["test.the0.dev/hold"]}})
+    try:
+        core.delete_namespaced_pod("bot-leaving", restricted_namespace)
+        bots.delete_one({"id": "leaving"})
+        started = time.monotonic()
+        outcome = controller.converge("leaving", intent="delete",
+                                      call=Call(inline_wait=3.0))
+        assert outcome == "nothing" and time.monotonic() - started < 2.0
+        bots.insert_one(bot_doc("leaving", version="1.0.1"))  # wanted again
+        with pytest.raises(StillTerminating):
+            controller.converge("leaving", intent="create", call=Call(inline_wait=0.5))
+        assert list(pods_of(core, restricted_namespace)) == ["bot-leaving"]
+    finally:
+        core.patch_namespaced_pod("bot-leaving", restricted_namespace,
+                                  {"metadata": {"finalizers": None}})
+    wait_for(lambda: not pods_of(core, restricted_namespace), "terminated")
+    assert controller.converge("leaving", intent="create", call=Call(inline_wait=3.0)) \
+        == "created"
+
+
 def test_duplicated_tasks_and_concurrent_reconciles_create_one_pod(
         make_controller: Callable[..., LiveBotController], bots: Any, core: Any,
         restricted_namespace: str) -> None:
