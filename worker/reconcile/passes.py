@@ -32,7 +32,7 @@ from worker.core.planner import Action, ActionKind, Plan, plan, with_extra_actio
 from worker.core.resources import WARNING_REASON as RESOURCES_IGNORED
 from worker.core.status import with_warnings
 from worker.reconcile.kind import Kind, Observation
-from worker.reconcile.statuses import load_stored, record_statuses, stored_fingerprints
+from worker.reconcile.statuses import record_statuses, stored_fingerprints
 from worker.runtime import Runtime
 from worker.telemetry import ACTION_KINDS, record_pass
 
@@ -93,7 +93,7 @@ def run_pass(rt: Runtime, kind: Kind, enqueue: Enqueue) -> PassReport:
         # documents hold (rebuilt at step 6 if Redis lost it)
         as_of = rt.clock()
         with ThreadPoolExecutor(max_workers=1) as pool:
-            stored_memo = pool.submit(load_stored, rt, bot_kind)
+            stored_memo = pool.submit(rt.redis.load_status_memo, bot_kind.value)
             observation = observe(rt, kind)
             memo, memo_complete = stored_memo.result()
         state = observation.state

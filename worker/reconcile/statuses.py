@@ -34,12 +34,6 @@ def record_outcome(rt: Runtime, kind: BotKind, bot_id: str, *, last_error: str |
     rt.redis.save_status_fingerprints(kind.value, {bot_id: STALE_FINGERPRINT})
 
 
-def load_stored(rt: Runtime, kind: BotKind) -> tuple[dict[str, str], bool]:
-    """The memo of what the status documents hold, as Redis has it: (bot id → fingerprint,
-    whether a pass built it since Redis last lost it). One read of Redis, at the pass's read."""
-    return rt.redis.load_status_memo(kind.value)
-
-
 def stored_fingerprints(rt: Runtime, kind: BotKind, memo: dict[str, str],
                         complete: bool) -> dict[str, str]:
     """The memo, rebuilt from the status documents themselves when it is not marked complete:
