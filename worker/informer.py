@@ -18,8 +18,11 @@ How it keeps "never act on a failed or partial read":
   never plans from a view that misses them.
 - its watch thread lists again in the background about every `max_age` (at the end of a
   watch), a safety net against a missed event; a pass never waits for that list.
-Not its job: the per-bot tasks still GET their own objects before they act, so a cache that
-is milliseconds behind only ever costs a task that finds nothing to do. `on_deleted` lets its
+- `lacks(names)` answers only "none of these is here" and only while synced: a create task
+  trusts it to skip its GETs because a stale "absent" cannot make a second object (names are
+  fixed per bot: the API server refuses a second with 409, and the task then reads afresh).
+  Every other per-bot decision GETs the objects first, so a cache that is milliseconds behind
+  only ever costs a task that finds nothing to do. `on_deleted` lets its
 owner react to a deletion at once (the worker re-converges a bot whose pod someone else
 deleted, instead of waiting for the next pass).
 """
@@ -29,7 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any, Generic, TypeVar
 
 from worker.adapters.kube import Json, WatchEvent, resource_version
@@ -79,6 +82,12 @@ class Informer(Generic[T]):
                 self._relist()
             with self._changed:
                 return list(self._items.values())
+
+    def lacks(self, names: Collection[str]) -> bool:
+        """True when the cache is synced and holds none of `names` (never lists: False when
+        it cannot say)."""
+        with self._changed:
+            return self._synced and not any(name in self._items for name in names)
 
     def _caught_up(self, min_version: int) -> bool:
         deadline = self._clock() + self._write_wait

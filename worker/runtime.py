@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any, TypeVar
 
@@ -166,10 +166,15 @@ class Runtime:
                             max_age=self.settings.KUBE_CACHE_RELIST_INTERVAL,
                             on_deleted=self._pod_deleted if resource == "pods" else None)
 
-        # One cache per (resource, selector, keep): a caller keeping other fields gets its own.
-        informer = self._once(f"informer:{resource}:{selector}:{keep.__module__}."
-                              f"{keep.__qualname__}", build)
+        informer = self._once(_informer_key(resource, selector, keep), build)
         return informer.read(min_version=kube.written_version(written_as or resource))
+
+    def cache_lacks(self, resource: str, selector: str, keep: Callable[[Json], Any],
+                    names: Collection[str]) -> bool:
+        """True only when this process's watched cache of these objects (built by a pass:
+        this never builds one, so never lists) is synced and holds none of `names`."""
+        informer = self._built.get(_informer_key(resource, selector, keep))
+        return informer is not None and bool(informer.lacks(names))
 
     def _pod_deleted(self, pod: Any) -> None:
         """A cached pod was deleted: unless the controller deleted it (this process, or another
@@ -203,6 +208,11 @@ class Runtime:
 
 _process_runtime: Runtime | None = None
 _process_runtime_lock = threading.Lock()
+
+
+def _informer_key(resource: str, selector: str, keep: Callable[[Json], Any]) -> str:
+    # One cache per (resource, selector, keep): a caller keeping other fields gets its own.
+    return f"informer:{resource}:{selector}:{keep.__module__}.{keep.__qualname__}"
 
 
 def process_runtime(settings: Settings) -> Runtime:

@@ -1,7 +1,9 @@
 """One bot, converged: the per-bot task of both kinds, written once.
 
     1. take the bot's lock (short, renewed while waiting: a killed worker blocks it briefly);
-    2. read the bot's documents (Mongo, by `id`, now) and its objects (Kubernetes, by name);
+    2. read the bot's documents (Mongo, by `id`, now) and its objects (Kubernetes, by name;
+       a bot that wants an object and has none may take "none" from the watched cache, and
+       reads again by name if its create then finds the name taken);
     3. plan with the pass's rules (one bot: no mass-deletion guard) plus the kind's own;
     4. an object of the bot is still terminating: if the bot wants an object, wait until it
        is gone, then plan again (a task waits briefly, then hands its thread back and
@@ -38,7 +40,7 @@ from worker.core.planner import (
     with_extra_actions,
 )
 from worker.core.podstatus import PodHealth
-from worker.reconcile.kind import Kind, Observation
+from worker.reconcile.kind import Kind, Observation, StaleObservation
 from worker.reconcile.statuses import record_outcome
 from worker.reconcile.waiting import Resume, StillTerminating, wait_until_gone
 from worker.runtime import Runtime
@@ -104,9 +106,10 @@ def converge(rt: Runtime, kind: Kind, bot_id: str, *, intent: str, call: Call = 
             raise BotBusy(f"another task is acting on {bot_kind.value} bot {bot_id!r}")
         the_id = BotId(bot_id)
         names = kind.object_names(the_id, call.planned_object)
-        for _attempt in range(2):
+        trust_cache = True
+        for _attempt in range(3):
             # 2. read
-            observation = observe_one(rt, kind, the_id, names)
+            observation = observe_one(rt, kind, the_id, names, trust_cache=trust_cache)
             # 3. plan
             now = rt.clock()
             the_plan = plan(desired=observation.state.desired, actual=observation.objects,
@@ -142,6 +145,10 @@ def converge(rt: Runtime, kind: Kind, bot_id: str, *, intent: str, call: Call = 
             steps = _Steps(rt, kind, held, observation, the_id, call)
             try:
                 outcome = kind.act(action, observation, steps)
+            except StaleObservation as stale:
+                log.info("%s bot %r: %s; reading afresh", bot_kind.value, bot_id, stale)
+                trust_cache = False
+                continue
             except InvalidBot as error:
                 failed(rt, kind, action, observation, steps, str(error))
                 return f"failed: {error.reason}"
@@ -169,17 +176,24 @@ def await_gone(rt: Runtime, kind: Kind, held: Held, objects: Sequence[ObservedPo
                            resumes=resumes)
 
 
-def observe_one(rt: Runtime, kind: Kind, bot_id: BotId, names: list[str]) -> Observation:
+def observe_one(rt: Runtime, kind: Kind, bot_id: BotId, names: list[str], *,
+                trust_cache: bool) -> Observation:
+    """The bot's documents, then its objects: by GET, or — when the bot wants an object and
+    `trust_cache` — "none" from the watched cache (a GET per create, beside its two writes,
+    in a cold start). Only a create follows from that "none", and
+    a stale one ends in a 409 and a fresh read (StaleObservation), never a second object; a
+    bot not wanted is always read by GET (its delete must see the pod now)."""
     settings, bot_kind = rt.settings, kind.bot_kind
     docs = rt.store(bot_kind).load_one(bot_id)
-    actual = kind.observe_one(bot_id, object_names=names)
     state = desired_state(docs, kind=bot_kind, template=settings.pod_template,
                           resources=settings.resource_policy,
                           parse=rt.parse_memo(bot_kind))
+    actual = kind.observe_one(bot_id, object_names=names,
+                              trust_cache=trust_cache and bot_id in state.desired)
     backoff = rt.redis.get_backoff(bot_kind.value, bot_id)
     return Observation(state=state, objects=actual.objects,
                        backoff={bot_id: backoff} if backoff else {}, detail=actual.detail,
-                       foreign=actual.foreign)
+                       foreign=actual.foreign, from_cache=actual.from_cache)
 
 
 def is_removal(action: Action) -> bool:

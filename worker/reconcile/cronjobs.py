@@ -85,7 +85,9 @@ class CronJobKind:
         legacy = legacy_cronjob_name(bot_id)
         return sorted({cronjob_name(bot_id)} | ({legacy} if legacy else set()))
 
-    def observe_one(self, bot_id: BotId, *, object_names: Sequence[str]) -> Actual:
+    def observe_one(self, bot_id: BotId, *, object_names: Sequence[str],
+                    trust_cache: bool) -> Actual:
+        # Always by GET: CronJobs are few and their creates not a cold start's bulk.
         raw = [slim_cronjob(c) for c in map(self.rt.kube.get_cronjob, object_names)
                if c is not None]
         seen = [(c, observe_named(c, bot_id, managed_by=MANAGED_BY_SCHEDULE,

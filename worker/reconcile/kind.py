@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from worker.core.bot import BotId, BotKind
 from worker.core.desired import DesiredState
+from worker.core.errors import TemporaryError
 from worker.core.planner import Action, Backoff, ForeignObject, ObservedPod, Plan
 from worker.reconcile.waiting import Resume
 
@@ -30,6 +31,7 @@ class Observation:
     backoff: dict[BotId, Backoff]
     detail: Any = None                 # what the kind read besides (a CronJob's JSON, Jobs)
     foreign: tuple[ForeignObject, ...] = ()  # no bot's as labelled: never touched, reported
+    from_cache: bool = False           # "no object" taken from the watched cache (no GET)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,13 @@ class Actual:
     objects: list[ObservedPod]
     detail: Any = None
     foreign: tuple[ForeignObject, ...] = ()
+    from_cache: bool = False
+
+
+class StaleObservation(TemporaryError):
+    """A create found its name taken although the watched cache said no object had it (the
+    cache was behind, or the holder is not ours): converge reads the objects afresh and plans
+    again. Never two objects: the API server refused the second."""
 
 
 class Steps(Protocol):
@@ -74,9 +83,12 @@ class Kind(Protocol):
         """Every object of this kind we manage, and the original runtime's (for a pass);
         ReadFailed, never a partial answer."""
 
-    def observe_one(self, bot_id: BotId, *, object_names: Sequence[str]) -> Actual:
+    def observe_one(self, bot_id: BotId, *, object_names: Sequence[str],
+                    trust_cache: bool) -> Actual:
         """The objects of one bot, by name (a GET each: O(1) on the API server); whatever
-        holds one of those names without being the bot's is returned as foreign."""
+        holds one of those names without being the bot's is returned as foreign.
+        `trust_cache`: the bot wants an object, so "none" may come from the watched cache
+        (from_cache=True; a create then raises StaleObservation on 409)."""
 
     def object_names(self, bot_id: BotId, planned: str | None) -> list[str]:
         """The names to read for one bot: its own fixed name, the original runtime's name for

@@ -36,7 +36,7 @@ from worker.core.podspec import SignedUrls, build_config_secret, build_pod
 from worker.core.podstatus import PodHealth
 from worker.core.status import observed_status
 from worker.log_collector import LogCollector
-from worker.reconcile.kind import Actual, Observation, Steps
+from worker.reconcile.kind import Actual, Observation, StaleObservation, Steps
 from worker.reconcile.waiting import Resume
 from worker.runtime import Runtime
 
@@ -73,7 +73,14 @@ class PodKind:
         return sorted({pod_name(bot_id)} | ({legacy} if legacy else set())
                       | ({planned} if planned else set()))
 
-    def observe_one(self, bot_id: BotId, *, object_names: Sequence[str]) -> Actual:
+    def observe_one(self, bot_id: BotId, *, object_names: Sequence[str],
+                    trust_cache: bool) -> Actual:
+        # A bot to create whose names neither watched cache (ours, the original runtime's)
+        # holds: no GET (one per create, beside its two writes, in a cold start).
+        if trust_cache and all(self.rt.cache_lacks("pods", selector, keep, object_names)
+                               for selector, keep in ((POD_SELECTOR, observed_pod),
+                                                      (LEGACY_POD_SELECTOR, observe_legacy_pod))):
+            return Actual([], from_cache=True)
         # By name (GET), not by a label LIST: the API server filters every pod for a LIST,
         # which made a 10,000-bot cold start quadratic. Extra pods under other names are
         # found by the pass, which names them to the task.
@@ -92,7 +99,7 @@ class PodKind:
         bot = observation.state.bots.get(action.bot_id)
         if action.kind is ActionKind.CREATE:
             assert bot is not None
-            created = self._create(bot)
+            created = self._create(bot, from_cache=observation.from_cache)
             if (resumed := steps.resumes) is not None:  # the second half of a replace
                 return _announce(created, resumed.action, resumed.reason, resumed.old, steps)
             return _announce(created, ActionKind.CREATE, action.reason, None, steps)
@@ -124,7 +131,8 @@ class PodKind:
                              "the code object custom.filePath does not exist in the bucket")
         return self._sign_urls(bot)
 
-    def _create(self, bot: Bot, *, urls: SignedUrls | None = None) -> dict[str, Any]:
+    def _create(self, bot: Bot, *, urls: SignedUrls | None = None,
+                from_cache: bool = False) -> dict[str, Any]:
         s = self.settings
         # Before the pod: a failure here leaves nothing behind.
         urls = urls if urls is not None else self._prepare(bot)
@@ -133,6 +141,8 @@ class PodKind:
         try:
             created = self.rt.kube.create_pod(body)
         except Conflict:
+            if from_cache:  # the cache said "no pod": it was behind, or the holder is not ours
+                raise StaleObservation(f"pod {body['metadata']['name']} exists") from None
             # A concurrent task created it first (never a second pod: the name is fixed) —
             # or the name is held by a pod that is not this bot's (the original runtime's,
             # a stranger's): never adopted; the retry plans again from what it reads.

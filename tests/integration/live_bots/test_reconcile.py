@@ -34,6 +34,8 @@ from worker.reconcile.controller import LiveBotController
 from worker.reconcile.converge import BotBusy, Call
 from worker.reconcile.statuses import record_outcome
 from worker.reconcile.waiting import Resume, StillTerminating
+from worker.runtime import Runtime
+from worker.settings import load_settings
 
 SELECTOR = "managed-by=the0-bot-controller"
 
@@ -387,6 +389,58 @@ def test_a_terminating_pod_is_waited_for_not_duplicated(
     cache_sees(controller, lambda pods: not pods, "the pod gone")
     _, outcomes = run_pass(controller)
     assert outcomes == ["created"]
+
+
+class PodGets:
+    """The adapter's request observer (`Runtime(kube_observer=…)`): counts GETs of pods."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, verb: str, resource: str, status: int) -> None:
+        self.count += (verb, resource) == ("get", "pods")
+
+    def taken(self) -> int:
+        count, self.count = self.count, 0
+        return count
+
+
+def test_a_create_trusts_the_caches_none_and_a_stale_none_never_makes_a_second_pod(
+        settings_env: dict[str, str], bucket_code: str, bots: Any, core: Any,
+        restricted_namespace: str) -> None:
+    """A create task after a pass takes "no pod" from the watched caches: no GET (one per
+    create, beside its two writes, in a 10,000-bot cold start). A name held by a pod the
+    caches do not show (a stranger's here, outside every selector, as a cache that is behind
+    would miss one) ends in the API server's 409 and a fresh read: reported as a name taken,
+    nothing created beside it. A bot not wanted is always read by GET."""
+    gets = PodGets()
+    rt = Runtime(load_settings(env=settings_env), kube_observer=gets)
+    controller = LiveBotController(rt)
+    try:
+        core.create_namespaced_pod(restricted_namespace, {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bot-held"},
+            "spec": {"securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                                         "seccompProfile": {"type": "RuntimeDefault"}},
+                     "containers": [{"name": "c", "image": "busybox", "securityContext": {
+                         "allowPrivilegeEscalation": False,
+                         "capabilities": {"drop": ["ALL"]}}}]}})
+        bots.insert_many([bot_doc("fresh"), bot_doc("held")])
+        _report, queued = pass_without_actions(controller)
+        assert sorted((a.bot_id, a.kind) for a in queued) == [
+            ("fresh", ActionKind.CREATE), ("held", ActionKind.CREATE)]
+        gets.taken()
+        outcomes = {a.bot_id: run_action(controller, a) for a in queued}
+        assert outcomes == {"fresh": "created", "held": "failed: name_taken"}
+        assert gets.taken() == 1  # the fresh read of bot-held after its 409 alone
+        pods = {p.metadata.name: p for p in core.list_namespaced_pod(restricted_namespace).items}
+        assert sorted(pods) == ["bot-fresh", "bot-held"]
+        assert pods["bot-held"].metadata.labels is None  # the stranger's, untouched
+        bots.delete_one({"id": "fresh"})
+        assert controller.converge("fresh", intent="delete") == "deleted"
+        assert gets.taken() >= 1
+    finally:
+        rt.close()
+        core.delete_namespaced_pod("bot-held", restricted_namespace, grace_period_seconds=0)
 
 
 def test_a_task_for_a_removed_bot_does_not_wait_for_its_terminating_pod(
