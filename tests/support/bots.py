@@ -101,3 +101,19 @@ def schedule_doc(bot_id: str, schedule: str = "0 3 * * *", *, timezone: str | No
     if timezone is not None:
         doc["config"]["timezone"] = timezone
     return doc
+
+
+class CountedRequests:
+    """The adapter's request observer (`Runtime(kube_observer=…)`): counts the requests of one
+    verb on one resource ("get", "pods")."""
+
+    def __init__(self, verb: str, resource: str) -> None:
+        self.what = (verb, resource)
+        self.count = 0
+
+    def __call__(self, verb: str, resource: str, status: int) -> None:
+        self.count += (verb, resource) == self.what
+
+    def taken(self) -> int:
+        count, self.count = self.count, 0
+        return count

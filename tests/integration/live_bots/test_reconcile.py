@@ -15,6 +15,7 @@ import pytest
 from kubernetes import client
 
 from tests.support.bots import (
+    CountedRequests,
     bot_doc,
     cache_sees,
     pass_without_actions,
@@ -391,20 +392,6 @@ def test_a_terminating_pod_is_waited_for_not_duplicated(
     assert outcomes == ["created"]
 
 
-class PodGets:
-    """The adapter's request observer (`Runtime(kube_observer=…)`): counts GETs of pods."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, verb: str, resource: str, status: int) -> None:
-        self.count += (verb, resource) == ("get", "pods")
-
-    def taken(self) -> int:
-        count, self.count = self.count, 0
-        return count
-
-
 def test_a_create_trusts_the_caches_none_and_a_stale_none_never_makes_a_second_pod(
         settings_env: dict[str, str], bucket_code: str, bots: Any, core: Any,
         restricted_namespace: str) -> None:
@@ -413,7 +400,7 @@ def test_a_create_trusts_the_caches_none_and_a_stale_none_never_makes_a_second_p
     caches do not show (a stranger's here, outside every selector, as a cache that is behind
     would miss one) ends in the API server's 409 and a fresh read: reported as a name taken,
     nothing created beside it. A bot not wanted is always read by GET."""
-    gets = PodGets()
+    gets = CountedRequests("get", "pods")
     rt = Runtime(load_settings(env=settings_env), kube_observer=gets)
     controller = LiveBotController(rt)
     try:

@@ -10,32 +10,18 @@ from typing import Any
 
 import pytest
 
-from tests.support.bots import bot_doc, run_pass, wait_for
+from tests.support.bots import CountedRequests, bot_doc, run_pass, wait_for
 from worker import keys
 from worker.reconcile.controller import LiveBotController
 from worker.runtime import Runtime
 from worker.settings import load_settings
 
 
-class SecretGets:
-    """The adapter's request observer (`Runtime(kube_observer=…)`): counts GETs of Secrets."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, verb: str, resource: str, status: int) -> None:
-        self.count += (verb, resource) == ("get", "secrets")
-
-    def taken(self) -> int:
-        count, self.count = self.count, 0
-        return count
-
-
 @pytest.fixture
 def counted_controller(settings_env: dict[str, str], bucket_code: str
-                       ) -> Iterator[tuple[LiveBotController, SecretGets]]:
+                       ) -> Iterator[tuple[LiveBotController, CountedRequests]]:
     # No node matches: the pods stay Pending, as a cold start's wait for a node.
-    gets = SecretGets()
+    gets = CountedRequests("get", "secrets")
     rt = Runtime(load_settings(env={**settings_env, "SECRET_REPAIR_AFTER": "1s",
                                     "BOT_NODE_SELECTOR": '{"the0.dev/test": "no-such-node"}'}),
                  kube_observer=gets)
@@ -44,7 +30,7 @@ def counted_controller(settings_env: dict[str, str], bucket_code: str
 
 
 def test_pending_pods_with_a_recorded_secret_are_not_checked_every_pass(
-        counted_controller: tuple[LiveBotController, SecretGets], bots: Any, core: Any,
+        counted_controller: tuple[LiveBotController, CountedRequests], bots: Any, core: Any,
         restricted_namespace: str, redis_client: Any) -> None:
     controller, gets = counted_controller
     bots.insert_many([bot_doc(f"p{i}") for i in range(3)])
