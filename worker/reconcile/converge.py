@@ -180,9 +180,9 @@ def observe_one(rt: Runtime, kind: Kind, bot_id: BotId, names: list[str], *,
                 trust_cache: bool) -> Observation:
     """The bot's documents, then its objects: by GET, or — when the bot wants an object and
     `trust_cache` — "none" from the watched cache (a GET per create, beside its two writes,
-    in a cold start). Only a create follows from that "none", and
-    a stale one ends in a 409 and a fresh read (StaleObservation), never a second object; a
-    bot not wanted is always read by GET (its delete must see the pod now)."""
+    in a cold start). Only a create follows from that "none", and a stale one ends in a 409
+    and a fresh read (StaleObservation), never a second object. A bot not wanted is always
+    read by GET: its delete must see the pod as it is now."""
     settings, bot_kind = rt.settings, kind.bot_kind
     docs = rt.store(bot_kind).load_one(bot_id)
     state = desired_state(docs, kind=bot_kind, template=settings.pod_template,
