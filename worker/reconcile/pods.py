@@ -48,6 +48,10 @@ SECRET_RECHECK_FACTOR = 10
 # How long a pod this controller deleted stays marked as such (keys.DELETED_POD): far longer
 # than a watch lags behind the delete.
 DELETED_POD_MARK_TTL = 900.0
+# The two watched caches of pods, as (selector, what each keeps): the pass reads them, a create
+# task asks them whether a name is free — one definition, so both name the same caches.
+OUR_PODS = (POD_SELECTOR, observed_pod)
+LEGACY_PODS = (LEGACY_POD_SELECTOR, observe_legacy_pod)
 
 
 class PodKind:
@@ -61,11 +65,11 @@ class PodKind:
 
     # ------------------------------------------------------------------ reading
     def observe(self) -> Actual:
-        ours = self.rt.read_objects("pods", POD_SELECTOR, observed_pod)
+        ours = self.rt.read_objects("pods", *OUR_PODS)
         # The original runtime's pods, from a cache of their own that waits only for our
         # writes of them (after the cut-over it holds nothing and costs no request a pass).
         legacy, foreign = partition(self.rt.read_objects(
-            "pods", LEGACY_POD_SELECTOR, observe_legacy_pod, written_as=WATCHED_AS_PODS))
+            "pods", *LEGACY_PODS, written_as=WATCHED_AS_PODS))
         return Actual(ours + legacy, foreign=tuple(foreign))
 
     def object_names(self, bot_id: BotId, planned: str | None) -> list[str]:
@@ -78,8 +82,7 @@ class PodKind:
         # A bot to create whose names neither watched cache (ours, the original runtime's)
         # holds: no GET (one per create, beside its two writes, in a cold start).
         if trust_cache and all(self.rt.cache_lacks("pods", selector, keep, object_names)
-                               for selector, keep in ((POD_SELECTOR, observed_pod),
-                                                      (LEGACY_POD_SELECTOR, observe_legacy_pod))):
+                               for selector, keep in (OUR_PODS, LEGACY_PODS)):
             return Actual([], from_cache=True)
         # By name (GET), not by a label LIST: the API server filters every pod for a LIST,
         # which made a 10,000-bot cold start quadratic. Extra pods under other names are
