@@ -32,6 +32,9 @@ measures:
   replace_100_triggered_s  another 100, a pass sent at once after the write (the earlier
                      variant: no wait for the tick)
   *_peak_rss_mb      peak resident memory (VmHWM) of the worker and beat processes
+Also prints, for the raw loop's creates and for the cold start's, the CPU seconds each process
+of the stack used (and per pod): on a machine whose cores are all busy, where the difference
+between the two rates goes.
 Ends with ONE JSON line.
 """
 
@@ -82,6 +85,45 @@ def peak_rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The stack's servers by process name (/proc/<pid>/comm, 15 characters at most).
+SERVERS = ("kube-apiserver", "etcd", "kube-scheduler", "kube-controller", "kwok", "ferretdb",
+           "postgres", "redis-server", "nats-server", "versitygw", "containerd", "kubelet")
+
+
+def cpu_seconds(named: dict[int, str]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by every process on the machine, summed by
+    name: the stack's servers by theirs, the processes in `named` (pid → name) by the name
+    given, anything else as "other" — where two shared cores go during a phase."""
+    totals: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        used = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+        name = named.get(pid) or next((s for s in SERVERS if comm.startswith(s)), "other")
+        totals[name] = totals.get(name, 0.0) + used
+    return totals
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per name between two cpu_seconds() readings (a process that ended in
+    between is not counted: the phases measured here end none)."""
+    return {name: after[name] - before.get(name, 0.0) for name in after
+            if after[name] - before.get(name, 0.0) > 0}
+
+
+def print_cpu(title: str, used: dict[str, float], pods: int, seconds: float) -> None:
+    print(f"  CPU during {title} ({seconds:.0f} s; {sum(used.values()) / seconds:.0%} of a "
+          "core on average):", flush=True)
+    for name, spent in sorted(used.items(), key=lambda item: -item[1]):
+        print(f"    {name:<16} {spent:8.1f} s  {1000 * spent / pods:7.1f} ms a pod", flush=True)
 
 
 def _pod_state(pod: dict[str, Any]) -> tuple[str, tuple[str, str] | None]:
@@ -295,10 +337,14 @@ def raw_create_capacity(stack: Stack, env: dict[str, str], count: int) -> tuple[
             bot, pod_name=created["metadata"]["name"], pod_uid=created["metadata"]["uid"],
             namespace=RAW_NAMESPACE, urls=urls))
 
+    named = {os.getpid(): "bench (raw loop)"}
+    cpu_before = cpu_seconds(named)
     t0 = time.monotonic()
     with ThreadPoolExecutor(max_workers=settings.WORKER_CONCURRENCY) as pool:
         list(pool.map(create, bots))
     rate = count / (time.monotonic() - t0)
+    print_cpu("the raw loop's creates", cpu_used(cpu_before, cpu_seconds(named)), count,
+              time.monotonic() - t0)
     core = client.CoreV1Api(config.new_client_from_config(stack.env.admin_kubeconfig))  # type: ignore[union-attr]
     while sum(1 for p in core.list_namespaced_pod(RAW_NAMESPACE).items
               if p.status.phase == "Running") < count:
@@ -442,6 +488,8 @@ def main() -> int:
         threading.Thread(target=sample, daemon=True).start()
         try:
             # The beat's first tick fires the cold start at once (the entry is due at start).
+            named = {os.getpid(): "bench (watch)", worker.pid: "worker", beat.pid: "beat"}
+            cpu_before = cpu_seconds(named)
             started = time.monotonic()
             last_report = 0.0
             created_s = 0.0
@@ -451,6 +499,9 @@ def main() -> int:
                 elapsed = time.monotonic() - started
                 if not created_s and len(states) >= n:
                     created_s = elapsed  # every pod exists (as the raw loop's rate counts)
+                    print_cpu("the cold start's creates", cpu_used(cpu_before,
+                                                                   cpu_seconds(named)),
+                              n, elapsed)
                 if elapsed - last_report >= 10:
                     print(f"  cold start: {running}/{n} Running after {elapsed:.0f} s",
                           flush=True)
