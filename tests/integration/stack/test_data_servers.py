@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
+import json
 import os
 import pwd
 import subprocess
@@ -39,6 +40,34 @@ def test_ferretdb_keeps_its_data_in_the_stacks_postgresql(
          "SELECT nspname FROM pg_namespace"],
         capture_output=True, text=True, timeout=30, check=True).stdout.split()
     assert db_names["bot_runner"] in schemas
+
+
+def test_a_lookup_by_an_indexed_field_answers_as_mongodb_does_and_reads_an_index(
+        stack: Stack, stack_env: StackEnv, mongo: Any, db_names: dict[str, str]) -> None:
+    """The stack's FerretDB is patched (tools/stack/patches/ferretdb-test-stack.py) so that a
+    find or upsert by an indexed top-level field reads an index, as on MongoDB, instead of the
+    whole table; and still answers what MongoDB answers: an array holding the value matches,
+    a quote in the value is data, a missing value matches nothing."""
+    bots = mongo[db_names["bot_runner"]]["bots"]
+    bots.create_index("id", unique=True)
+    bots.insert_many([{"id": f"b{i:04d}", "n": i} for i in range(2000)]
+                     + [{"id": ["arr-1", "arr-2"], "n": -1}, {"id": "it's", "n": -2}])
+    assert [d["n"] for d in bots.find({"id": "b0042"})] == [42]
+    assert [d["n"] for d in bots.find({"id": {"$eq": "b0043"}})] == [43]
+    assert [d["n"] for d in bots.find({"id": "arr-2"})] == [-1]
+    assert [d["n"] for d in bots.find({"id": "it's"})] == [-2]
+    assert list(bots.find({"id": "b9999"})) == []
+    status = mongo[db_names["bot_runner"]]["bot_status"]
+    status.replace_one({"_id": "b0042"}, {"_id": "b0042", "phase": "Running"}, upsert=True)
+    status.replace_one({"_id": "b0042"}, {"_id": "b0042", "phase": "Stopped"}, upsert=True)
+    assert list(status.find({}, {"_id": 0})) == [{"phase": "Stopped"}]
+
+    # FerretDB's own explain: PostgreSQL's plan of the statement it sends for each lookup.
+    database = mongo[db_names["bot_runner"]]
+    for collection, field, value in (("bots", "id", "b0042"), ("bot_status", "_id", "b0042")):
+        plan = json.dumps(database.command(
+            "explain", {"find": collection, "filter": {field: value}})["queryPlanner"])
+        assert "Bitmap Index Scan" in plan and "_gin" in plan and "Seq Scan" not in plan, plan
 
 
 def test_a_broken_postgres_fails_the_start_naming_it_with_its_log(tmp_path: Path) -> None:
