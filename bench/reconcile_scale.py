@@ -11,14 +11,16 @@ measures:
   first_pass_s       the first pass of a new worker process (in-process, same code as the
                      task): it lists every pod into its watched cache and reads every document
   raw_pods           how many pods the raw loop made (--raw)
-  raw_creates_per_s  the stack's raw create capacity, measured first in the same run: pods
+  raw_creates_per_s  the stack's raw create capacity, measured first in the same run: objects
                      and their Secrets (the controller's own bodies) created by a bare loop
-                     with the same client and WORKER_CONCURRENCY threads, no controller
-  creates_ratio      creates_per_s / raw_creates_per_s
+                     with the same client and WORKER_CONCURRENCY threads, no controller — the
+                     cold start's mix: --raw pods and, with --schedules M, raw * M / N CronJobs
+  creates_ratio      (N + M) / cold_start_s / raw_creates_per_s
   raw_running_per_s  the raw loop's pods per second until all are Running (as cold_start_s)
   creates_ratio_running  creates_per_s / raw_running_per_s
-  created_s          first reconcile → all N pods exist, whatever their phase
-  created_per_s      N / created_s: the controller's create rate, as the raw loop's is counted
+  created_s          first reconcile → all N pods and M CronJobs exist, whatever their phase
+  created_per_s      (N + M) / created_s: the controller's create rate, counted as the raw
+                     loop's is
   creates_ratio_created  created_per_s / raw_creates_per_s (like for like: created / created)
   noop_pass_worker_s the worker's own no-op passes (median of 3, the duration each records in
                      the0:last-reconcile:live): inside the worker process, beside its other
@@ -33,7 +35,7 @@ measures:
                      variant: no wait for the tick)
   *_peak_rss_mb      peak resident memory (VmHWM) of the worker and beat processes
 Also prints, for the raw loop's creates and for the cold start's, the CPU seconds each process
-of the stack used (and per pod): on a machine whose cores are all busy, where the difference
+of the stack used (and per object): on a machine whose cores are all busy, where the difference
 between the two rates goes.
 Ends with ONE JSON line.
 """
@@ -88,9 +90,17 @@ def peak_rss_mb(pid: int) -> float:
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+MACHINE_BUSY, MACHINE_IDLE = "(machine: busy)", "(machine: idle)"
 # The stack's servers by process name (/proc/<pid>/comm, 15 characters at most).
 SERVERS = ("kube-apiserver", "etcd", "kube-scheduler", "kube-controller", "kwok", "ferretdb",
            "postgres", "redis-server", "nats-server", "versitygw", "containerd", "kubelet")
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine so far (/proc/stat; iowait is idle)."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks[:8]) - idle) / CLOCK_TICKS, idle / CLOCK_TICKS
 
 
 def cpu_seconds(named: dict[int, str]) -> dict[str, float]:
@@ -109,6 +119,7 @@ def cpu_seconds(named: dict[int, str]) -> dict[str, float]:
         used = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
         name = named.get(pid) or next((s for s in SERVERS if comm.startswith(s)), "other")
         totals[name] = totals.get(name, 0.0) + used
+    totals[MACHINE_BUSY], totals[MACHINE_IDLE] = machine_cpu()
     return totals
 
 
@@ -119,11 +130,14 @@ def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
             if after[name] - before.get(name, 0.0) > 0}
 
 
-def print_cpu(title: str, used: dict[str, float], pods: int, seconds: float) -> None:
-    print(f"  CPU during {title} ({seconds:.0f} s; {sum(used.values()) / seconds:.0%} of a "
-          "core on average):", flush=True)
+def print_cpu(title: str, used: dict[str, float], objects: int, seconds: float) -> None:
+    busy, idle = used.pop(MACHINE_BUSY, 0.0), used.pop(MACHINE_IDLE, 0.0)
+    print(f"  CPU during {title} ({seconds:.0f} s; the processes {sum(used.values()) / seconds:.0%}"
+          f" of a core on average; the machine {busy / seconds:.0%} busy, "
+          f"{idle / seconds:.0%} idle):", flush=True)
     for name, spent in sorted(used.items(), key=lambda item: -item[1]):
-        print(f"    {name:<16} {spent:8.1f} s  {1000 * spent / pods:7.1f} ms a pod", flush=True)
+        print(f"    {name:<16} {spent:8.1f} s  {1000 * spent / objects:7.1f} ms an object",
+              flush=True)
 
 
 def _pod_state(pod: dict[str, Any]) -> tuple[str, tuple[str, str] | None]:
@@ -303,15 +317,18 @@ def count_cronjobs(batch: client.BatchV1Api) -> int:
 RAW_NAMESPACE = "raw-create"
 
 
-def raw_create_capacity(stack: Stack, env: dict[str, str], count: int) -> tuple[float, float]:
-    """Pods + Secrets per second that a bare loop creates with the controller's client, its
-    pod and Secret bodies and WORKER_CONCURRENCY threads (no Mongo, no Redis, no planning),
-    and pods per second until all of them are Running (scheduled, and made Running by kwok, as
-    the cold start is measured); the namespace is deleted and gone before the controller
-    starts."""
+def raw_create_capacity(stack: Stack, env: dict[str, str], count: int, schedules: int
+                        ) -> tuple[float, float]:
+    """Objects per second that a bare loop creates with the controller's client, its bodies
+    and WORKER_CONCURRENCY threads (no Mongo, no Redis, no planning): `count` pods with their
+    Secrets and, interleaved as the cold start makes them, `schedules` CronJobs with theirs —
+    the same mix of objects the controller's cold start makes; and pods per second until all
+    of them are Running (scheduled, and made Running by kwok, as the cold start is measured).
+    The namespace is deleted and gone before the controller starts."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from worker.core.bot import BotKind
+    from worker.core.bot import Bot, BotKind
+    from worker.core.cronspec import build_cronjob, build_cronjob_secret
     from worker.core.desired import parse_desired
     from worker.core.podspec import build_config_secret, build_pod
 
@@ -321,29 +338,52 @@ def raw_create_capacity(stack: Stack, env: dict[str, str], count: int) -> tuple[
     stack.grant_controller(RAW_NAMESPACE)
     settings = load_settings(env={**env, "NAMESPACE": RAW_NAMESPACE})
     rt = Runtime(settings)
-    bots = [parse_desired({"id": f"raw{i:05d}", "config": {"name": "raw", "api_key": f"k{i}"},
-                           "custom": {"version": "1.0.0", "filePath": CODE_KEY,
-                                      "config": {"runtime": "python3.11",
-                                                 "entrypoints": {"bot": "main.py"}}}},
-                          kind=BotKind.LIVE, template=settings.pod_template,
-                          resources=settings.resource_policy)[0]
+
+    def parsed(kind: BotKind, bot_id: str, config: dict[str, Any]) -> Bot:
+        return parse_desired({"id": bot_id, "config": config,
+                              "custom": {"version": "1.0.0", "filePath": CODE_KEY,
+                                         "config": {"runtime": "python3.11",
+                                                    "entrypoints": {"bot": "main.py"}}}},
+                             kind=kind, template=settings.pod_template,
+                             resources=settings.resource_policy)[0]
+
+    bots = [parsed(BotKind.LIVE, f"raw{i:05d}", {"name": "raw", "api_key": f"k{i}"})
             for i in range(count)]
+    crons = [parsed(BotKind.SCHEDULED, f"rawsched{i:05d}",
+                    {"name": "raw", "schedule": f"{i % 60} {i % 24} * * *",
+                     "timezone": "Europe/London", "api_key": f"k{i}"})
+             for i in range(schedules)]
     urls = rt.code.sign_urls(bot_id="raw", code_path=CODE_KEY, ttl_seconds=3600,
                              now=time.time())
 
-    def create(bot: Any) -> None:
+    def create(bot: Bot) -> None:
+        if bot.kind is BotKind.SCHEDULED:
+            cronjob = rt.kube.create_cronjob(build_cronjob(bot, settings.pod_template,
+                                                           settings.cronjob_settings))
+            rt.kube.put_secret(build_cronjob_secret(
+                bot, cronjob_name=cronjob["metadata"]["name"],
+                cronjob_uid=cronjob["metadata"]["uid"], namespace=RAW_NAMESPACE, urls=urls))
+            return
         created = rt.kube.create_pod(build_pod(bot, settings.pod_template))
         rt.kube.create_owned_secret(build_config_secret(
             bot, pod_name=created["metadata"]["name"], pod_uid=created["metadata"]["uid"],
             namespace=RAW_NAMESPACE, urls=urls))
 
+    # Interleaved: one CronJob after every count/schedules pods.
+    every = count // schedules + 1 if schedules else 0
+    mixed: list[Bot] = []
+    for i, bot in enumerate(bots):
+        mixed.append(bot)
+        if every and i % every == 0 and crons:
+            mixed.append(crons.pop())
+    mixed.extend(crons)
     named = {os.getpid(): "bench (raw loop)"}
     cpu_before = cpu_seconds(named)
     t0 = time.monotonic()
     with ThreadPoolExecutor(max_workers=settings.WORKER_CONCURRENCY) as pool:
-        list(pool.map(create, bots))
-    rate = count / (time.monotonic() - t0)
-    print_cpu("the raw loop's creates", cpu_used(cpu_before, cpu_seconds(named)), count,
+        list(pool.map(create, mixed))
+    rate = len(mixed) / (time.monotonic() - t0)
+    print_cpu("the raw loop's creates", cpu_used(cpu_before, cpu_seconds(named)), len(mixed),
               time.monotonic() - t0)
     core = client.CoreV1Api(config.new_client_from_config(stack.env.admin_kubeconfig))  # type: ignore[union-attr]
     while sum(1 for p in core.list_namespaced_pod(RAW_NAMESPACE).items
@@ -462,9 +502,11 @@ def main() -> int:
         raw_rate = raw_running_rate = 0.0
         if args.raw:
             print(f"raw create capacity: {args.raw} pods + Secrets …", flush=True)
-            raw_rate, raw_running_rate = raw_create_capacity(stack, env, args.raw)
-            print(f"  {raw_rate:.1f} pods + Secrets created per second, {raw_running_rate:.1f} "
-                  "pods Running per second", flush=True)
+            raw_schedules = round(args.raw * args.schedules / n)
+            raw_rate, raw_running_rate = raw_create_capacity(stack, env, args.raw, raw_schedules)
+            print(f"  {raw_rate:.1f} objects + Secrets created per second ({args.raw} pods, "
+                  f"{raw_schedules} CronJobs), {raw_running_rate:.1f} pods Running per second",
+                  flush=True)
 
         watch = PodWatch(core).start()  # before the worker: it follows the cold start
         celery = str(Path(sys.executable).with_name("celery"))
@@ -491,17 +533,22 @@ def main() -> int:
             named = {os.getpid(): "bench (watch)", worker.pid: "worker", beat.pid: "beat"}
             cpu_before = cpu_seconds(named)
             started = time.monotonic()
-            last_report = 0.0
+            last_report = last_cronjob_count = 0.0
             created_s = 0.0
+            batch = client.BatchV1Api(core.api_client)
+            cronjobs_made = not args.schedules
             while True:
                 states = watch.states()
                 running = sum(1 for phase, _ in states.values() if phase == "Running")
                 elapsed = time.monotonic() - started
-                if not created_s and len(states) >= n:
-                    created_s = elapsed  # every pod exists (as the raw loop's rate counts)
+                if not cronjobs_made and elapsed - last_cronjob_count >= 5:
+                    cronjobs_made = count_cronjobs(batch) >= args.schedules
+                    last_cronjob_count = elapsed
+                if not created_s and len(states) >= n and cronjobs_made:
+                    created_s = elapsed  # every object exists (as the raw loop's rate counts)
                     print_cpu("the cold start's creates", cpu_used(cpu_before,
                                                                    cpu_seconds(named)),
-                              n, elapsed)
+                              n + args.schedules, elapsed)
                 if elapsed - last_report >= 10:
                     print(f"  cold start: {running}/{n} Running after {elapsed:.0f} s",
                           flush=True)
@@ -514,7 +561,6 @@ def main() -> int:
             cold_start_s = time.monotonic() - started
             watch.stop()  # its thread would share this process's GIL with the passes below
             if args.schedules:
-                batch = client.BatchV1Api(core.api_client)
                 while count_cronjobs(batch) < args.schedules:
                     time.sleep(1)
                 print(f"  {args.schedules} cronjobs after {time.monotonic() - started:.0f} s",
@@ -598,6 +644,7 @@ def main() -> int:
                 except subprocess.TimeoutExpired:
                     process.kill()
 
+    objects = n + args.schedules  # what the cold start creates, each with its Secret
     result = {
         "bots": n,
         "cold_start_s": round(cold_start_s, 1),
@@ -605,13 +652,13 @@ def main() -> int:
         "creates_per_s": round(n / cold_start_s, 1),
         "raw_pods": args.raw,
         "raw_creates_per_s": round(raw_rate, 1),
-        "creates_ratio": round(n / cold_start_s / raw_rate, 2) if raw_rate else None,
+        "creates_ratio": round(objects / cold_start_s / raw_rate, 2) if raw_rate else None,
         "raw_running_per_s": round(raw_running_rate, 1),
         "creates_ratio_running": (round(n / cold_start_s / raw_running_rate, 2)
                                   if raw_running_rate else None),
         "created_s": round(created_s, 1),
-        "created_per_s": round(n / created_s, 1),
-        "creates_ratio_created": round(n / created_s / raw_rate, 2) if raw_rate else None,
+        "created_per_s": round(objects / created_s, 1),
+        "creates_ratio_created": round(objects / created_s / raw_rate, 2) if raw_rate else None,
         "noop_pass_worker_s": round(noop_pass_worker_s, 3),
         "noop_pass_s": round(noop_pass_s, 3),
         "noop_writes": noop_writes,
