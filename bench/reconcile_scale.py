@@ -391,7 +391,13 @@ def raw_create_capacity(stack: Stack, env: dict[str, str], count: int, schedules
         time.sleep(2)
     running_rate = count / (time.monotonic() - t0)
     rt.close()
-    stack.kubectl("delete", "namespace", RAW_NAMESPACE, "--wait=true", "--timeout=600s")
+    # Gone before the controller starts: kwok ends 10,000 pods at its own pace (minutes).
+    stack.kubectl("delete", "namespace", RAW_NAMESPACE, "--wait=false")
+    deadline = time.monotonic() + 900
+    while stack.kubectl("get", "namespace", RAW_NAMESPACE, "--ignore-not-found", "-o", "name"):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"namespace {RAW_NAMESPACE} still there after 900 s")
+        time.sleep(5)
     return rate, running_rate
 
 
