@@ -33,7 +33,8 @@ OFF = f"\tif true {{\n\t\treturn // {MARK}: tracking off\n\t}}\n"
 QUERY = "internal/backends/postgresql/query.go"
 # The key placeholder and its argument, in each of filterEqual's four value cases.
 KEY_PLACEHOLDER = ("p.Next(), p.Next())", "keySQL(p, k, operator), p.Next())", 4)
-KEY_ARGUMENT = ("args = append(args, k, ", "args = append(append(args, keyArgs(k, operator)...), ", 4)
+KEY_ARGUMENT = ("args = append(args, k, ",
+                "args = append(append(args, keyArgs(k, operator)...), ", 4)
 HELPERS = f'''
 // keySQL is the SQL of the key k: a literal for a top-level field ({MARK}), so that an
 // index on the expression `_jsonb->'f'` serves the filter; else a placeholder, as before.
@@ -74,7 +75,8 @@ GIN_CREATE = f'''\t\t// {MARK}: a GIN index beside the btree of a single top-lev
 \t\t}}
 
 '''
-DROP = ('\t\tq := fmt.Sprintf("DROP INDEX %s", pgx.Identifier{dbName, c.Indexes[i].PgIndex}.Sanitize())\n',
+DROP = ('\t\tq := fmt.Sprintf("DROP INDEX %s", '
+        'pgx.Identifier{dbName, c.Indexes[i].PgIndex}.Sanitize())\n',
         f'''\t\tgin := fmt.Sprintf("DROP INDEX IF EXISTS %s", // {MARK}
 \t\t\tpgx.Identifier{{dbName, ginIndexName(c.Indexes[i].PgIndex)}}.Sanitize())
 \t\tif _, err := p.Exec(ctx, gin); err != nil {{
@@ -102,8 +104,9 @@ def edit(path: Path, old: str, new: str, count: int = 1) -> str | None:
 def main(module_dir: str) -> int:
     root = Path(module_dir)
     edits = [
-        *((root / TRACKING, head, head + OFF) for head in ("func Track(obj any, token *Token) {\n",
-                                                           "func Untrack(obj any, token *Token) {\n")),
+        *((root / TRACKING, head, head + OFF)
+          for head in ("func Track(obj any, token *Token) {\n",
+                       "func Untrack(obj any, token *Token) {\n")),
         (root / QUERY, *KEY_PLACEHOLDER),
         (root / QUERY, *KEY_ARGUMENT),
         (root / REGISTRY, CREATED, GIN_CREATE + CREATED),
