@@ -172,7 +172,7 @@ def main() -> int:
         try:
             started = time.monotonic()
             while True:
-                states = pod_states(core)
+                states, _ = pod_states(core)
                 running = sum(1 for phase, _ in states.values() if phase == "Running")
                 if running >= n:
                     break
