@@ -21,7 +21,7 @@ from kubernetes import watch
 from tests.integration.logs.conftest import run_pass as run_log_pass
 from tests.integration.realnode.conftest import C_BOT, NODE_BOT, RealNode, live_doc
 from tests.support.botlogs import messages, shipped
-from tests.support.bots import run_pass, wait_for
+from tests.support.bots import cache_sees, run_pass, wait_for
 from worker.core import logcursor as lc
 from worker.log_collector import LogCollector
 
@@ -144,7 +144,11 @@ def test_state_survives_replace_delete_and_crash_recreate(
     # 2. someone deletes the pod: the controller recreates it, the state carries over.
     core.delete_namespaced_pod("bot-counter", real.namespace)
     wait_for(lambda: real.pod("bot-counter") is None, "the deleted pod gone", timeout=60)
-    run_pass(controller)
+    # The pass reads the watched cache, which sees someone else's delete a moment after the
+    # API server (a pass before that sees the pod and leaves it: the next one recreates it).
+    cache_sees(controller, lambda pods: "bot-counter" not in pods, "bot-counter gone")
+    _report, outcomes = run_pass(controller)
+    assert outcomes == ["created"]
     real.wait_log("bot-counter", "run 3 ")
     assert real.wait_saved_count("counter", 3) == 3
 
