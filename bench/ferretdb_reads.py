@@ -31,6 +31,8 @@ import pymongo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.proc_cpu import all_pids
+from bench.proc_cpu import cpu_seconds as process_cpu_seconds
 from tools.stack.supervisor import Stack
 from worker.adapters.mongo import BOT_PROJECTION
 
@@ -40,17 +42,15 @@ TOP_LEVEL = {"_id": False, "id": True, "enabled": True, "config": True, "custom"
 def cpu_seconds(argv0_suffix: str) -> float:
     """User + system CPU of every process whose argv[0] ends with `argv0_suffix` or starts
     with it (PostgreSQL's backends retitle themselves "postgres: …")."""
-    total = 0
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    total = 0.0
+    for pid in all_pids():
         try:
             argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-            if not (argv0.endswith("/" + argv0_suffix) or argv0.startswith(argv0_suffix)):
-                continue
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
+        except (OSError, UnicodeDecodeError):
             continue
-    return total / os.sysconf("SC_CLK_TCK")
+        if argv0.endswith("/" + argv0_suffix) or argv0.startswith(argv0_suffix):
+            total += process_cpu_seconds(int(pid))
+    return total
 
 
 def measure(read: Callable[[], Sized], repeats: int = 3) -> dict[str, float]:

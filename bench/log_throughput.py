@@ -40,6 +40,7 @@ from minio.error import S3Error
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.proc_cpu import cpu_seconds
 from tools.stack.supervisor import Stack
 from worker import keys
 from worker.core import logcursor as lc
@@ -65,14 +66,6 @@ def cri_now() -> str:
 
 def epoch(ts: str) -> float:
     return datetime.fromisoformat(ts[:26] + "+00:00").timestamp()
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -65,6 +65,7 @@ from minio import Minio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.proc_cpu import CLOCK_TICKS, all_pids, process_cpu
 from tools.stack.supervisor import Stack
 from worker import keys
 from worker.app import create_app
@@ -89,7 +90,6 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MACHINE_BUSY, MACHINE_IDLE = "(machine: busy)", "(machine: idle)"
 # The stack's servers by process name (/proc/<pid>/comm, 15 characters at most).
 SERVERS = ("kube-apiserver", "etcd", "kube-scheduler", "kube-controller", "kwok", "ferretdb",
@@ -108,16 +108,11 @@ def cpu_seconds(named: dict[int, str]) -> dict[str, float]:
     name: the stack's servers by theirs, the processes in `named` (pid → name) by the name
     given, anything else as "other" — where two shared cores go during a phase."""
     totals: dict[str, float] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
+    for pid in all_pids():
+        if (read := process_cpu(pid)) is None:
             continue
-        pid = int(stat.parent.name)
-        comm = text[text.index("(") + 1:text.rindex(")")]
-        fields = text[text.rindex(")") + 2:].split()
-        used = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
-        name = named.get(pid) or next((s for s in SERVERS if comm.startswith(s)), "other")
+        comm, used = read
+        name = named.get(int(pid)) or next((s for s in SERVERS if comm.startswith(s)), "other")
         totals[name] = totals.get(name, 0.0) + used
     totals[MACHINE_BUSY], totals[MACHINE_IDLE] = machine_cpu()
     return totals
