@@ -285,14 +285,22 @@ def pod_states_of(core: client.CoreV1Api, bot_ids: list[str]) -> dict[str, tuple
     return states
 
 
+def bot_document(bot_id: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A bot of the shared bench code (CODE_KEY), as the platform stores it."""
+    return {"id": bot_id, "config": config,
+            "custom": {"version": "1.0.0", "filePath": CODE_KEY,
+                       "config": {"runtime": "python3.11", "entrypoints": {"bot": "main.py"}}}}
+
+
+def schedule_config(i: int) -> dict[str, Any]:
+    """The i-th scheduled bot's config: a daily run, spread over the day."""
+    return {"name": f"dca {i}", "schedule": f"{i % 60} {i % 24} * * *",
+            "timezone": "Europe/London", "api_key": f"k{i}"}
+
+
 def seed_schedules(stack_env: Any, m: int) -> None:
     schedules = pymongo.MongoClient(stack_env.mongo_uri)["bot_scheduler"]["bot_schedules"]
-    docs = [{"id": f"sched{i:05d}",
-             "config": {"name": f"dca {i}", "schedule": f"{i % 60} {i % 24} * * *",
-                        "timezone": "Europe/London", "api_key": f"k{i}"},
-             "custom": {"version": "1.0.0", "filePath": CODE_KEY,
-                        "config": {"runtime": "python3.11", "entrypoints": {"bot": "main.py"}}}}
-            for i in range(m)]
+    docs = [bot_document(f"sched{i:05d}", schedule_config(i)) for i in range(m)]
     for start in range(0, m, 1000):
         schedules.insert_many(docs[start:start + 1000], ordered=False)
 
@@ -335,18 +343,13 @@ def raw_create_capacity(stack: Stack, env: dict[str, str], count: int, schedules
     rt = Runtime(settings)
 
     def parsed(kind: BotKind, bot_id: str, config: dict[str, Any]) -> Bot:
-        return parse_desired({"id": bot_id, "config": config,
-                              "custom": {"version": "1.0.0", "filePath": CODE_KEY,
-                                         "config": {"runtime": "python3.11",
-                                                    "entrypoints": {"bot": "main.py"}}}},
-                             kind=kind, template=settings.pod_template,
+        return parse_desired(bot_document(bot_id, config), kind=kind,
+                             template=settings.pod_template,
                              resources=settings.resource_policy)[0]
 
     bots = [parsed(BotKind.LIVE, f"raw{i:05d}", {"name": "raw", "api_key": f"k{i}"})
             for i in range(count)]
-    crons = [parsed(BotKind.SCHEDULED, f"rawsched{i:05d}",
-                    {"name": "raw", "schedule": f"{i % 60} {i % 24} * * *",
-                     "timezone": "Europe/London", "api_key": f"k{i}"})
+    crons = [parsed(BotKind.SCHEDULED, f"rawsched{i:05d}", schedule_config(i))
              for i in range(schedules)]
     urls = rt.code.sign_urls(bot_id="raw", code_path=CODE_KEY, ttl_seconds=3600,
                              now=time.time())
@@ -407,10 +410,8 @@ def seed(stack_env: Any, n: int) -> None:
                   len(buffer.getvalue()))
     bots = pymongo.MongoClient(stack_env.mongo_uri)["bot_runner"]["bots"]
     bots.create_index("id", unique=True)  # the platform looks bots up by id too
-    docs = [{"id": f"bench{i:05d}",
-             "config": {"name": f"bench {i}", "symbol": "BTC/USDT", "api_key": f"k{i}"},
-             "custom": {"version": "1.0.0", "filePath": CODE_KEY,
-                        "config": {"runtime": "python3.11", "entrypoints": {"bot": "main.py"}}}}
+    docs = [bot_document(f"bench{i:05d}", {"name": f"bench {i}", "symbol": "BTC/USDT",
+                                            "api_key": f"k{i}"})
             for i in range(n)]
     for start in range(0, n, 1000):
         bots.insert_many(docs[start:start + 1000], ordered=False)

@@ -82,11 +82,11 @@ def test_readyz_follows_the_only_worker(procs: Procs, start_worker: Start,
 
     # /status polled too: with 1 s heartbeats and a 3 s TTL on two shared cores, a check may
     # flap between two reads (seen once: /readyz 200, then /status ready: false).
-    def restarted_worker_listed() -> dict[str, Any] | None:
+    def ready_status() -> dict[str, Any] | None:
         status: dict[str, Any] = api.get("/status").json()
         return status if status["ready"] else None
 
-    status = wait_for(restarted_worker_listed, "/status ready after the restart", timeout=30,
+    status = wait_for(ready_status, "/status ready after the restart", timeout=30,
                       interval=0.2)
     assert [w["hostname"].split("@")[0] for w in status["workers"]] == ["w1"]
     assert status["workers"][0]["pid"] == worker.pid
